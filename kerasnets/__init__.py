@@ -1,0 +1,20 @@
+"""kerasnets: efficient CNNs from the literature as tf-keras functional models.
+
+Importing the package selects Keras 2 (tf-keras) for TensorFlow before TensorFlow loads:
+the TensorFlow Model Optimization Toolkit (pruning, QAT, clustering) supports Keras 2 only.
+"""
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+if os.environ["TF_USE_LEGACY_KERAS"] not in ("1", "true", "True"):
+    raise ImportError(
+        "kerasnets needs TF_USE_LEGACY_KERAS=1 (tf-keras); it is set to "
+        f"{os.environ['TF_USE_LEGACY_KERAS']!r}. Unset it or set it to 1 before importing."
+    )
+
+from kerasnets.registry import create_model, list_models, model_info, register_model  # noqa: E402
+from kerasnets.profile import profile  # noqa: E402
+from kerasnets import zoo as _zoo  # noqa: E402,F401  (registers every family)
+
+__all__ = ["create_model", "list_models", "model_info", "register_model", "profile"]
+__version__ = "0.1.0"

@@ -1,0 +1,61 @@
+"""Small serialisable layers the zoo needs beyond tf_keras' own (no Lambda layers anywhere).
+
+Each maps to TFLite builtins that TFLite Micro runs; their QAT configs live in
+`kerasnets.pipelines.quantize` so that `import kerasnets` stays free of TFMOT.
+"""
+import tensorflow as tf
+import tf_keras as keras
+
+_PACKAGE = "kerasnets"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class HardSigmoid(keras.layers.Layer):
+    """relu6(x + 3) / 6, the gate of MobileNetV3 and GhostNet squeeze-excite."""
+
+    def call(self, inputs):
+        return tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class HardSwish(keras.layers.Layer):
+    """x * relu6(x + 3) / 6 (MobileNetV3); the TFLite converter fuses it into HARD_SWISH."""
+
+    def call(self, inputs):
+        return inputs * tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ChannelSlice(keras.layers.Layer):
+    """Channels [start, start + size) of an NHWC tensor: one STRIDED_SLICE, at most 4-D."""
+
+    def __init__(self, start, size, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.size = int(start), int(size)
+        if self.start < 0 or self.size < 1:
+            raise ValueError(f"ChannelSlice needs start >= 0 and size >= 1, got start={start}, size={size}")
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None and self.start + self.size > channels:
+            raise ValueError(f"ChannelSlice [{self.start}, {self.start + self.size}) exceeds the "
+                             f"{channels} input channels of layer {self.name!r}")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return inputs[..., self.start:self.start + self.size]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.size,)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "size": self.size}
+
+
+CUSTOM_OBJECTS = {cls.__name__: cls for cls in (HardSigmoid, HardSwish, ChannelSlice)}

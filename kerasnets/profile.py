@@ -1,0 +1,115 @@
+"""Model profiler: params, MACs per layer, int8 weight bytes and peak activation memory.
+
+MACs count multiply-accumulates of Conv2D / DepthwiseConv2D / Dense layers (the convention of
+the papers' tables). Peak activation memory walks the functional graph in execution order,
+keeping each tensor alive from its producer to its last consumer, as TFLite Micro's planner
+does; layers TFLite fuses into the op before them (BatchNorm, activations, Dropout) or that
+only reinterpret a buffer (Reshape, Flatten) share their input's buffer instead of adding one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tf_keras as keras
+
+L = keras.layers
+_ALIASING = (L.BatchNormalization, L.ReLU, L.Activation, L.Dropout, L.Reshape, L.Flatten,
+             L.SpatialDropout2D)
+
+
+def _numel(shape) -> int:
+    return int(np.prod([d for d in shape if d is not None], dtype=np.int64)) if shape else 1
+
+
+def _output_shape(layer):
+    shape = layer.output.shape
+    return tuple(shape[1:])
+
+
+def _layer_macs(layer) -> int:
+    if isinstance(layer, L.DepthwiseConv2D):  # before Conv2D: it subclasses it
+        kh, kw = layer.kernel_size
+        return _numel(_output_shape(layer)) * kh * kw
+    if isinstance(layer, L.Conv2D):
+        kh, kw = layer.kernel_size
+        cin = layer.input.shape[-1] // layer.groups
+        return _numel(_output_shape(layer)) * kh * kw * cin
+    if isinstance(layer, L.Dense):
+        return int(layer.kernel.shape[0]) * _numel(_output_shape(layer))
+    return 0
+
+
+def _layer_weight_int8_bytes(layer) -> int:
+    """int8 kernel bytes plus an int32 bias per output channel (BatchNorm folds into it)."""
+    if isinstance(layer, (L.Conv2D, L.Dense)):
+        out_channels = layer.output.shape[-1]
+        return _numel(layer.kernel.shape) + 4 * int(out_channels)
+    return 0
+
+
+def _inbound_layers(layer) -> list:
+    node = layer.inbound_nodes[0]
+    inbound = node.inbound_layers
+    return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
+
+
+def _peak_activation(model) -> tuple[int, list[int]]:
+    """Peak int8 bytes of live activations (batch 1) and the live bytes at each layer."""
+    layers = model.layers
+    index = {id(layer): i for i, layer in enumerate(layers)}
+    buffer_of = {}  # layer -> id of the layer that owns its output buffer
+    size = {}
+    last_use = {}
+    for i, layer in enumerate(layers):
+        inbound = [] if isinstance(layer, L.InputLayer) else _inbound_layers(layer)
+        for src in inbound:
+            owner = buffer_of[id(src)]
+            last_use[owner] = max(last_use.get(owner, index[owner]), i)
+        if isinstance(layer, _ALIASING) and len(inbound) == 1:
+            buffer_of[id(layer)] = buffer_of[id(inbound[0])]
+        else:
+            buffer_of[id(layer)] = id(layer)
+            size[id(layer)] = _numel(_output_shape(layer))
+    for out in model.outputs:  # outputs live to the end
+        owner = buffer_of[id(out.node.layer)]
+        last_use[owner] = len(layers)
+    live_per_layer = []
+    for i in range(len(layers)):
+        live = sum(b for owner, b in size.items()
+                   if index[owner] <= i <= last_use.get(owner, index[owner]))
+        live_per_layer.append(live)
+    return max(live_per_layer), live_per_layer
+
+
+def profile(model: keras.Model) -> dict:
+    """Profile a built functional model at its input shape (batch 1).
+
+    Returns params (trainable/total), macs, float32 and int8 weight bytes, peak int8 activation
+    bytes, and `layers`: one row per layer (name, type, output shape, params, macs, live bytes).
+    """
+    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+        raise TypeError(f"profile() needs a functional tf_keras Model, got {type(model).__name__}")
+    peak, live = _peak_activation(model)
+    rows = []
+    for layer, live_bytes in zip(model.layers, live):
+        rows.append({
+            "name": layer.name,
+            "type": type(layer).__name__,
+            "output_shape": list(_output_shape(layer)),
+            "params": int(layer.count_params()),
+            "macs": _layer_macs(layer),
+            "weights_int8_bytes": _layer_weight_int8_bytes(layer),
+            "live_activation_bytes": live_bytes,
+        })
+    trainable = int(sum(_numel(w.shape) for w in model.trainable_weights))
+    total = int(model.count_params())
+    return {
+        "name": model.name,
+        "input_shape": list(model.input_shape[1:]),
+        "params": trainable,
+        "params_total": total,
+        "macs": int(sum(r["macs"] for r in rows)),
+        "weights_float32_bytes": 4 * total,
+        "weights_int8_bytes": int(sum(r["weights_int8_bytes"] for r in rows)),
+        "peak_activation_bytes": int(peak),
+        "layers": rows,
+    }

@@ -1,0 +1,31 @@
+"""kerasnets: efficient CNNs from the literature, taken to int8 TFLite and TFLite Micro."""
+from setuptools import setup
+
+setup(
+    name="kerasnets",
+    version="0.1.0",
+    description="Efficient convolutional networks in tf-keras, from papers to phones and microcontrollers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.12",
+    # One import namespace: the repository keeps its top-level folders, users get kerasnets.*
+    packages=["kerasnets", "kerasnets.pipelines", "kerasnets.micro", "kerasnets.tools"],
+    package_dir={
+        "kerasnets": "kerasnets",
+        "kerasnets.pipelines": "pipelines",
+        "kerasnets.micro": "micro",
+        "kerasnets.tools": "tools",
+    },
+    install_requires=[
+        "tensorflow==2.21.*",
+        "tf-keras==2.21.*",
+        "tensorflow-model-optimization==0.8.1",
+        "ai-edge-litert",
+        "tflite-micro",
+        "absl-py",
+        "numpy",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest", "pytest-xdist"]},
+    entry_points={"console_scripts": ["kerasnets=kerasnets.tools.cli:run"]},
+)
