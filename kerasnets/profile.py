@@ -26,7 +26,7 @@ def _output_shape(layer):
 
 
 def _layer_macs(layer) -> int:
-    if isinstance(layer, L.DepthwiseConv2D):  # before Conv2D: it subclasses it
+    if isinstance(layer, L.DepthwiseConv2D):
         kh, kw = layer.kernel_size
         return _numel(_output_shape(layer)) * kh * kw
     if isinstance(layer, L.Conv2D):
@@ -40,10 +40,13 @@ def _layer_macs(layer) -> int:
 
 def _layer_weight_int8_bytes(layer) -> int:
     """int8 kernel bytes plus an int32 bias per output channel (BatchNorm folds into it)."""
-    if isinstance(layer, (L.Conv2D, L.Dense)):
-        out_channels = layer.output.shape[-1]
-        return _numel(layer.kernel.shape) + 4 * int(out_channels)
-    return 0
+    if isinstance(layer, L.DepthwiseConv2D):
+        kernel = layer.depthwise_kernel
+    elif isinstance(layer, (L.Conv2D, L.Dense)):
+        kernel = layer.kernel
+    else:
+        return 0
+    return _numel(kernel.shape) + 4 * int(layer.output.shape[-1])
 
 
 def _inbound_layers(layer) -> list:

@@ -1,0 +1,54 @@
+"""Run int8 models in the TFLite Micro interpreter and measure the tensor arena they need."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+import numpy as np
+from tflite_micro.python.tflite_micro import runtime
+
+_ARENA_TOTAL = re.compile(rb"Arena allocation total (\d+) bytes")
+
+
+def _capture_stderr(fn):
+    """Run fn() with the process's fd 2 sent to a file (TFLM prints from C++) and return it."""
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        return sink.read()
+
+
+def micro_interpreter(tflite: bytes, arena_size: int | None = None) -> runtime.Interpreter:
+    """TFLite Micro interpreter (all builtin ops registered) for int8 model bytes."""
+    return runtime.Interpreter.from_bytes(bytes(tflite), arena_size=arena_size)
+
+
+def run_micro(tflite: bytes, inputs: np.ndarray) -> np.ndarray:
+    """Outputs of TFLite Micro for each item of `inputs` (already quantised, batch axis first)."""
+    interpreter = micro_interpreter(tflite)
+    outputs = []
+    for item in inputs:
+        interpreter.set_input(item[None], 0)
+        interpreter.invoke()
+        outputs.append(interpreter.get_output(0)[0].copy())
+    return np.stack(outputs)
+
+
+def measure_arena(tflite: bytes, arena_size: int | None = None) -> int:
+    """Bytes of tensor arena TFLite Micro's recording allocator uses for one inference."""
+    interpreter = micro_interpreter(tflite, arena_size)
+    details = interpreter.get_input_details(0)
+    interpreter.set_input(np.zeros(details["shape"], details["dtype"]), 0)
+    interpreter.invoke()
+    report = _capture_stderr(interpreter.print_allocations)
+    match = _ARENA_TOTAL.search(report)
+    if not match:
+        raise RuntimeError(f"TFLite Micro printed no arena total; it printed: {report[:500]!r}")
+    return int(match.group(1))

@@ -1,0 +1,62 @@
+"""The `kerasnets` command line as a user runs it (a real subprocess)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ZOO_COLUMNS = ["model", "input", "params", "macs", "published_params", "published_macs", "size_ok",
+               "int8_kb", "arena_bytes", "latency_ms", "machine"]
+
+
+def kerasnets(*args):
+    cmd = [sys.executable, "-c", "from kerasnets.tools.cli import run; run()", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_zoo_writes_the_documented_csv(tmp_path):
+    out = tmp_path / "zoo.csv"
+    result = kerasnets("zoo", "--filter=resnet8", f"--out={out}", "--runs=3")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ZOO_COLUMNS
+    row = rows[0]
+    assert row["model"] == "resnet8" and row["input"] == "32x32x3" and row["size_ok"] == "True"
+    assert 85 < float(row["int8_kb"]) < 110  # MLPerf Tiny publishes 99.3 kB
+    assert 30_000 < int(row["arena_bytes"]) < 120_000
+    assert float(row["latency_ms"]) > 0 and row["machine"]
+    assert "resnet8" in result.stdout
+
+
+def test_zoo_input_size_and_bad_filter(tmp_path):
+    out = tmp_path / "zoo.csv"
+    result = kerasnets("zoo", "--filter=resnet8", "--input-size=40", f"--out={out}", "--runs=2")
+    assert result.returncode == 0, result.stderr
+    assert next(csv.DictReader(out.open()))["input"] == "40x40x3"
+    bad = kerasnets("zoo", "--filter=nosuchnet*", f"--out={out}")
+    assert bad.returncode == 2 and "matches no model" in bad.stderr
+
+
+def test_profile_json_and_csv():
+    result = kerasnets("profile", "--model=resnet8", "--json")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    for key in ("params", "macs", "weights_int8_bytes", "peak_activation_bytes", "layers"):
+        assert key in stats
+    table = kerasnets("profile", "--model=resnet8", "--csv")
+    header = table.stdout.splitlines()[0]
+    assert header.startswith("name,type,output_shape,params,macs")
+
+
+@pytest.mark.parametrize("args, message", [
+    (("nosuch",), "usage: kerasnets"),
+    (("profile",), "needs --model"),
+    (("profile", "--model=resnet_8"), "did you mean resnet8"),
+])
+def test_cli_errors_are_clear(args, message):
+    result = kerasnets(*args)
+    assert result.returncode != 0
+    assert message in result.stderr

@@ -1,0 +1,54 @@
+"""The registry's public API: lookup, wildcards, published figures and argument errors."""
+import pytest
+
+import kerasnets
+
+
+def test_list_models_wildcards():
+    everything = kerasnets.list_models()
+    assert everything == sorted(everything)
+    assert kerasnets.list_models("ghostnet_*") == ["ghostnet_050", "ghostnet_100", "ghostnet_130"]
+    assert all(name.endswith("_cifar") for name in kerasnets.list_models("*_cifar"))
+    assert kerasnets.list_models("no_such_*") == []
+
+
+def test_model_info_has_published_figures():
+    info = kerasnets.model_info("resnet8")
+    assert info.input_shape == (32, 32, 3) and info.classes == 10
+    assert info.params == pytest.approx(78e3, rel=0.05) and info.macs == pytest.approx(12.5e6, rel=0.05)
+    assert info.paper and info.source
+    assert info.as_dict()["name"] == "resnet8"
+
+
+def test_unknown_name_suggests_close_names():
+    with pytest.raises(ValueError, match=r"unknown model 'ghostnet_10'.*ghostnet_100"):
+        kerasnets.create_model("ghostnet_10")
+    with pytest.raises(ValueError, match="unknown model"):
+        kerasnets.model_info("definitely_not_a_net")
+
+
+@pytest.mark.parametrize("classes", [0, -3, 2.5, True])
+def test_bad_classes(classes):
+    with pytest.raises(ValueError, match=f"classes must be an int >= 1, got {classes!r}"):
+        kerasnets.create_model("resnet8", classes=classes)
+
+
+def test_input_too_small_names_argument_and_value():
+    minimum = kerasnets.model_info("mobilenet_v2_100").min_size
+    with pytest.raises(ValueError, match=r"input_shape=\(16, 16, 3\) is too small for mobilenet_v2_100"):
+        kerasnets.create_model("mobilenet_v2_100", input_shape=(16, 16, 3))
+    assert minimum > 16
+    with pytest.raises(ValueError, match="input_shape must be"):
+        kerasnets.create_model("resnet8", input_shape=(32, 32))
+
+
+def test_bad_pooling():
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        kerasnets.create_model("resnet8", include_top=False, pooling="mean")
+
+
+def test_defaults_and_overrides():
+    model = kerasnets.create_model("resnet8")
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
+    custom = kerasnets.create_model("resnet8", input_shape=(48, 40, 1), classes=3)
+    assert custom.input_shape == (None, 48, 40, 1) and custom.output_shape == (None, 3)

@@ -1,0 +1,88 @@
+"""One harness over every registered model: build, serialise, QAT, int8, TFLite Micro, sizes."""
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import kerasnets
+from kerasnets.micro import arena
+from kerasnets.pipelines import convert, quantize
+from conftest import assert_same_outputs, calibrate_batchnorm, small_input_shape
+
+MODELS = kerasnets.list_models()
+SIZE_TOLERANCE = 0.05
+
+
+def _build(name, **kwargs):
+    return kerasnets.create_model(name, input_shape=small_input_shape(name), **kwargs)
+
+
+def test_zoo_is_populated():
+    assert len(MODELS) >= 30, MODELS
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_builds_with_heads_and_unique_names(name):
+    classes = 7
+    top = _build(name, classes=classes)
+    assert top.name == name
+    assert top.output_shape == (None, classes)
+    names = [layer.name for layer in top.layers]
+    assert len(names) == len(set(names)), "duplicate layer names"
+    assert not any(isinstance(layer, keras.layers.Lambda) for layer in top.layers)
+    features = _build(name, include_top=False)
+    assert len(features.output_shape) == 4
+    channels = features.output_shape[-1]
+    for pooling in ("avg", "max"):
+        pooled = _build(name, include_top=False, pooling=pooling)
+        assert pooled.output_shape == (None, channels)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_config_and_keras_file_roundtrip(name, digit_batches, tmp_path):
+    model = _build(name)
+    images = digit_batches(model.input_shape[1:], 2)
+    calibrate_batchnorm(model, images)
+    expected = model(images, training=False)
+    rebuilt = keras.Model.from_config(model.get_config())
+    rebuilt.set_weights(model.get_weights())
+    assert_same_outputs(rebuilt(images, training=False), expected)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert_same_outputs(loaded(images, training=False), expected)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_int8_chain_litert_reference_equals_tflite_micro(name, digit_batches):
+    model = _build(name, classifier_activation="linear")  # logits: softmax of a fresh net is flat
+    images = digit_batches(model.input_shape[1:], 8)
+    calibrate_batchnorm(model, images)
+
+    qat = quantize.quantize_model(model)
+    qat_out = qat(images[:2], training=False).numpy()
+    assert qat_out.shape == (2, model.output_shape[-1]) and np.isfinite(qat_out).all()
+
+    tflite = convert.to_int8(model, images)
+    summary = convert.graph_summary(tflite)
+    assert not [op for op in summary["ops"] if op.startswith(("FLEX", "CUSTOM"))], summary["ops"]
+    too_deep = {t: r for t, r in summary["ranks"].items() if r > 4}
+    assert not too_deep, f"tensors above 4-D break CMSIS-NN: {too_deep}"
+
+    interpreter = convert.litert_interpreter(tflite, reference=True)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    x8 = convert.quantize_input(images, inp)
+    reference = convert.run_litert(tflite, x8, reference=True)
+    micro = arena.run_micro(tflite, x8)
+    assert np.array_equal(reference, micro), f"max diff {np.abs(reference.astype(int) - micro).max()}"
+    assert len(np.unique(reference)) > 4, "int8 outputs are flat: the check would prove nothing"
+    optimised = convert.run_litert(tflite, x8)
+    print(f"{name}: optimised-kernel spread {np.abs(optimised.astype(int) - reference).max()} LSB")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_published_params_and_macs(name):
+    info = kerasnets.model_info(name)
+    stats = kerasnets.profile(kerasnets.create_model(name))
+    assert stats["params"] == pytest.approx(info.params, rel=SIZE_TOLERANCE)
+    assert stats["macs"] == pytest.approx(info.macs, rel=SIZE_TOLERANCE)

@@ -1,0 +1,109 @@
+"""The `kerasnets` command line (absl): `kerasnets zoo`, `kerasnets profile`."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("filter", "*", "zoo: wildcard over model names, e.g. 'ghostnet_*'.")
+flags.DEFINE_integer("input_size", None, "Square input size instead of each model's default.", lower_bound=1)
+flags.DEFINE_integer("runs", 30, "zoo: timed LiteRT runs per model (the median is reported).", lower_bound=1)
+flags.DEFINE_string("out", "results/zoo.csv", "zoo: CSV file to write.")
+flags.DEFINE_string("model", None, "profile: registered model name.")
+flags.DEFINE_integer("classes", None, "profile: number of classes (default: the model's).", lower_bound=1)
+flags.DEFINE_bool("json", False, "profile: print the full profile as JSON.")
+flags.DEFINE_bool("csv", False, "profile: print the per-layer table as CSV.")
+
+SUBCOMMANDS = ("zoo", "profile")
+USAGE = f"usage: kerasnets {{{','.join(SUBCOMMANDS)}}} [flags]   (kerasnets <subcommand> --help)"
+
+
+def _zoo() -> int:
+    from tqdm import tqdm
+
+    from kerasnets.tools import bench, zoo
+
+    names = zoo.select(FLAGS.filter)
+    machine = bench.machine_name()
+    rows, failures = [], []
+    progress = tqdm(names, desc="zoo", unit="model", file=sys.stderr)
+    for name in progress:
+        progress.set_postfix_str(name)
+        try:
+            rows.append(zoo.zoo_row(name, FLAGS.input_size, runs=FLAGS.runs, machine=machine))
+        except ValueError as error:  # e.g. an --input_size below the model's minimum
+            failures.append(f"{name}: {error}")
+    zoo.write_csv(rows, FLAGS.out)
+    _print_table(rows, zoo.COLUMNS[:-1])
+    print(f"\n{len(rows)} models on {machine}; written to {FLAGS.out}")
+    for failure in failures:
+        print(f"skipped {failure}", file=sys.stderr)
+    return 1 if failures and not rows else 0
+
+
+def _print_table(rows, columns):
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) if rows else len(c) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+def _profile() -> int:
+    import kerasnets
+
+    if not FLAGS.model:
+        raise app.UsageError("profile needs --model NAME (see kerasnets zoo or kerasnets.list_models())")
+    shape = None
+    if FLAGS.input_size:
+        channels = kerasnets.model_info(FLAGS.model).input_shape[2]
+        shape = (FLAGS.input_size, FLAGS.input_size, channels)
+    stats = kerasnets.profile(kerasnets.create_model(FLAGS.model, input_shape=shape, classes=FLAGS.classes))
+    if FLAGS.json:
+        print(json.dumps(stats, indent=1))
+    elif FLAGS.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(stats["layers"][0]))
+        writer.writeheader()
+        writer.writerows(stats["layers"])
+    else:
+        rows = [{**r, "output_shape": "x".join(map(str, r["output_shape"]))} for r in stats["layers"]]
+        _print_table(rows, ["name", "type", "output_shape", "params", "macs", "live_activation_bytes"])
+        summary = {k: v for k, v in stats.items() if k != "layers"}
+        print("\n" + "\n".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
+        raise app.UsageError(f"{USAGE}; got {argv[1:2] or 'no subcommand'}")
+    if len(argv) > 2:
+        raise app.UsageError(f"unexpected arguments {argv[2:]}; flags take the form --name=value")
+    try:
+        return {"zoo": _zoo, "profile": _profile}[argv[1]]()
+    except ValueError as error:
+        print(f"kerasnets {argv[1]}: {error}", file=sys.stderr)
+        return 2
+
+
+def _dashes_to_underscores(argv):
+    """Accept --input-size as well as --input_size."""
+    out = []
+    for arg in argv:
+        if arg.startswith("--") and "-" in arg.split("=", 1)[0][2:]:
+            name, sep, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + sep + value
+        out.append(arg)
+    return out
+
+
+def run():
+    app.run(main, argv=_dashes_to_underscores(sys.argv))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,64 @@
+"""`kerasnets zoo`: every registered model's size, int8 footprint and host latency in one table."""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+
+from kerasnets import create_model, list_models, model_info, profile
+from kerasnets.micro import arena
+from kerasnets.pipelines import convert, data
+from kerasnets.tools import bench
+
+COLUMNS = ["model", "input", "params", "macs", "published_params", "published_macs", "size_ok",
+           "int8_kb", "arena_bytes", "latency_ms", "machine"]
+SIZE_TOLERANCE = 0.05
+CALIBRATION_IMAGES = 16
+
+
+def _within(measured, published):
+    return abs(measured - published) <= SIZE_TOLERANCE * published
+
+
+def zoo_row(name: str, input_size: int | None = None, *, runs: int = 30, machine: str = "") -> dict:
+    """Measure one model: params/MACs from the profiler, int8 size, TFLM arena, LiteRT latency.
+
+    size_ok compares params and MACs with the published figures at the default input; at another
+    input size only params are comparable, so only params are checked.
+    """
+    info = model_info(name)
+    shape = info.input_shape if input_size is None else (input_size, input_size, info.input_shape[2])
+    model = create_model(name, input_shape=shape)
+    stats = profile(model)
+    at_default = tuple(shape) == info.input_shape
+    size_ok = _within(stats["params"], info.params) and (not at_default or _within(stats["macs"], info.macs))
+    images, _ = data.digits_images(shape, CALIBRATION_IMAGES)
+    tflite = convert.to_int8(model, images)
+    latency = bench.litert_latency_ms(tflite, threads=1, runs=runs)
+    return {
+        "model": name, "input": "x".join(str(d) for d in shape),
+        "params": stats["params"], "macs": stats["macs"],
+        "published_params": int(info.params), "published_macs": int(info.macs),
+        "size_ok": size_ok, "int8_kb": round(len(tflite) / 1024, 1),
+        "arena_bytes": arena.measure_arena(tflite), "latency_ms": round(latency["median"], 3),
+        "machine": machine,
+    }
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    """Write atomically: an interrupted run never leaves a half-written table."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".csv.tmp")
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def select(pattern: str) -> list[str]:
+    names = list_models(pattern)
+    if not names:
+        raise ValueError(f"--filter {pattern!r} matches no model; try one of: {', '.join(list_models())}")
+    return names
