@@ -1,7 +1,8 @@
 """Small serialisable layers the zoo needs beyond tf_keras' own (no Lambda layers anywhere).
 
-Each maps to TFLite builtins that TFLite Micro runs; their QAT configs live in
-`kerasnets.pipelines.quantize` so that `import kerasnets` stays free of TFMOT.
+Each maps to TFLite builtins that TFLite Micro runs. Each declares `qat_spec = (weight attribute
+names to quantise, whether to quantise its output)`, which `kerasnets.pipelines.quantize` turns
+into a TFMOT QuantizeConfig, so that `import kerasnets` stays free of TFMOT.
 """
 import tensorflow as tf
 import tf_keras as keras
@@ -12,6 +13,8 @@ _PACKAGE = "kerasnets"
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class HardSigmoid(keras.layers.Layer):
     """relu6(x + 3) / 6, the gate of MobileNetV3 and GhostNet squeeze-excite."""
+
+    qat_spec = ((), True)
 
     def call(self, inputs):
         return tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
@@ -24,6 +27,8 @@ class HardSigmoid(keras.layers.Layer):
 class HardSwish(keras.layers.Layer):
     """x * relu6(x + 3) / 6 (MobileNetV3); the TFLite converter fuses it into HARD_SWISH."""
 
+    qat_spec = ((), True)
+
     def call(self, inputs):
         return inputs * tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
 
@@ -34,6 +39,8 @@ class HardSwish(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ChannelSlice(keras.layers.Layer):
     """Channels [start, start + size) of an NHWC tensor: one STRIDED_SLICE, at most 4-D."""
+
+    qat_spec = ((), False)  # moves values only: keeps its input's scale
 
     def __init__(self, start, size, **kwargs):
         super().__init__(**kwargs)

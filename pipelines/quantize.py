@@ -6,59 +6,61 @@ from __future__ import annotations
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
-from kerasnets import layers as knl
-
 _Q = tfmot.quantization.keras
 _quantizers = _Q.quantizers
 
 
-class OutputQuantizeConfig(_Q.QuantizeConfig):
-    """No weights; the output gets an 8-bit moving-average quantiser (as TFLite's int8 op will)."""
+class LayerQuantizeConfig(_Q.QuantizeConfig):
+    """8-bit QAT for a zoo layer: named weights get per-channel symmetric quantisers (as TFLite's
+    int8 conv kernels), the output an 8-bit moving-average quantiser unless it only moves values."""
+
+    def __init__(self, weights=(), quantize_output=True):
+        self.weights = tuple(weights)
+        self.quantize_output = bool(quantize_output)
 
     def get_weights_and_quantizers(self, layer):
-        return []
+        quantizer = _quantizers.LastValueQuantizer(num_bits=8, per_axis=True, symmetric=True,
+                                                   narrow_range=True)
+        return [(getattr(layer, name), quantizer) for name in self.weights]
 
     def get_activations_and_quantizers(self, layer):
         return []
 
     def set_quantize_weights(self, layer, quantize_weights):
-        pass
+        for name, weight in zip(self.weights, quantize_weights):
+            setattr(layer, name, weight)
 
     def set_quantize_activations(self, layer, quantize_activations):
         pass
 
     def get_output_quantizers(self, layer):
+        if not self.quantize_output:
+            return []
         return [_quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
                                                    narrow_range=False)]
 
     def get_config(self):
-        return {}
+        return {"weights": list(self.weights), "quantize_output": self.quantize_output}
 
 
-class PassThroughQuantizeConfig(OutputQuantizeConfig):
-    """Layers that only move values (slices) keep their input's scale: no new quantiser."""
-
-    def get_output_quantizers(self, layer):
-        return []
+# Keras layers TFMOT's registry lacks. Zoo layers instead declare `qat_spec = (weight attribute
+# names, quantize_output)` as plain data, so the zoo itself never imports TFMOT.
+_SPEC_FOR_KERAS_LAYER = {keras.layers.Multiply: ((), True)}
 
 
-_CONFIG_FOR_LAYER = {
-    keras.layers.Multiply: OutputQuantizeConfig,
-    knl.HardSwish: OutputQuantizeConfig,
-    knl.HardSigmoid: OutputQuantizeConfig,
-    knl.ChannelSlice: PassThroughQuantizeConfig,
-}
+def _config_for(layer):
+    spec = _SPEC_FOR_KERAS_LAYER.get(type(layer), getattr(layer, "qat_spec", None))
+    return None if spec is None else LayerQuantizeConfig(*spec)
 
 
 def quantize_scope():
     """Scope that deserialises QAT models holding the zoo's layers and configs."""
-    return _Q.quantize_scope({**knl.CUSTOM_OBJECTS, "OutputQuantizeConfig": OutputQuantizeConfig,
-                              "PassThroughQuantizeConfig": PassThroughQuantizeConfig})
+    return _Q.quantize_scope({**keras.saving.get_custom_objects(),
+                              "LayerQuantizeConfig": LayerQuantizeConfig})
 
 
 def _annotate(layer):
-    config_cls = _CONFIG_FOR_LAYER.get(type(layer))
-    return _Q.quantize_annotate_layer(layer, config_cls() if config_cls else None)
+    return _Q.quantize_annotate_layer(layer, _config_for(layer))
 
 
 def quantize_model(model: keras.Model) -> keras.Model:
