@@ -1,0 +1,115 @@
+"""Read a .tflite flatbuffer (TF's own schema module): ops, tensors, quantisation, with clear errors.
+
+Parsing the file, rather than loading it into an interpreter, also works for models that an
+interpreter would refuse (Flex/custom ops), which is exactly when a user needs to be told why.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+
+_OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+_TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+_IDENTIFIER = b"TFL3"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # "int8", "float32", ...
+    scale: float | None
+    zero_point: int | None
+    is_constant: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    index: int
+    name: str  # builtin op name, e.g. CONV_2D; custom ops as CUSTOM:<code>
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Graph:
+    ops: tuple[Op, ...]
+    tensors: tuple[Tensor, ...]
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    size_bytes: int
+
+    @property
+    def op_names(self) -> list[str]:
+        """Unique op names in first-use order."""
+        return list(dict.fromkeys(op.name for op in self.ops))
+
+
+def _op_name(code) -> str:
+    builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+    name = _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
+    if name == "CUSTOM":
+        return f"CUSTOM:{(code.CustomCode() or b'').decode(errors='replace')}"
+    return name
+
+
+def _tensor(model, graph, index) -> Tensor:
+    t = graph.Tensors(index)
+    quant = t.Quantization()
+    scale = zero_point = None
+    if quant is not None and quant.ScaleLength() == 1:
+        scale, zero_point = float(quant.Scale(0)), int(quant.ZeroPoint(0))
+    buffer = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
+    constant = buffer is not None and (buffer.DataLength() > 0 or buffer.Size() > 0)
+    return Tensor(index, (t.Name() or b"").decode(errors="replace"), tuple(int(d) for d in t.ShapeAsNumpy())
+                  if t.ShapeLength() else (), _TYPE_NAMES.get(t.Type(), str(t.Type())), scale,
+                  zero_point, constant)
+
+
+def read_tflite(data: bytes, *, source: str = "model") -> Graph:
+    """Parse .tflite bytes; raises ValueError naming `source` if they are not a valid model."""
+    data = bytes(data)
+    if len(data) < 8 or data[4:8] != _IDENTIFIER:
+        raise ValueError(f"{source} is not a TFLite model (no 'TFL3' flatbuffer identifier, "
+                         f"{len(data)} bytes): export it again with `kerasnets export`")
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        if model.SubgraphsLength() < 1:
+            raise ValueError("no subgraph")
+        graph = model.Subgraphs(0)
+        tensors = tuple(_tensor(model, graph, i) for i in range(graph.TensorsLength()))
+        codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+        ops = []
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            ins = tuple(tensors[j] for j in op.InputsAsNumpy() if j >= 0) if op.InputsLength() else ()
+            outs = tuple(tensors[j] for j in op.OutputsAsNumpy()) if op.OutputsLength() else ()
+            ops.append(Op(i, _op_name(codes[op.OpcodeIndex()]), ins, outs))
+        inputs = tuple(tensors[j] for j in graph.InputsAsNumpy())
+        outputs = tuple(tensors[j] for j in graph.OutputsAsNumpy())
+    except ValueError:
+        raise
+    except Exception as error:  # a truncated flatbuffer fails deep inside the accessors
+        raise ValueError(f"{source} is a corrupt or truncated TFLite model ({type(error).__name__}: "
+                         f"{error}); export it again with `kerasnets export`") from None
+    return Graph(tuple(ops), tensors, inputs, outputs, len(data))
+
+
+def read_tflite_file(path) -> tuple[bytes, Graph]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    return data, read_tflite(data, source=str(path))
+
+
+def max_rank(graph: Graph) -> int:
+    return max((len(t.shape) for t in graph.tensors), default=0)
+
+
+def numpy_dtype(tensor: Tensor):
+    return np.dtype(tensor.dtype)
