@@ -25,6 +25,7 @@ setup(
         "absl-py",
         "numpy",
         "tqdm",
+        "scikit-learn",
     ],
     extras_require={"test": ["pytest", "pytest-xdist"]},
     entry_points={"console_scripts": ["kerasnets=kerasnets.tools.cli:run"]},

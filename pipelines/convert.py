@@ -14,31 +14,89 @@ def _batch1_function(model: keras.Model):
     return tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
 
 
-def to_int8(model: keras.Model, calibration: Iterable[np.ndarray] | np.ndarray) -> bytes:
-    """Full-integer int8 .tflite bytes (int8 input and output) calibrated on `calibration` images
-    (an array N,H,W,C or an iterable of such arrays); TFLITE_BUILTINS_INT8 only, no Flex ops."""
-    images = np.concatenate([np.asarray(b, np.float32).reshape(-1, *model.input_shape[1:])
-                             for b in ([calibration] if isinstance(calibration, np.ndarray) else calibration)])
+MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+_IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8}
+
+
+def _as_images(calibration, input_shape) -> np.ndarray:
+    batches = [calibration] if isinstance(calibration, np.ndarray) else list(calibration)
+    images = np.concatenate([np.asarray(b, np.float32).reshape(-1, *input_shape) for b in batches])
     if len(images) == 0:
-        raise ValueError("to_int8 needs at least one calibration image")
+        raise ValueError("calibration needs at least one image")
+    return images
 
-    def representative():
-        for image in images:
-            yield [image[None]]
 
+def _is_qat(model) -> bool:
+    return any(type(layer).__name__ == "QuantizeWrapperV2" or type(layer).__name__ == "QuantizeLayer"
+               for layer in model.layers)
+
+
+def export(model: keras.Model, mode: str = "int8", calibration=None, *, io_type: str = "int8") -> bytes:
+    """Convert a tf_keras model (float or QAT) to .tflite bytes at a static batch of 1.
+
+    mode: fp32 | fp16 (float16 weights) | dynamic (int8 weights, float activations) |
+    int8 (full integer; `io_type` int8 or uint8 input/output) | int16x8 (int16 activations,
+    int8 weights). int8 and int16x8 calibrate on `calibration` images unless the model is a
+    QAT model, whose fake-quant ranges already fix the scales.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if io_type not in _IO_TYPES:
+        raise ValueError(f"io_type must be int8 or uint8, got {io_type!r}")
     converter = tf.lite.TFLiteConverter.from_concrete_functions([_batch1_function(model)], model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    if mode != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode in ("int8", "int16x8"):
+        if not _is_qat(model):
+            if calibration is None:
+                raise ValueError(f"mode {mode} needs calibration images (a representative dataset)")
+            images = _as_images(calibration, model.input_shape[1:])
+            converter.representative_dataset = lambda: ([image[None]] for image in images)
+        if mode == "int8":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = converter.inference_output_type = _IO_TYPES[io_type]
+        else:
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     return converter.convert()
 
 
+def to_int8(model: keras.Model, calibration: Iterable[np.ndarray] | np.ndarray) -> bytes:
+    """Full-integer int8 .tflite bytes (int8 input and output) calibrated on `calibration` images
+    (an array N,H,W,C or an iterable of such arrays); TFLITE_BUILTINS_INT8 only, no Flex ops."""
+    return export(model, "int8", calibration)
+
+
 def quantize_input(images: np.ndarray, details: dict) -> np.ndarray:
-    """Float images -> the int8 values a model with these input details expects."""
+    """Float images -> the values a model with these LiteRT input details expects (as is for a
+    float input; quantised and clipped to the integer type's range otherwise)."""
+    dtype = np.dtype(details["dtype"])
+    if dtype.kind == "f":
+        return images.astype(dtype)
     scale, zero_point = details["quantization"]
-    return np.clip(np.round(images / scale + zero_point), -128, 127).astype(np.int8)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(images / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize_output(values: np.ndarray, details: dict) -> np.ndarray:
+    scale, zero_point = details["quantization"]
+    if np.dtype(details["dtype"]).kind == "f" or scale == 0:
+        return values.astype(np.float32)
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+def parity(model: keras.Model, tflite: bytes, images: np.ndarray) -> dict:
+    """Compare a .tflite with its Keras model on real images: max |diff| of the (dequantised)
+    outputs and top-1 agreement. The export gates: fp32 max diff <= 1e-4; int8 agreement reported."""
+    expected = model.predict(images, verbose=0, batch_size=32)
+    interpreter = litert_interpreter(tflite)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    got = dequantize_output(run_litert(tflite, quantize_input(images, inp)), out)
+    return {"max_abs_diff": float(np.abs(got - expected).max()),
+            "top1_agreement": float(np.mean(got.argmax(-1) == expected.argmax(-1))),
+            "images": int(len(images))}
 
 
 def litert_interpreter(tflite: bytes, *, reference: bool = False, threads: int = 1):
