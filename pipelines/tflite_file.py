@@ -78,7 +78,7 @@ def read_tflite(data: bytes, *, source: str = "model") -> Graph:
     try:
         model = schema.Model.GetRootAs(data, 0)
         if model.SubgraphsLength() < 1:
-            raise ValueError("no subgraph")
+            raise IndexError("it has no subgraph")
         graph = model.Subgraphs(0)
         tensors = tuple(_tensor(model, graph, i) for i in range(graph.TensorsLength()))
         codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
@@ -90,8 +90,6 @@ def read_tflite(data: bytes, *, source: str = "model") -> Graph:
             ops.append(Op(i, _op_name(codes[op.OpcodeIndex()]), ins, outs))
         inputs = tuple(tensors[j] for j in graph.InputsAsNumpy())
         outputs = tuple(tensors[j] for j in graph.OutputsAsNumpy())
-    except ValueError:
-        raise
     except Exception as error:  # a truncated flatbuffer fails deep inside the accessors
         raise ValueError(f"{source} is a corrupt or truncated TFLite model ({type(error).__name__}: "
                          f"{error}); export it again with `kerasnets export`") from None

@@ -1,4 +1,4 @@
-"""The `kerasnets` command line (absl): `kerasnets zoo`, `kerasnets profile`."""
+"""The `kerasnets` command line (absl): `kerasnets zoo | profile | export`."""
 from __future__ import annotations
 
 import csv
@@ -14,13 +14,23 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("filter", "*", "zoo: wildcard over model names, e.g. 'ghostnet_*'.")
 flags.DEFINE_integer("input_size", None, "Square input size instead of each model's default.", lower_bound=1)
 flags.DEFINE_integer("runs", 30, "zoo: timed LiteRT runs per model (the median is reported).", lower_bound=1)
-flags.DEFINE_string("out", "results/zoo.csv", "zoo: CSV file to write.")
+flags.DEFINE_string("out", None, "zoo: CSV file (default results/zoo.csv); export: output folder.")
 flags.DEFINE_string("model", None, "profile: registered model name.")
 flags.DEFINE_integer("classes", None, "profile: number of classes (default: the model's).", lower_bound=1)
 flags.DEFINE_bool("json", False, "profile: print the full profile as JSON.")
 flags.DEFINE_bool("csv", False, "profile: print the per-layer table as CSV.")
+flags.DEFINE_string("keras", None, "export: a .keras model file (float or QAT) instead of --model.")
+flags.DEFINE_string("saved_model", None, "export: a SavedModel folder instead of --model.")
+flags.DEFINE_enum("mode", "int8", ["fp32", "fp16", "dynamic", "int8", "int16x8"], "export: TFLite mode.")
+flags.DEFINE_enum("io_type", "int8", ["int8", "uint8"], "export: input/output type of --mode int8.")
+flags.DEFINE_bool("micro", False, "export: also write TFLite Micro sources to OUT/micro/.")
+flags.DEFINE_string("calibration", "digits", "export: data set for int8 calibration and the parity "
+                    "gates (digits, imagefolder:PATH, npz:PATH, cifar10, ...).")
+flags.DEFINE_string("labels", None, "export: text file with one class label per line.")
+flags.DEFINE_integer("max_arena", None, "export: refuse a model whose TFLite Micro arena exceeds this "
+                     "many bytes.", lower_bound=1)
 
-SUBCOMMANDS = ("zoo", "profile")
+SUBCOMMANDS = ("zoo", "profile", "export")
 USAGE = f"usage: kerasnets {{{','.join(SUBCOMMANDS)}}} [flags]   (kerasnets <subcommand> --help)"
 
 
@@ -39,9 +49,10 @@ def _zoo() -> int:
             rows.append(zoo.zoo_row(name, FLAGS.input_size, runs=FLAGS.runs, machine=machine))
         except ValueError as error:  # e.g. an --input_size below the model's minimum
             failures.append(f"{name}: {error}")
-    zoo.write_csv(rows, FLAGS.out)
+    out = FLAGS.out or "results/zoo.csv"
+    zoo.write_csv(rows, out)
     _print_table(rows, zoo.COLUMNS[:-1])
-    print(f"\n{len(rows)} models on {machine}; written to {FLAGS.out}")
+    print(f"\n{len(rows)} models on {machine}; written to {out}")
     for failure in failures:
         print(f"skipped {failure}", file=sys.stderr)
     return 1 if failures and not rows else 0
@@ -78,13 +89,46 @@ def _profile() -> int:
     return 0
 
 
+def _read_labels(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError as error:
+        raise ValueError(f"--labels {path}: {error.strerror}") from None
+
+
+def _export() -> int:
+    import kerasnets
+    from kerasnets.tools import export
+
+    sources = [f for f in ("model", "keras", "saved_model") if getattr(FLAGS, f)]
+    if len(sources) != 1:
+        raise app.UsageError("export needs exactly one of --model NAME, --keras FILE, --saved_model DIR")
+    if not FLAGS.out:
+        raise app.UsageError("export needs --out DIR")
+    if FLAGS.model:
+        model, name = kerasnets.create_model(FLAGS.model), FLAGS.model
+    elif FLAGS.keras:
+        model = export.load_keras(FLAGS.keras)
+        name = os.path.splitext(os.path.basename(FLAGS.keras))[0]
+    else:
+        model = export.load_saved_model(FLAGS.saved_model)
+        name = model.name
+    summary = export.export_model(
+        model, name=name, mode=FLAGS.mode, out_dir=FLAGS.out, calibration=FLAGS.calibration,
+        io_type=FLAGS.io_type, micro=FLAGS.micro,
+        labels=_read_labels(FLAGS.labels) if FLAGS.labels else None, max_arena=FLAGS.max_arena)
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv):
     if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
         raise app.UsageError(f"{USAGE}; got {argv[1:2] or 'no subcommand'}")
     if len(argv) > 2:
         raise app.UsageError(f"unexpected arguments {argv[2:]}; flags take the form --name=value")
     try:
-        return {"zoo": _zoo, "profile": _profile}[argv[1]]()
+        return {"zoo": _zoo, "profile": _profile, "export": _export}[argv[1]]()
     except ValueError as error:
         print(f"kerasnets {argv[1]}: {error}", file=sys.stderr)
         return 2

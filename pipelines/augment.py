@@ -1,0 +1,279 @@
+"""Data augmentation: plain TensorFlow functions image -> image, usable inside `tf.data` maps.
+
+For now: the self-querying augmentation of CondenseNeXtV2 (Kalgaonkar and El-Sharkawy, J. Low
+Power Electron. Appl. 2022): every image queries a learned augmentation policy for one of its
+sub-policies at random and applies that sub-policy's two operations, each with its own
+probability and magnitude. The default policy is the one AutoAugment learned on CIFAR-10
+(Cubuk et al., arXiv 1805.09501, Appendix), with its operations and 10 magnitude bins.
+
+Images are (H, W, C) or batches (N, H, W, C) of uint8 or float pixels in [0, 255]; the result has
+the input's shape and dtype. Each operation works on 8-bit values as the PIL originals do, so the
+photometric ones (equalize, posterize, solarize, autocontrast) give PIL's results exactly.
+"""
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+BINS = 10  # magnitude bins 0..9 of the AutoAugment search space
+
+# (operation, probability, magnitude bin or None) pairs: the 25 sub-policies AutoAugment found on
+# CIFAR-10, as listed in its paper's appendix.
+CIFAR10_POLICY = (
+    (("Invert", 0.1, None), ("Contrast", 0.2, 6)),
+    (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
+    (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)),
+    (("ShearY", 0.5, 8), ("TranslateY", 0.7, 9)),
+    (("AutoContrast", 0.5, None), ("Equalize", 0.9, None)),
+    (("ShearY", 0.2, 7), ("Posterize", 0.3, 7)),
+    (("Color", 0.4, 3), ("Brightness", 0.6, 7)),
+    (("Sharpness", 0.3, 9), ("Brightness", 0.7, 9)),
+    (("Equalize", 0.6, None), ("Equalize", 0.5, None)),
+    (("Contrast", 0.6, 7), ("Sharpness", 0.6, 5)),
+    (("Color", 0.7, 7), ("TranslateX", 0.5, 8)),
+    (("Equalize", 0.3, None), ("AutoContrast", 0.4, None)),
+    (("TranslateY", 0.4, 3), ("Sharpness", 0.2, 6)),
+    (("Brightness", 0.9, 6), ("Color", 0.2, 8)),
+    (("Solarize", 0.5, 2), ("Invert", 0.0, None)),
+    (("Equalize", 0.2, None), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.2, None), ("Equalize", 0.6, None)),
+    (("Color", 0.9, 9), ("Equalize", 0.6, None)),
+    (("AutoContrast", 0.8, None), ("Solarize", 0.2, 8)),
+    (("Brightness", 0.1, 3), ("Color", 0.7, 0)),
+    (("Solarize", 0.4, 5), ("AutoContrast", 0.9, None)),
+    (("TranslateY", 0.9, 9), ("TranslateY", 0.7, 9)),
+    (("AutoContrast", 0.9, None), ("Solarize", 0.8, 3)),
+    (("Equalize", 0.8, None), ("Invert", 0.1, None)),
+    (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, None)),
+)
+
+
+def _linear_bins(top, bottom=0.0):
+    return [bottom + (top - bottom) * i / (BINS - 1) for i in range(BINS)]
+
+
+# operation -> (magnitude per bin or None, whether a random sign applies)
+MAGNITUDES = {
+    "ShearX": (_linear_bins(0.3), True),  # shear factor
+    "ShearY": (_linear_bins(0.3), True),
+    "TranslateX": (_linear_bins(150 / 331), True),  # fraction of the image width
+    "TranslateY": (_linear_bins(150 / 331), True),
+    "Rotate": (_linear_bins(30.0), True),  # degrees
+    "Brightness": (_linear_bins(0.9), True),  # enhancement factor 1 +- m
+    "Color": (_linear_bins(0.9), True),
+    "Contrast": (_linear_bins(0.9), True),
+    "Sharpness": (_linear_bins(0.9), True),
+    "Posterize": ([8, 8, 7, 7, 6, 6, 5, 5, 4, 4], False),  # bits kept
+    "Solarize": (_linear_bins(0.0, 256.0), False),  # threshold: pixels >= it are inverted
+    "AutoContrast": (None, False),
+    "Equalize": (None, False),
+    "Invert": (None, False),
+}
+
+
+# --- operations on one float32 (H, W, C) image holding 8-bit values --------------------------
+
+def _blend(degenerate, image, factor):
+    """PIL ImageEnhance: degenerate + factor * (image - degenerate), as 8-bit values."""
+    return tf.clip_by_value(tf.round(degenerate + factor * (image - degenerate)), 0.0, 255.0)
+
+
+def _grayscale(image):
+    """PIL's L conversion (ITU-R 601-2 luma in 16-bit fixed point) for RGB; the image itself if
+    single-channel. Exact in float32: the largest sum stays below 2**24."""
+    if image.shape[-1] == 1:
+        return image
+    weighted = tf.tensordot(image, tf.constant([19595.0, 38470.0, 7471.0]), axes=[[2], [0]])
+    return tf.floor((weighted + 32768.0) / 65536.0)[..., None]
+
+
+def _brightness(image, factor):
+    return _blend(tf.zeros_like(image), image, factor)
+
+
+def _color(image, factor):
+    return _blend(tf.broadcast_to(_grayscale(image), tf.shape(image)), image, factor)
+
+
+def _contrast(image, factor):
+    mean = tf.round(tf.reduce_mean(_grayscale(image)))  # PIL: mean of the grey histogram
+    return _blend(tf.fill(tf.shape(image), mean), image, factor)
+
+
+def _sharpness(image, factor):
+    """Blend with PIL's SMOOTH-filtered image (3x3, centre 5, total 13); the border stays sharp."""
+    kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
+    channels = image.shape[-1]
+    kernel = tf.tile(kernel[:, :, None, None], [1, 1, channels, 1])
+    smooth = tf.round(tf.nn.depthwise_conv2d(image[None], kernel, [1, 1, 1, 1], "VALID")[0])
+    degenerate = tf.pad(smooth, [[1, 1], [1, 1], [0, 0]])
+    interior = tf.pad(tf.ones_like(smooth), [[1, 1], [1, 1], [0, 0]])
+    degenerate = interior * degenerate + (1.0 - interior) * image
+    return _blend(degenerate, image, factor)
+
+
+def _posterize(image, bits):
+    step = float(2 ** (8 - int(bits)))
+    return tf.floor(image / step) * step
+
+
+def _solarize(image, threshold):
+    return tf.where(image >= threshold, 255.0 - image, image)
+
+
+def _invert(image):
+    return 255.0 - image
+
+
+def _autocontrast(image):
+    """Stretch each channel to 0..255 (PIL ImageOps.autocontrast without cutoff, whose lookup
+    table truncates x * scale + offset computed in double precision)."""
+    pixels = tf.cast(image, tf.float64)
+    low = tf.reduce_min(pixels, axis=[0, 1], keepdims=True)
+    high = tf.reduce_max(pixels, axis=[0, 1], keepdims=True)
+    scale = 255.0 / tf.maximum(high - low, 1.0)
+    stretched = tf.clip_by_value(tf.floor(pixels * scale - low * scale), 0.0, 255.0)
+    return tf.cast(tf.where(high > low, stretched, pixels), image.dtype)
+
+
+def _equalize_channel(channel):
+    """PIL ImageOps.equalize on one channel of 8-bit values."""
+    values = tf.cast(channel, tf.int32)
+    histogram = tf.math.bincount(tf.reshape(values, [-1]), minlength=256, maxlength=256)
+    last = tf.gather(histogram, tf.reduce_max(tf.where(histogram > 0)))
+    step = (tf.reduce_sum(histogram) - last) // 255
+    safe_step = tf.maximum(step, 1)
+    before = tf.cumsum(histogram, exclusive=True)
+    lut = tf.minimum((before + safe_step // 2) // safe_step, 255)
+    equalized = tf.cast(tf.gather(lut, values), channel.dtype)
+    return tf.where(step > 0, equalized, channel)
+
+
+def _equalize(image):
+    return tf.stack([_equalize_channel(image[..., c]) for c in range(image.shape[-1])], axis=-1)
+
+
+def _warp(image, transform, fill):
+    """Nearest-neighbour warp; `transform` (a0 a1 a2 b0 b1 b2) maps output (x, y) to the input
+    point (a0 x + a1 y + a2, b0 x + b1 y + b2), as PIL's Image.transform."""
+    transform = tf.concat([tf.cast(tf.stack(transform), tf.float32), tf.zeros([2])], axis=0)
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform[None], output_shape=tf.stack([height, width]),
+        fill_value=float(fill), interpolation="NEAREST", fill_mode="CONSTANT")[0]
+
+
+def _rotation(image, degrees):
+    """Inverse map of a rotation by `degrees` about the image centre."""
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle), math.sin(angle)
+    centre_x = (tf.cast(tf.shape(image)[1], tf.float32) - 1.0) / 2.0
+    centre_y = (tf.cast(tf.shape(image)[0], tf.float32) - 1.0) / 2.0
+    return [cos, sin, centre_x - cos * centre_x - sin * centre_y,
+            -sin, cos, centre_y + sin * centre_x - cos * centre_y]
+
+
+def _geometric(image, name, magnitude, fill):
+    width = tf.cast(tf.shape(image)[1], tf.float32)
+    height = tf.cast(tf.shape(image)[0], tf.float32)
+    transforms = {
+        "ShearX": lambda: [1.0, magnitude, 0.0, 0.0, 1.0, 0.0],
+        "ShearY": lambda: [1.0, 0.0, 0.0, magnitude, 1.0, 0.0],
+        "TranslateX": lambda: [1.0, 0.0, tf.round(magnitude * width), 0.0, 1.0, 0.0],
+        "TranslateY": lambda: [1.0, 0.0, 0.0, 0.0, 1.0, tf.round(magnitude * height)],
+        "Rotate": lambda: _rotation(image, magnitude),
+    }
+    return _warp(image, transforms[name](), fill)
+
+
+_PHOTOMETRIC = {
+    "Brightness": lambda image, m: _brightness(image, 1.0 + m),
+    "Color": lambda image, m: _color(image, 1.0 + m),
+    "Contrast": lambda image, m: _contrast(image, 1.0 + m),
+    "Sharpness": lambda image, m: _sharpness(image, 1.0 + m),
+    "Posterize": _posterize,
+    "Solarize": _solarize,
+    "AutoContrast": lambda image, m: _autocontrast(image),
+    "Equalize": lambda image, m: _equalize(image),
+    "Invert": lambda image, m: _invert(image),
+}
+
+
+def apply_operation(image, name: str, magnitude_bin=None, *, negate=False, fill=128):
+    """One policy operation at a magnitude bin (0..9) on a float32 (H, W, C) 8-bit image;
+    `negate` flips the sign of signed magnitudes (shear, translate, rotate, enhancements)."""
+    _check_operation(name, magnitude_bin)
+    bins, signed = MAGNITUDES[name]
+    magnitude = 0.0 if bins is None else bins[int(magnitude_bin)]
+    if signed and negate:
+        magnitude = -magnitude
+    if name in _PHOTOMETRIC:
+        return _PHOTOMETRIC[name](image, magnitude)
+    return _geometric(image, name, magnitude, fill)
+
+
+def _check_operation(name, magnitude_bin):
+    if name not in MAGNITUDES:
+        raise ValueError(f"unknown augmentation operation {name!r}; use one of {', '.join(MAGNITUDES)}")
+    if MAGNITUDES[name][0] is not None and (magnitude_bin is None or not 0 <= int(magnitude_bin) < BINS):
+        raise ValueError(f"operation {name} needs a magnitude bin 0..{BINS - 1}, got {magnitude_bin!r}")
+
+
+def check_policy(policy) -> None:
+    """Raise ValueError unless `policy` is a non-empty sequence of sub-policies of
+    (operation, probability in [0, 1], magnitude bin) triples."""
+    if not policy:
+        raise ValueError("an augmentation policy needs at least one sub-policy")
+    for sub_policy in policy:
+        for name, probability, magnitude_bin in sub_policy:
+            _check_operation(name, magnitude_bin)
+            if not 0.0 <= probability <= 1.0:
+                raise ValueError(f"probability of {name} must be in [0, 1], got {probability!r}")
+
+
+def _maybe_apply(image, name, probability, magnitude_bin, fill):
+    """Apply one operation with its probability and a random sign."""
+    negate = tf.random.uniform([]) < 0.5
+    apply = tf.random.uniform([]) < probability
+    return tf.cond(
+        apply,
+        lambda: tf.cond(negate,
+                        lambda: apply_operation(image, name, magnitude_bin, negate=True, fill=fill),
+                        lambda: apply_operation(image, name, magnitude_bin, negate=False, fill=fill)),
+        lambda: image)
+
+
+def _sub_policy_branch(image, sub_policy, fill):
+    def branch():
+        out = image
+        for name, probability, magnitude_bin in sub_policy:
+            out = _maybe_apply(out, name, probability, magnitude_bin, fill)
+        return out
+    return branch
+
+
+def _augment_one(image, policy, fill):
+    pixels = tf.round(tf.cast(image, tf.float32))
+    query = tf.random.uniform([], 0, len(policy), dtype=tf.int32)
+    branches = [_sub_policy_branch(pixels, sub_policy, fill) for sub_policy in policy]
+    out = tf.ensure_shape(tf.switch_case(query, branches), pixels.shape)
+    return tf.cast(out, image.dtype) if image.dtype != tf.float32 else out
+
+
+def self_querying_augment(images, policy=CIFAR10_POLICY, *, fill=128):
+    """CondenseNeXtV2's self-querying augmentation of an image (H, W, C) or a batch (N, H, W, C)
+    with pixel values in [0, 255] (uint8 or float): each image draws one sub-policy of `policy`
+    and applies its operations, each with its probability, at its magnitude and a random sign.
+    Geometric operations fill uncovered pixels with `fill`.
+
+        dataset = dataset.map(self_querying_augment, num_parallel_calls=tf.data.AUTOTUNE)
+    """
+    check_policy(policy)
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank == 3:
+        return _augment_one(images, policy, fill)
+    if images.shape.rank == 4:
+        return tf.map_fn(lambda image: _augment_one(image, policy, fill), images,
+                         fn_output_signature=images.dtype)
+    raise ValueError(f"self_querying_augment needs (H, W, C) or (N, H, W, C) images, got shape {images.shape}")

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up kerasnets on a fresh machine with Python 3.11: a virtualenv in .venv with the package
+# (and, with --test, its test extras), plus the system packages the toolchain checks use
+# (g++ and the Arm cross-compiler), installed with apt-get when running as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=""
+[[ "${1:-}" == "--test" ]] && extras="[test]"
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || { echo "bootstrap: $PYTHON not found; install Python 3.11 or set PYTHON=" >&2; exit 1; }
+[[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".${extras}"
+
+need=()
+command -v g++ >/dev/null || need+=(g++)
+command -v arm-none-eabi-g++ >/dev/null || need+=(gcc-arm-none-eabi libnewlib-arm-none-eabi)
+if [[ ${#need[@]} -gt 0 ]]; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing ${need[*]} (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "bootstrap: without ${need[*]} the C compile checks are skipped; install them with apt-get" >&2
+  fi
+fi

@@ -1,0 +1,145 @@
+"""TFLite Micro export: generated C/C++ compiles, holds the exact bytes, exact ops, measured arena;
+the lint refuses what TFLite Micro cannot run, before anything is written."""
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import kerasnets
+from kerasnets.micro import arena, codegen
+from kerasnets.micro.ops import RESOLVER_METHOD
+from kerasnets.pipelines import convert, tflite_file
+from conftest import calibrate_batchnorm
+
+L = keras.layers
+READER = r"""
+#include <cstdio>
+#include "{ident}_model_data.h"
+#include "{ident}_model_settings.h"
+int main() {{
+  std::fwrite(g_{ident}_model_data, 1, g_{ident}_model_data_size, stdout);
+  std::fprintf(stderr, "%d %d %d %.9g %d %d %s\n", {ident}_model::kInputHeight,
+               {ident}_model::kInputWidth, {ident}_model::kInputChannels,
+               {ident}_model::kInputScale, {ident}_model::kInputZeroPoint,
+               {ident}_model::kTensorArenaSize, {ident}_model::kCategoryLabels[1]);
+  return reinterpret_cast<unsigned long>(g_{ident}_model_data) % 16 == 0 ? 0 : 3;
+}}
+"""
+
+
+@pytest.fixture(scope="module", params=["resnet8", "shufflenetv2_050_cifar"])
+def exported(request, tmp_path_factory, digit_batches):
+    name = request.param
+    model = kerasnets.create_model(name)
+    images = digit_batches(model.input_shape[1:], 16)
+    calibrate_batchnorm(model, images)
+    tflite = convert.to_int8(model, images)
+    out = tmp_path_factory.mktemp(name)
+    labels = [f"class {i}" for i in range(10)]
+    report = codegen.emit(tflite, out, name, labels=labels)
+    return name, tflite, out, report
+
+
+@pytest.mark.skipif(not shutil.which("g++"), reason="g++ is installed by scripts/bootstrap.sh")
+def test_generated_sources_compile_and_hold_the_model_bytes(exported, tmp_path):
+    name, tflite, out, report = exported
+    ident = codegen.c_identifier(name)
+    (tmp_path / "reader.cc").write_text(READER.format(ident=ident))
+    binary = tmp_path / "reader"
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", f"-I{out}", str(tmp_path / "reader.cc"),
+                    str(out / f"{ident}_model_data.cc"), "-o", str(binary)], check=True)
+    run = subprocess.run([str(binary)], capture_output=True, check=True)
+    assert run.stdout == tflite
+    graph = tflite_file.read_tflite(tflite)
+    h, w, c, scale, zero_point, arena_size, label = run.stderr.decode().split(" ", 6)
+    assert (int(h), int(w), int(c)) == graph.inputs[0].shape[1:]
+    assert float(scale) == pytest.approx(graph.inputs[0].scale, rel=1e-7)
+    assert int(zero_point) == graph.inputs[0].zero_point
+    assert int(arena_size) == report["arena_bytes"] + report["headroom_bytes"]
+    assert label.strip() == "class 1"
+
+
+def test_op_resolver_lists_exactly_the_models_ops(exported):
+    name, tflite, out, _ = exported
+    header = (out / f"{codegen.c_identifier(name)}_op_resolver.h").read_text()
+    registered = re.findall(r"resolver\.(Add\w+)\(\)", header)
+    interpreter = convert.litert_interpreter(tflite, reference=True)  # an independent parser
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert sorted(registered) == sorted(RESOLVER_METHOD[op] for op in ops)
+    assert f"MicroMutableOpResolver<kNumberOfOps>" in header
+    assert f"constexpr int kNumberOfOps = {len(ops)};" in header
+
+
+def test_arena_is_the_interpreters_and_runs_with_the_generated_size(exported):
+    _, tflite, out, report = exported
+    written = json.loads((out / "arena.json").read_text())
+    assert written["arena_bytes"] == report["arena_bytes"] == arena.measure_arena(tflite)
+    assert written["headroom_bytes"] >= codegen.MIN_HEADROOM
+    interpreter = arena.micro_interpreter(tflite, written["arena_bytes"] + written["headroom_bytes"])
+    details = interpreter.get_input_details(0)
+    interpreter.set_input(np.zeros(details["shape"], details["dtype"]), 0)
+    interpreter.invoke()
+    with pytest.raises(Exception):
+        arena.micro_interpreter(tflite, written["arena_bytes"] // 4)
+
+
+@pytest.mark.skipif(not shutil.which("arm-none-eabi-g++"), reason="installed by scripts/bootstrap.sh")
+def test_cross_compiles_for_cortex_m(exported, tmp_path):
+    name, tflite, out, _ = exported
+    ident = codegen.c_identifier(name)
+    obj = tmp_path / "model_data.o"
+    subprocess.run(["arm-none-eabi-g++", "-mcpu=cortex-m4", "-mthumb", "-Os", "-std=c++17", "-Wall",
+                    "-Werror", "-c", str(out / f"{ident}_model_data.cc"), "-o", str(obj)], check=True)
+    size = subprocess.run(["arm-none-eabi-size", "-A", str(obj)], capture_output=True, text=True, check=True)
+    rodata = sum(int(line.split()[1]) for line in size.stdout.splitlines() if line.startswith(".rodata"))
+    print(f"{name}: {rodata} flash bytes for the model array")
+    assert len(tflite) <= rodata < len(tflite) + 64
+
+
+def test_c_identifier():
+    assert codegen.c_identifier("MobileNet-v2 1.0") == "mobilenet_v2_1_0"
+    assert codegen.c_identifier("8bit") == "m_8bit"
+    with pytest.raises(ValueError, match="C identifier"):
+        codegen.c_identifier("---")
+
+
+def _textbook_shuffle_model():
+    inp = L.Input((8, 8, 8))
+    x = L.Conv2D(8, 1, name="pw")(inp)
+    x = L.Reshape((8, 8, 2, 4), name="shuffle_split")(x)
+    x = L.Permute((1, 2, 4, 3), name="shuffle_transpose")(x)
+    x = L.Reshape((8, 8, 8), name="shuffle_merge")(x)
+    return keras.Model(inp, L.Conv2D(4, 1, name="head")(x), name="textbook")
+
+
+def test_lint_refuses_a_5d_transpose_and_writes_nothing(tmp_path, digit_batches):
+    model = _textbook_shuffle_model()
+    tflite = convert.to_int8(model, np.random.default_rng(0).normal(size=(8, 8, 8, 8)).astype("float32"))
+    with pytest.raises(codegen.MicroExportError, match=r"TRANSPOSE \(layer shuffle_transpose\).*5-D") as info:
+        codegen.emit(tflite, tmp_path / "out", "textbook")
+    assert "channel_shuffle" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("mode, problem", [("dynamic", "hybrid op"), ("fp32", "float op")])
+def test_lint_refuses_float_and_hybrid_models(mode, problem, tmp_path, digit_batches):
+    model = kerasnets.create_model("resnet8")
+    tflite = convert.export(model, mode)
+    with pytest.raises(codegen.MicroExportError, match=problem):
+        codegen.emit(tflite, tmp_path, "resnet8")
+    assert not list(tmp_path.iterdir())
+
+
+def test_max_arena_is_enforced(exported, tmp_path):
+    name, tflite, _, report = exported
+    with pytest.raises(ValueError, match=r"max-arena=1000"):
+        codegen.emit(tflite, tmp_path / "o", name, max_arena=1000)
+
+
+def test_corrupt_model_is_named(tmp_path):
+    with pytest.raises(ValueError, match="broken.tflite is a corrupt or truncated TFLite model"):
+        codegen.emit(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 40, tmp_path, "broken.tflite")

@@ -1,0 +1,100 @@
+"""`kerasnets export`: a model (registry name, .keras file or SavedModel) to .tflite, and with
+--micro to TFLite Micro sources, after the parity gates."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from kerasnets.pipelines import convert, data as data_mod, tflite_file
+
+FP32_TOLERANCE = 1e-4
+PARITY_IMAGES = 64
+
+
+def load_keras(path):
+    """A .keras/.h5 model, QAT models and the zoo's custom layers included."""
+    import tf_keras as keras
+
+    from kerasnets.pipelines import quantize
+
+    if not os.path.exists(path):
+        raise ValueError(f"--keras {path}: no such file")
+    try:
+        with quantize.quantize_scope():
+            return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"--keras {path} is not a loadable Keras model ({type(error).__name__}: "
+                         f"{str(error)[:200]})") from None
+
+
+def load_saved_model(path):
+    """Wrap a SavedModel's serving signature as a Keras model with a static input shape."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise ValueError(f"--saved_model {path} holds no saved_model.pb")
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["serving_default"]
+    (input_name, spec), = signature.structured_input_signature[1].items()
+    output_name = next(iter(signature.structured_outputs))
+
+    class SavedModelCall(keras.layers.Layer):  # export only: never serialised
+        def call(self, x):
+            return signature(**{input_name: x})[output_name]
+
+    inputs = keras.Input(shape=spec.shape[1:], name=input_name)
+    model = keras.Model(inputs, SavedModelCall(name="saved_model")(inputs),
+                        name=os.path.basename(os.path.normpath(path)))
+    model._kerasnets_saved_model = loaded  # keeps the variables alive
+    return model
+
+
+def _atomic_write(path, payload: bytes):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "wb") as out:
+        out.write(payload)
+    os.replace(tmp, path)
+
+
+def calibration_images(spec: str, input_shape, count: int = 100) -> np.ndarray:
+    dataset = data_mod.load(spec, image_shape=tuple(input_shape))
+    return data_mod.representative_images(dataset, count)
+
+
+def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str = "digits",
+                 io_type: str = "int8", micro: bool = False, labels=None, max_arena=None) -> dict:
+    """Convert, gate, write DIR/<name>.tflite (+ DIR/micro/ with `micro`); returns a summary."""
+    images = calibration_images(calibration, model.input_shape[1:], 100 + PARITY_IMAGES)
+    calib, held_out = images[:-PARITY_IMAGES], images[-PARITY_IMAGES:]
+    tflite = convert.export(model, mode, calib, io_type=io_type)
+    graph = tflite_file.read_tflite(tflite, source=name)
+    gate = convert.parity(model, tflite, held_out)
+    if mode == "fp32" and gate["max_abs_diff"] > FP32_TOLERANCE:
+        raise ValueError(f"fp32 TFLite differs from Keras by {gate['max_abs_diff']:.2e} "
+                         f"(> {FP32_TOLERANCE}): not written")
+    summary = {"model": name, "mode": mode, "size_bytes": len(tflite), "ops": graph.op_names,
+               "parity": gate, "calibration": calibration}
+    micro_report = None
+    if micro:
+        from kerasnets.micro import codegen
+
+        if mode != "int8":
+            raise ValueError(f"--micro needs --mode int8 (TFLite Micro runs integer models); got {mode}")
+        micro_report = codegen.emit(tflite, os.path.join(out_dir, "micro"), name, labels=labels,
+                                    max_arena=max_arena)
+        summary["micro"] = {k: micro_report[k] for k in ("arena_bytes", "headroom_bytes", "files")}
+    path = os.path.join(out_dir, f"{codegen_name(name)}.tflite")
+    _atomic_write(path, tflite)
+    summary["tflite"] = path
+    return summary
+
+
+def codegen_name(name: str) -> str:
+    from kerasnets.micro.codegen import c_identifier
+
+    return c_identifier(name)
