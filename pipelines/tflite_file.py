@@ -111,3 +111,36 @@ def max_rank(graph: Graph) -> int:
 
 def numpy_dtype(tensor: Tensor):
     return np.dtype(tensor.dtype)
+
+
+def graph_macs(graph: Graph) -> int:
+    """Multiply-accumulates of the conv / depthwise conv / fully connected ops (batch as built)."""
+    total = 0
+    for op in graph.ops:
+        if len(op.inputs) < 2 or not op.outputs:
+            continue
+        out, kernel = op.outputs[0].shape, op.inputs[1].shape
+        elements = int(np.prod(out)) if out else 0
+        if op.name == "CONV_2D" and len(kernel) == 4:  # (out, kh, kw, in per group)
+            total += elements * kernel[1] * kernel[2] * kernel[3]
+        elif op.name == "DEPTHWISE_CONV_2D" and len(kernel) == 4:  # (1, kh, kw, out)
+            total += elements * kernel[1] * kernel[2]
+        elif op.name == "FULLY_CONNECTED" and len(kernel) == 2:  # (out, in)
+            total += elements * kernel[1]
+    return int(total)
+
+
+def describe_mode(graph: Graph) -> str:
+    """fp32 / fp16 / dynamic / int8 / uint8 / int16x8, read off the tensor types."""
+    activations = {t.dtype for op in graph.ops for t in op.outputs}
+    weights = {t.dtype for op in graph.ops for t in op.inputs if t.is_constant}
+    io = graph.inputs[0].dtype if graph.inputs else "float32"
+    if "int16" in activations:
+        return "int16x8"
+    if io in ("int8", "uint8"):
+        return io
+    if "int8" in activations:
+        return "int8"
+    if "int8" in weights:
+        return "dynamic"
+    return "fp16" if "float16" in weights else "fp32"

@@ -1,13 +1,26 @@
-"""Host benchmark: LiteRT latency of a .tflite model, and the name of the machine that ran it."""
+"""Host benchmark: LiteRT latency and peak memory of .tflite models, against this machine's peak.
+
+Each measurement runs in a fresh child process that imports only the LiteRT interpreter, so its
+peak RSS is the model's footprint (not TensorFlow's) and runs do not disturb each other.
+"""
 from __future__ import annotations
 
+import csv
+import json
 import os
+import re
 import platform
-import time
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 
-from kerasnets.pipelines import convert
+from kerasnets.tools import bench_child
+from kerasnets.tools.bench_child import time_invokes
+
+COLUMNS = ["model", "input", "mode", "threads", "xnnpack", "latency_ms_median", "latency_ms_p90",
+           "peak_rss_mb", "macs", "gmacs_per_s", "peak_fraction", "machine", "command"]
 
 
 def machine_name() -> str:
@@ -25,17 +38,76 @@ def machine_name() -> str:
 
 
 def litert_latency_ms(tflite: bytes, *, threads: int = 1, runs: int = 50, warmup: int = 5) -> dict:
-    """Median and p90 wall time (ms) of one LiteRT invoke (default kernels, XNNPACK) on zeros."""
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1, got {runs}")
-    interpreter = convert.litert_interpreter(tflite, threads=threads)
-    inp = interpreter.get_input_details()[0]
-    interpreter.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90))}
+    """In-process timing (default kernels, XNNPACK), for callers that already hold the model."""
+    return time_invokes(tflite, threads=threads, runs=runs, warmup=warmup)
+
+
+def measure_in_child(tflite: bytes, *, threads: int, runs: int, xnnpack: bool) -> dict:
+    """Time the model in a fresh process; adds that process's peak RSS in MB."""
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+        f.write(tflite)
+        f.flush()
+        # Run by path, not as a package module: the child must not import TensorFlow.
+        cmd = [sys.executable, bench_child.__file__, f.name, str(threads), str(runs),
+               "1" if xnnpack else "0"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if done.returncode:
+        raise RuntimeError(f"benchmark process failed: {done.stderr[-1000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def dense_conv_peak_gmacs(threads: int = 1) -> float:
+    """This machine's int8 throughput on a 3x3 64->64 conv at 56x56 (GMAC/s): the roofline that
+    each model's throughput is quoted against."""
+    import tf_keras as keras
+
+    from kerasnets.pipelines import convert
+
+    inp = keras.Input((56, 56, 64))
+    model = keras.Model(inp, keras.layers.Conv2D(64, 3, padding="same")(inp))
+    calibration = np.random.default_rng(0).normal(size=(4, 56, 56, 64)).astype("float32")
+    tflite = convert.to_int8(model, calibration)
+    macs = 56 * 56 * 64 * 9 * 64
+    timing = measure_in_child(tflite, threads=threads, runs=100, xnnpack=True)
+    return macs / (timing["median"] * 1e-3) / 1e9
+
+
+_PEAK_CACHE = {}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60]
+
+
+def host_row(named_model, *, threads: int = 1, runs: int = 50, xnnpack: bool = True,
+             command: str = "") -> dict:
+    """One results row for a (name, .tflite bytes) pair on this machine."""
+    from kerasnets.pipelines import tflite_file
+
+    name, tflite = named_model
+    graph = tflite_file.read_tflite(tflite, source=name)
+    timing = measure_in_child(tflite, threads=threads, runs=runs, xnnpack=xnnpack)
+    macs = tflite_file.graph_macs(graph)
+    if threads not in _PEAK_CACHE:
+        _PEAK_CACHE[threads] = dense_conv_peak_gmacs(threads)
+    gmacs = macs / (timing["median"] * 1e-3) / 1e9 if timing["median"] > 0 else 0.0
+    shape = graph.inputs[0].shape
+    return {
+        "model": name, "input": "x".join(str(d) for d in shape[1:]), "mode": tflite_file.describe_mode(graph),
+        "threads": threads, "xnnpack": xnnpack, "latency_ms_median": round(timing["median"], 4),
+        "latency_ms_p90": round(timing["p90"], 4), "peak_rss_mb": timing["peak_rss_mb"], "macs": macs,
+        "gmacs_per_s": round(gmacs, 2), "peak_fraction": round(gmacs / _PEAK_CACHE[threads], 3),
+        "machine": machine_name(), "command": command,
+    }
+
+
+def append_rows(rows: list[dict], path: str, columns=None) -> None:
+    """Append rows to a CSV (header written once); creates the folder."""
+    columns = columns or list(rows[0])
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    new = not os.path.exists(path)
+    with open(path, "a", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)

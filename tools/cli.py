@@ -1,4 +1,4 @@
-"""The `kerasnets` command line (absl): `kerasnets zoo | profile | export`."""
+"""The `kerasnets` command line (absl): `kerasnets zoo | profile | export | bench`."""
 from __future__ import annotations
 
 import csv
@@ -13,7 +13,7 @@ from absl import app, flags  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("filter", "*", "zoo: wildcard over model names, e.g. 'ghostnet_*'.")
 flags.DEFINE_integer("input_size", None, "Square input size instead of each model's default.", lower_bound=1)
-flags.DEFINE_integer("runs", 30, "zoo: timed LiteRT runs per model (the median is reported).", lower_bound=1)
+flags.DEFINE_integer("runs", 30, "zoo/bench: timed runs per model (the median is reported).", lower_bound=1)
 flags.DEFINE_string("out", None, "zoo: CSV file (default results/zoo.csv); export: output folder.")
 flags.DEFINE_string("model", None, "profile: registered model name.")
 flags.DEFINE_integer("classes", None, "profile: number of classes (default: the model's).", lower_bound=1)
@@ -27,10 +27,21 @@ flags.DEFINE_bool("micro", False, "export: also write TFLite Micro sources to OU
 flags.DEFINE_string("calibration", "digits", "export: data set for int8 calibration and the parity "
                     "gates (digits, imagefolder:PATH, npz:PATH, cifar10, ...).")
 flags.DEFINE_string("labels", None, "export: text file with one class label per line.")
+flags.DEFINE_enum("target", "host", ["host", "android"], "bench: where to run.")
+flags.DEFINE_string("tflite", None, "bench: a .tflite file instead of --model.")
+flags.DEFINE_integer("threads", 1, "bench: interpreter threads (host).", lower_bound=1)
+flags.DEFINE_bool("xnnpack", True, "bench: use LiteRT's default XNNPACK delegate (host).")
+flags.DEFINE_bool("record", False, "bench: append the row to results/bench-<target>-<machine>.csv.")
+flags.DEFINE_string("parse", None, "bench --target android: parse a saved benchmark_model log.")
+flags.DEFINE_string("adb", None, "bench --target android: adb binary (default: adb on PATH).")
+flags.DEFINE_string("serial", None, "bench --target android: device serial (adb -s).")
+flags.DEFINE_string("benchmark_binary", None, "bench --target android: TFLite benchmark_model binary "
+                    "built for the phone (bazel build -c opt --config=android_arm64 "
+                    "//tensorflow/lite/tools/benchmark:benchmark_model).")
 flags.DEFINE_integer("max_arena", None, "export: refuse a model whose TFLite Micro arena exceeds this "
                      "many bytes.", lower_bound=1)
 
-SUBCOMMANDS = ("zoo", "profile", "export")
+SUBCOMMANDS = ("zoo", "profile", "export", "bench")
 USAGE = f"usage: kerasnets {{{','.join(SUBCOMMANDS)}}} [flags]   (kerasnets <subcommand> --help)"
 
 
@@ -122,13 +133,63 @@ def _export() -> int:
     return 0
 
 
+def _bench() -> int:
+    from kerasnets.tools import android, bench
+
+    if FLAGS.target == "android":
+        if FLAGS.parse:
+            try:
+                with open(FLAGS.parse, encoding="utf-8", errors="replace") as log:
+                    text = log.read()
+            except OSError as error:
+                raise ValueError(f"--parse {FLAGS.parse}: {error.strerror}") from None
+            print(json.dumps(android.parse_benchmark_log(text)))
+            return 0
+        if not (FLAGS.tflite and FLAGS.benchmark_binary):
+            raise app.UsageError("bench --target android needs --tflite FILE and --benchmark_binary FILE "
+                                 "(or --parse LOGFILE)")
+        adb = android.Adb(FLAGS.adb, FLAGS.serial)
+        rows = android.run_benchmarks(adb, [FLAGS.tflite], FLAGS.benchmark_binary,
+                                      threads=(1, max(FLAGS.threads, 4)), runs=FLAGS.runs)
+        for row in rows:
+            print(json.dumps(row))
+        if FLAGS.record:
+            bench.append_rows(rows, f"results/bench-android-{bench.slug(rows[0]['device'])}.csv")
+        return 0
+    row = bench.host_row(_bench_model_bytes(), threads=FLAGS.threads, runs=FLAGS.runs,
+                         xnnpack=FLAGS.xnnpack, command=" ".join(["kerasnets"] + sys.argv[1:]))
+    print(json.dumps(row))
+    if FLAGS.record:
+        path = f"results/bench-host-{bench.slug(row['machine'])}.csv"
+        bench.append_rows([row], path, bench.COLUMNS)
+        print(f"appended to {path}", file=sys.stderr)
+    return 0
+
+
+def _bench_model_bytes():
+    """(name, .tflite bytes) from --tflite or a registry --model exported in --mode."""
+    from kerasnets.pipelines import tflite_file
+
+    if bool(FLAGS.tflite) == bool(FLAGS.model):
+        raise app.UsageError("bench --target host needs exactly one of --tflite FILE or --model NAME")
+    if FLAGS.tflite:
+        data, _ = tflite_file.read_tflite_file(FLAGS.tflite)
+        return os.path.splitext(os.path.basename(FLAGS.tflite))[0], data
+    import kerasnets
+    from kerasnets.pipelines import convert, data as data_mod
+
+    model = kerasnets.create_model(FLAGS.model)
+    images = data_mod.digits_images(model.input_shape[1:], 32)[0]
+    return FLAGS.model, convert.export(model, FLAGS.mode, images)
+
+
 def main(argv):
     if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
         raise app.UsageError(f"{USAGE}; got {argv[1:2] or 'no subcommand'}")
     if len(argv) > 2:
         raise app.UsageError(f"unexpected arguments {argv[2:]}; flags take the form --name=value")
     try:
-        return {"zoo": _zoo, "profile": _profile, "export": _export}[argv[1]]()
+        return {"zoo": _zoo, "profile": _profile, "export": _export, "bench": _bench}[argv[1]]()
     except ValueError as error:
         print(f"kerasnets {argv[1]}: {error}", file=sys.stderr)
         return 2

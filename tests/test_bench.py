@@ -1,0 +1,151 @@
+"""Benchmarks: the host runner on a real model, the benchmark_model log parser on its real line
+formats, and the adb command sequence against a FAKE adb (no phone can exist here)."""
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from kerasnets.tools import android, bench
+
+# Lines in the formats of TFLite's benchmark_model source (native binary: 'INFO: ' prefix).
+NATIVE_LOG = """\
+INFO: STARTING!
+INFO: Graph: [/data/local/tmp/resnet8.tflite]
+INFO: The input model file size (MB): 0.0921
+INFO: Initialized session in 4.512ms.
+INFO: Running benchmark for at least 1 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+INFO: count=412 first=2032 curr=1120 min=1098 max=2032 avg=1187.42 std=88
+INFO: Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
+INFO: count=895 first=1130 curr=1104 min=1090 max=1893 avg=1.11678e+03 std=61 p5=1095 median=1107 p95=1202
+INFO: Inference timings in us: Init: 4512, First inference: 2032, Warmup (avg): 1187.42, Inference (avg): 1116.78
+INFO: Memory footprint delta from the start of the tool (MB): init=2.4375 overall=3.125
+INFO: Overall peak memory footprint (MB) via periodic monitoring: 7.90625
+"""
+# The APK logs the same lines to logcat under tag 'tflite'; older builds omit percentiles and
+# memory lines, and identical timings collapse into '(all same)'.
+LOGCAT_LOG = """\
+11-27 10:00:01.100  4242  4260 I tflite  : Initialized session in 12.5ms.
+11-27 10:00:01.200  4242  4260 I tflite  : count=1 curr=2500(all same)
+11-27 10:00:02.300  4242  4260 I tflite  : count=50 first=2100 curr=2000 min=1900 max=2400 avg=2.05e+03 std=120
+11-27 10:00:02.301  4242  4260 I tflite  : Inference timings in us: Init: 12500, First inference: 2500, Warmup (avg): 2500, Inference (avg): 2050
+"""
+
+
+def test_parser_reads_every_native_line():
+    parsed = android.parse_benchmark_log(NATIVE_LOG)
+    assert parsed["model_size_mb"] == 0.0921 and parsed["init_ms"] == 4.512
+    assert parsed["warmup"]["count"] == 412 and parsed["warmup"]["avg"] == 1187.42
+    timed = parsed["inference"]
+    assert timed["count"] == 895 and timed["avg"] == pytest.approx(1116.78)
+    assert (timed["median"], timed["p95"], timed["p5"]) == (1107, 1202, 1095)
+    assert parsed["inference_avg_us"] == 1116.78 and parsed["first_inference_us"] == 2032
+    assert parsed["memory_init_mb"] == 2.4375 and parsed["memory_overall_mb"] == 3.125
+    assert parsed["peak_memory_mb"] == 7.90625
+    row = android.result_row(parsed, model="resnet8", config="xnnpack", threads=4, device="Pixel 7")
+    assert row["latency_ms_median"] == 1.107 and row["latency_ms_p95"] == 1.202 and row["runs"] == 895
+
+
+def test_parser_handles_logcat_all_same_enotation_and_missing_lines():
+    parsed = android.parse_benchmark_log(LOGCAT_LOG)
+    assert parsed["warmup"] == {"count": 1, "curr": 2500.0, "first": 2500.0, "min": 2500.0,
+                                "max": 2500.0, "avg": 2500.0, "std": 0.0}
+    assert parsed["inference"]["avg"] == 2050.0 and "median" not in parsed["inference"]
+    assert "peak_memory_mb" not in parsed and "memory_overall_mb" not in parsed
+    row = android.result_row(parsed, model="m", config="cpu", threads=1, device="d")
+    assert row["latency_ms_avg"] == 2.05 and row["latency_ms_median"] is None
+
+
+def test_parser_rejects_output_without_timings():
+    with pytest.raises(ValueError, match="no benchmark_model timings"):
+        android.parse_benchmark_log("ERROR: Could not open '/data/local/tmp/x.tflite'.\n")
+
+
+FAKE_ADB = """\
+#!{python}
+# FAKE adb for tests (no phone here): records each call, answers like a device would.
+import json, sys
+args = sys.argv[1:]
+with open({log!r}, "a") as f:
+    f.write(json.dumps(args) + "\\n")
+if args[-1] == "get-state":
+    print({state!r})
+elif "getprop" in args:
+    print("Pixel 7")
+elif args[-2:-1] == ["shell"] and "benchmark_model " in args[-1]:
+    if "--use_gpu=true" in args[-1]:
+        sys.stderr.write("ERROR: GPU delegate unavailable\\n"); sys.exit(1)
+    sys.stdout.write({log_text!r})
+"""
+
+
+def _fake_adb(tmp_path, state="device"):
+    log = tmp_path / "calls.jsonl"
+    script = tmp_path / "adb"
+    script.write_text(FAKE_ADB.format(python=sys.executable, log=str(log), state=state,
+                                      log_text=NATIVE_LOG))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script), log
+
+
+def test_adb_runner_command_sequence_with_fake_adb(tmp_path):
+    adb_path, log = _fake_adb(tmp_path)
+    model = tmp_path / "my model.tflite"
+    model.write_bytes(b"x")
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"x")
+    rows = android.run_benchmarks(android.Adb(adb_path, serial="emu-1"), [str(model)], str(binary),
+                                  threads=(1, 4), configs=("cpu", "xnnpack", "gpu"), runs=20)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all(call[:2] == ["-s", "emu-1"] for call in calls)
+    assert calls[0][2:] == ["get-state"]
+    assert ["push", str(binary), "/data/local/tmp/benchmark_model"] == calls[2][2:]
+    assert ["push", str(model), "/data/local/tmp/my model.tflite"] == calls[4][2:]
+    runs = [c[3] for c in calls if c[2] == "shell" and "benchmark_model " in c[3]]
+    assert len(runs) == 5  # cpu x2 threads, xnnpack x2, gpu x1
+    assert "'--graph=/data/local/tmp/my model.tflite'" in runs[0]  # quoted for the device shell
+    assert "--num_threads=4" in runs[1] and "--use_xnnpack=false" in runs[0]
+    ok = [r for r in rows if "error" not in r]
+    assert len(ok) == 4 and ok[0]["latency_ms_median"] == 1.107 and ok[0]["device"] == "Pixel 7"
+    failed = [r for r in rows if "error" in r]
+    assert failed[0]["config"] == "gpu" and "GPU delegate unavailable" in failed[0]["error"]
+
+
+def test_adb_errors_name_the_problem(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("ADB", raising=False)
+    with pytest.raises(ValueError, match="adb not found"):
+        android.Adb()
+    adb_path, _ = _fake_adb(tmp_path, state="unauthorized")
+    with pytest.raises(ValueError, match="state is 'unauthorized'"):
+        android.Adb(adb_path).require_device()
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-c", "from kerasnets.tools.cli import run; run()", *args],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_host_bench_on_a_real_model(tmp_path):
+    result = _cli("bench", "--target=host", "--model=resnet8", "--runs=5")
+    assert result.returncode == 0, result.stderr
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    assert list(row) == bench.COLUMNS
+    assert row["mode"] == "int8" and row["input"] == "32x32x3" and row["macs"] == 12501632
+    assert row["latency_ms_median"] > 0 and 10 < row["peak_rss_mb"] < 500
+    assert row["gmacs_per_s"] > 0 and row["peak_fraction"] > 0
+
+
+def test_bench_rejects_bad_files(tmp_path):
+    bad = tmp_path / "notes.tflite"
+    bad.write_text("not a model")
+    result = _cli("bench", "--target=host", f"--tflite={bad}")
+    assert result.returncode == 2 and f"{bad} is not a TFLite model" in result.stderr
+    log = tmp_path / "empty.log"
+    log.write_text("")
+    result = _cli("bench", "--target=android", f"--parse={log}")
+    assert result.returncode == 2 and "no benchmark_model timings" in result.stderr

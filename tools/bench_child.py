@@ -1,0 +1,62 @@
+"""One LiteRT timing run, as a standalone script: it imports only numpy and the LiteRT
+interpreter, so the peak RSS of its process is the model's footprint, not TensorFlow's."""
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+
+
+def _interpreter(tflite: bytes, threads: int, xnnpack: bool):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_content=bytes(tflite), num_threads=threads,
+                              experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def time_invokes(tflite: bytes, *, threads: int = 1, runs: int = 50, warmup: int = 5,
+                 xnnpack: bool = True) -> dict:
+    """Median and p90 wall time (ms) of one invoke on a zero input, after `warmup` invokes."""
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    interpreter = _interpreter(tflite, threads, xnnpack)
+    inp = interpreter.get_input_details()[0]
+    interpreter.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90))}
+
+
+def peak_rss_kb() -> int:
+    """This process's RSS high-water mark. /proc's VmHWM belongs to the process's own memory
+    map; getrusage's ru_maxrss would include the parent's RSS from before exec()."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def main(argv):
+    path, threads, runs, xnnpack = argv[1], int(argv[2]), int(argv[3]), argv[4] == "1"
+    with open(path, "rb") as f:
+        tflite = f.read()
+    result = time_invokes(tflite, threads=threads, runs=runs, xnnpack=xnnpack)
+    result["peak_rss_mb"] = round(peak_rss_kb() / 1024, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
