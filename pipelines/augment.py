@@ -277,3 +277,73 @@ def self_querying_augment(images, policy=CIFAR10_POLICY, *, fill=128):
         return tf.map_fn(lambda image: _augment_one(image, policy, fill), images,
                          fn_output_signature=images.dtype)
     raise ValueError(f"self_querying_augment needs (H, W, C) or (N, H, W, C) images, got shape {images.shape}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training-time augmentation for pipelines.train: images in [-1, 1], one-hot labels. The Keras 3
+# image layers (RandAugment, AugMix, MixUp, CutMix) run inside tf.data; the models stay tf_keras.
+
+
+def random_crop(image, label, *, seed=None):
+    """Standard CIFAR crop: zero-pad by 1/8 of the side, then crop back at a random offset."""
+    height, width, channels = image.shape
+    pad = max(int(height) // 8, 1)
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+    return tf.image.random_crop(padded, (height, width, channels), seed=seed), label
+
+
+def random_flip(image, label, *, seed=None):
+    return tf.image.random_flip_left_right(image, seed=seed), label
+
+
+def _keras3_image_layer(name, seed):
+    import keras  # Keras 3: only its preprocessing layers are used, inside tf.data
+
+    if name == "randaugment":
+        return keras.layers.RandAugment(value_range=(-1.0, 1.0), seed=seed)
+    return keras.layers.AugMix(value_range=(-1.0, 1.0), seed=seed)
+
+
+def _keras3_mixing_layer(name, seed):
+    import keras
+
+    return keras.layers.MixUp(alpha=0.2, seed=seed) if name == "mixup" else keras.layers.CutMix(seed=seed)
+
+
+def _self_querying(image, label):
+    pixels = (image + 1.0) * 127.5
+    return self_querying_augment(pixels) / 127.5 - 1.0, label
+
+
+PER_IMAGE = ("crop", "flip", "randaugment", "augmix", "self_querying")
+PER_BATCH = ("mixup", "cutmix")
+
+
+def split(names, *, seed=0):
+    """Map functions for tf.data from augmentation names: (per-image fns, per-batch fns).
+
+    Per-image: crop, flip, randaugment, augmix, self_querying. Per-batch (they mix labels):
+    mixup, cutmix. Keras layers are built here, once, outside the tf.data functions.
+    """
+    per_image, per_batch = [], []
+    for name in names or ():
+        if name == "crop":
+            per_image.append(lambda x, y: random_crop(x, y))
+        elif name == "flip":
+            per_image.append(lambda x, y: random_flip(x, y))
+        elif name in ("randaugment", "augmix"):
+            layer = _keras3_image_layer(name, seed)
+            per_image.append(lambda x, y, layer=layer: (tf.clip_by_value(layer(x), -1.0, 1.0), y))
+        elif name == "self_querying":
+            per_image.append(_self_querying)
+        elif name in PER_BATCH:
+            layer = _keras3_mixing_layer(name, seed)
+
+            def mix(x, y, layer=layer):
+                out = layer({"images": x, "labels": y})
+                return out["images"], out["labels"]
+
+            per_batch.append(mix)
+        else:
+            raise ValueError(f"unknown augmentation {name!r}; known: {', '.join(PER_IMAGE + PER_BATCH)}")
+    return per_image, per_batch

@@ -1,4 +1,4 @@
-"""The `kerasnets` command line (absl): `kerasnets zoo | profile | export | bench`."""
+"""The `kerasnets` command line (absl): `kerasnets run | zoo | profile | export | bench`."""
 from __future__ import annotations
 
 import csv
@@ -38,10 +38,22 @@ flags.DEFINE_string("serial", None, "bench --target android: device serial (adb 
 flags.DEFINE_string("benchmark_binary", None, "bench --target android: TFLite benchmark_model binary "
                     "built for the phone (bazel build -c opt --config=android_arm64 "
                     "//tensorflow/lite/tools/benchmark:benchmark_model).")
+flags.DEFINE_string("config", None, "run: YAML or JSON file of run config keys.")
+flags.DEFINE_enum("from_stage", None, ["data", "train", "qat", "export", "micro", "bench", "report"],
+                  "run: re-run this stage and every later one.")
+flags.DEFINE_bool("resume", False, "run: continue an interrupted training from its last epoch.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker"],
+                  "run: tf.distribute strategy (multiworker reads TF_CONFIG).")
+flags.DEFINE_string("dataset", None, "run: digits, cifar10, cifar100, svhn, caltech101, imagefolder:PATH, npz:PATH.")
+flags.DEFINE_integer("epochs", None, "run: training epochs.", lower_bound=1)
+flags.DEFINE_integer("batch_size", None, "run: training batch size.", lower_bound=1)
+flags.DEFINE_integer("channels", None, "run: input channels (default: follow the data).", lower_bound=1)
+flags.DEFINE_string("data_dir", None, "run: tensorflow-datasets data folder.")
+flags.DEFINE_bool("strict", None, "run: stop on an unreadable image instead of skipping it.")
 flags.DEFINE_integer("max_arena", None, "export: refuse a model whose TFLite Micro arena exceeds this "
                      "many bytes.", lower_bound=1)
 
-SUBCOMMANDS = ("zoo", "profile", "export", "bench")
+SUBCOMMANDS = ("run", "zoo", "profile", "export", "bench")
 USAGE = f"usage: kerasnets {{{','.join(SUBCOMMANDS)}}} [flags]   (kerasnets <subcommand> --help)"
 
 
@@ -183,13 +195,65 @@ def _bench_model_bytes():
     return FLAGS.model, convert.export(model, FLAGS.mode, images)
 
 
+# Shortcut flags of the run command -> run config keys (every key is also a --dotted.key flag).
+_RUN_SHORTCUTS = {"model": "model", "dataset": "data.dataset", "input_size": "data.input_size",
+                  "channels": "data.channels", "epochs": "train.epochs", "batch_size": "train.batch_size",
+                  "out": "out", "data_dir": "data.data_dir", "strict": "data.strict"}
+
+
+def _define_config_key_flags():
+    from kerasnets.pipelines import pipeline
+
+    for key in sorted(pipeline._flatten(pipeline.default_config().to_dict())):
+        if key not in FLAGS:
+            flags.DEFINE_string(key, None, f"run: config key {key}.")
+
+
+def _run_config():
+    from kerasnets.pipelines import pipeline
+
+    cfg = pipeline.default_config()
+    overrides = pipeline.load_config_file(FLAGS.config) if FLAGS.config else {}
+    for key in pipeline._flatten(cfg.to_dict()):
+        if key in FLAGS and FLAGS[key].present:
+            overrides[key] = FLAGS[key].value
+    for flag, key in _RUN_SHORTCUTS.items():
+        if FLAGS[flag].present:
+            overrides[key] = FLAGS[flag].value
+    return pipeline.apply_overrides(cfg, overrides)
+
+
+def _strategy():
+    import tensorflow as tf
+
+    if FLAGS.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if FLAGS.strategy == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy multiworker needs TF_CONFIG (cluster and task) in the environment")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return None
+
+
+def _run() -> int:
+    from kerasnets.pipelines import pipeline
+
+    cfg = _run_config()
+    manifest = pipeline.run_pipeline(cfg, from_stage=FLAGS.from_stage, resume=FLAGS.resume,
+                                     strategy=_strategy())
+    print(json.dumps(manifest["metrics"]))
+    print(f"report: {os.path.join(manifest['out_dir'], 'report.html')}", file=sys.stderr)
+    return 0
+
+
 def main(argv):
     if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
         raise app.UsageError(f"{USAGE}; got {argv[1:2] or 'no subcommand'}")
     if len(argv) > 2:
         raise app.UsageError(f"unexpected arguments {argv[2:]}; flags take the form --name=value")
     try:
-        return {"zoo": _zoo, "profile": _profile, "export": _export, "bench": _bench}[argv[1]]()
+        return {"run": _run, "zoo": _zoo, "profile": _profile, "export": _export,
+                "bench": _bench}[argv[1]]()
     except ValueError as error:
         print(f"kerasnets {argv[1]}: {error}", file=sys.stderr)
         return 2
@@ -207,6 +271,7 @@ def _dashes_to_underscores(argv):
 
 
 def run():
+    _define_config_key_flags()
     app.run(main, argv=_dashes_to_underscores(sys.argv))
 
 

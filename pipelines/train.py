@@ -1,0 +1,249 @@
+"""Training recipe on `model.fit`: optimiser, schedule with warm-up, label smoothing, weight decay,
+optional distillation, per-epoch checkpoints with exact resume, NaN stop, TensorBoard logs."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from kerasnets.pipelines import augment as augment_mod
+
+log = logging.getLogger("kerasnets.train")
+
+DEFAULTS = {
+    "epochs": 30, "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
+    "nesterov": True, "weight_decay": 5e-4, "schedule": "cosine", "warmup_epochs": 0,
+    "step_epochs": [], "step_factor": 0.1, "label_smoothing": 0.0, "mixed_precision": "auto",
+    "augment": ["crop", "flip"], "teacher": "", "distill_alpha": 0.5, "distill_temperature": 4.0,
+    "seed": 0,
+}
+
+
+class TrainingStopped(RuntimeError):
+    """Training could not go on (NaN loss); the last good checkpoint is named in the message."""
+
+
+def _config(overrides: dict | None) -> dict:
+    config = dict(DEFAULTS)
+    for key, value in (overrides or {}).items():
+        if key not in DEFAULTS:
+            raise ValueError(f"unknown training option {key!r}; known: {', '.join(sorted(DEFAULTS))}")
+        config[key] = value
+    if config["optimizer"] not in ("sgd", "adamw"):
+        raise ValueError(f"optimizer must be sgd or adamw, got {config['optimizer']!r}")
+    if config["schedule"] not in ("cosine", "step", "constant"):
+        raise ValueError(f"schedule must be cosine, step or constant, got {config['schedule']!r}")
+    if int(config["epochs"]) < 1 or int(config["batch_size"]) < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {config['epochs']}, {config['batch_size']}")
+    return config
+
+
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then cosine decay to 0, step decay, or constant (per optimiser step)."""
+
+    def __init__(self, base_lr, total_steps, warmup_steps=0, kind="cosine", boundaries=(), factor=0.1):
+        self.base_lr, self.total_steps, self.warmup_steps = float(base_lr), int(total_steps), int(warmup_steps)
+        self.kind, self.boundaries, self.factor = kind, [int(b) for b in boundaries], float(factor)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = tf.cast(max(self.warmup_steps, 1), tf.float32)
+        if self.kind == "cosine":
+            span = tf.cast(max(self.total_steps - self.warmup_steps, 1), tf.float32)
+            progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+            lr = 0.5 * self.base_lr * (1.0 + tf.cos(math.pi * progress))
+        elif self.kind == "step":
+            drops = tf.add_n([tf.cast(step >= b, tf.float32) for b in self.boundaries] or [tf.constant(0.0)])
+            lr = self.base_lr * tf.pow(self.factor, drops)
+        else:
+            lr = tf.constant(self.base_lr)
+        if self.warmup_steps:
+            lr = tf.where(step < self.warmup_steps, self.base_lr * (step + 1) / warm, lr)
+        return lr
+
+    def get_config(self):
+        return {"base_lr": self.base_lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "kind": self.kind, "boundaries": self.boundaries, "factor": self.factor}
+
+
+def make_optimizer(config, steps_per_epoch):
+    total = steps_per_epoch * int(config["epochs"])
+    schedule = WarmupSchedule(config["lr"], total, steps_per_epoch * int(config["warmup_epochs"]),
+                              config["schedule"], [e * steps_per_epoch for e in config["step_epochs"]],
+                              config["step_factor"])
+    if config["optimizer"] == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=config["weight_decay"])
+    # SGD: weight decay as decoupled decay, as in the papers' PyTorch recipes (SGD + wd).
+    return keras.optimizers.SGD(schedule, momentum=config["momentum"], nesterov=bool(config["nesterov"]),
+                                weight_decay=config["weight_decay"])
+
+
+class Distiller(keras.Model):
+    """Knowledge distillation (Hinton et al.): hard-label loss plus T^2-scaled KL to the teacher's
+    softened outputs. Works on probability outputs: softmax(log p / T) = softmax(z / T)."""
+
+    def __init__(self, student, teacher, alpha=0.5, temperature=4.0, label_smoothing=0.0):
+        super().__init__()
+        self.student, self.teacher = student, teacher
+        self.alpha, self.temperature = float(alpha), float(temperature)
+        self.hard_loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        self.teacher.trainable = False
+
+    def _soft(self, probabilities):
+        return tf.nn.softmax(tf.math.log(probabilities + 1e-8) / self.temperature)
+
+    def call(self, x, training=False):
+        return self.student(x, training=training)
+
+    def train_step(self, data):
+        x, y = data
+        teacher = self._soft(self.teacher(x, training=False))
+        with tf.GradientTape() as tape:
+            pred = self.student(x, training=True)
+            soft = keras.losses.kl_divergence(teacher, self._soft(pred)) * self.temperature ** 2
+            loss = self.alpha * self.hard_loss(y, pred) + (1 - self.alpha) * tf.reduce_mean(soft)
+            loss += tf.add_n(self.student.losses) if self.student.losses else 0.0
+        grads = tape.gradient(loss, self.student.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.student.trainable_variables))
+        self.compiled_metrics.update_state(y, pred)
+        return {"loss": loss, **{m.name: m.result() for m in self.metrics if m.name != "loss"}}
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop at the first NaN/inf loss, before anything is checkpointed from the broken weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_batch = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.bad_batch = batch
+            self.model.stop_training = True
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Save `last.keras` (atomically) and the epoch history after every epoch with a finite loss."""
+
+    def __init__(self, out_dir, nan_guard: StopOnNaN, model_to_save=None):
+        super().__init__()
+        self.out_dir, self.nan_guard, self.model_to_save = out_dir, nan_guard, model_to_save
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_guard.bad_batch is not None:
+            return
+        path = os.path.join(self.out_dir, "last.keras")
+        tmp = os.path.join(self.out_dir, "last.tmp.keras")
+        (self.model_to_save or self.model).save(tmp)
+        os.replace(tmp, path)
+        history_path = os.path.join(self.out_dir, "history.jsonl")
+        with open(history_path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}) + "\n")
+
+
+def training_dataset(dataset, *, batch_size, classes, augment=(), seed=0, cache=True):
+    """Shuffled, augmented, batched, prefetched, with one-hot labels (MixUp/CutMix mix them)."""
+    ds = dataset.cache() if cache else dataset
+    ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda x, y: (x, tf.one_hot(y, classes)), num_parallel_calls=tf.data.AUTOTUNE)
+    per_image, per_batch = augment_mod.split(augment, seed=seed)
+    for fn in per_image:
+        ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    for fn in per_batch:
+        ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(dataset, *, batch_size, classes, cache=True):
+    ds = dataset.cache() if cache else dataset
+    ds = ds.map(lambda x, y: (x, tf.one_hot(y, classes)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _use_mixed_precision(setting) -> bool:
+    if setting == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    return bool(setting)
+
+
+def fit(build_model, data, out_dir, *, config=None, resume=False, strategy=None, verbose=1,
+        extra_callbacks=()) -> dict:
+    """Train a model on `data` (pipelines.data.ImageData); checkpoints and logs go to `out_dir`.
+
+    `build_model()` returns a fresh model (called inside the distribution strategy's scope).
+    With `resume=True` an interrupted run continues from its last finished epoch with the same
+    optimiser state and schedule step (keras BackupAndRestore). Returns the history and the
+    path of the final model; raises TrainingStopped on a NaN loss, naming the last good checkpoint.
+    """
+    config = _config(config)
+    os.makedirs(out_dir, exist_ok=True)
+    backup_dir = os.path.join(out_dir, "backup")
+    if not resume:
+        for stale in ("history.jsonl",):
+            if os.path.exists(os.path.join(out_dir, stale)):
+                os.remove(os.path.join(out_dir, stale))
+        if os.path.isdir(backup_dir):
+            import shutil
+
+            shutil.rmtree(backup_dir)
+    if _use_mixed_precision(config["mixed_precision"]):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    global_batch = int(config["batch_size"])
+    steps = max(data.num_train // global_batch, 1)
+    classes = len(data.classes)
+    train_ds = training_dataset(data.train, batch_size=global_batch, classes=classes,
+                                augment=config["augment"], seed=config["seed"])
+    val_ds = eval_dataset(data.test, batch_size=global_batch, classes=classes)
+    tf.keras.utils.set_random_seed(int(config["seed"])) if hasattr(tf.keras.utils, "set_random_seed") else None
+    with strategy.scope():
+        student = build_model()
+        if student.output_shape[-1] != classes:
+            raise ValueError(f"the model has {student.output_shape[-1]} outputs but {data.source} has "
+                             f"{classes} classes: build it with classes={classes}")
+        model = student
+        if config["teacher"]:
+            teacher = keras.models.load_model(config["teacher"], compile=False)
+            model = Distiller(student, teacher, config["distill_alpha"], config["distill_temperature"],
+                              config["label_smoothing"])
+        model.compile(optimizer=make_optimizer(config, steps),
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"]),
+                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    nan_guard = StopOnNaN()
+    callbacks = [
+        nan_guard,
+        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+        EpochCheckpoint(out_dir, nan_guard, student if model is not student else None),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False),
+        *extra_callbacks,
+    ]
+    history = model.fit(train_ds, epochs=int(config["epochs"]), validation_data=val_ds,
+                        callbacks=callbacks, verbose=verbose)
+    keras.mixed_precision.set_global_policy("float32")
+    last = os.path.join(out_dir, "last.keras")
+    if nan_guard.bad_batch is not None:
+        raise TrainingStopped(
+            f"loss became NaN/inf at batch {nan_guard.bad_batch}; training stopped. Last good checkpoint: "
+            f"{last if os.path.exists(last) else 'none (failed in the first epoch)'}. Lower the learning "
+            "rate or add warm-up (--train.warmup_epochs).")
+    del replicas
+    return {"history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+            "model_path": last, "model": student}
+
+
+def evaluate(model, data, batch_size=256) -> float:
+    """Top-1 accuracy of a Keras model on the test split."""
+    correct = total = 0
+    for x, y in data.test.batch(batch_size):
+        pred = model.predict_on_batch(x)
+        correct += int(np.sum(np.argmax(pred, -1) == y.numpy()))
+        total += int(len(y))
+    return correct / max(total, 1)
