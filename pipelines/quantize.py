@@ -1,6 +1,6 @@
 """Quantisation-aware training: TFMOT's 8-bit QAT, with QuantizeConfigs for the zoo's layers
 that TFMOT's default registry does not know (Multiply in squeeze-excite, hard activations,
-channel slices)."""
+channel slices, BatchNorm that follows no conv)."""
 from __future__ import annotations
 
 import tensorflow_model_optimization as tfmot
@@ -48,7 +48,21 @@ class LayerQuantizeConfig(_Q.QuantizeConfig):
 _SPEC_FOR_KERAS_LAYER = {keras.layers.Multiply: ((), True)}
 
 
+_FOLDS_BATCHNORM = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+
+
+def _is_standalone_batchnorm(layer) -> bool:
+    """A BatchNorm TFMOT cannot fold into the conv before it (pre-activation nets: BN-ReLU-Conv);
+    TFLite runs it as an int8 MUL + ADD, so it gets an output quantiser like any other op."""
+    if type(layer) is not keras.layers.BatchNormalization:
+        return False
+    source = layer.inbound_nodes[0].inbound_layers
+    return not (isinstance(source, _FOLDS_BATCHNORM) and len(source.outbound_nodes) == 1)
+
+
 def _config_for(layer):
+    if _is_standalone_batchnorm(layer):
+        return LayerQuantizeConfig((), True)
     spec = _SPEC_FOR_KERAS_LAYER.get(type(layer), getattr(layer, "qat_spec", None))
     return None if spec is None else LayerQuantizeConfig(*spec)
 
