@@ -1,0 +1,111 @@
+"""Training recipe on real data (digits): learning, per-epoch checkpoints, exact resume after an
+interruption, NaN stop that keeps the last good checkpoint, distillation, bad options."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import kerasnets
+from kerasnets.pipelines import data, train
+
+# resnet8 keeps Keras-default BatchNorm (momentum 0.99, as MLPerf Tiny): small batches give its
+# moving statistics enough steps to settle in a 3-epoch run.
+FAST = {"epochs": 3, "batch_size": 16, "lr": 0.05, "augment": []}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits", image_shape=(16, 16, 1))
+
+
+def _build():
+    return kerasnets.create_model("resnet8", input_shape=(16, 16, 1), classes=10)
+
+
+def test_fit_learns_and_checkpoints_every_epoch(digits, tmp_path):
+    result = train.fit(_build, digits, str(tmp_path), config=FAST, verbose=0)
+    history = result["history"]
+    assert history["loss"][-1] < history["loss"][0]
+    assert train.evaluate(result["model"], digits) > 0.5
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    loaded = keras.models.load_model(tmp_path / "last.keras", compile=False)
+    np.testing.assert_allclose(loaded.predict(next(iter(digits.test.batch(8)))[0], verbose=0),
+                               result["model"].predict(next(iter(digits.test.batch(8)))[0], verbose=0),
+                               atol=1e-5)
+    assert (tmp_path / "tensorboard").is_dir()
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Stands in for a kill: raises during the given epoch, after the previous epoch finished."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_at_the_interrupted_epoch_with_optimizer_state(digits, tmp_path):
+    config = {**FAST, "epochs": 4}
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(_build, digits, str(tmp_path), config=config, verbose=0, extra_callbacks=[_Interrupt(2)])
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append((epoch, int(self.model.optimizer.iterations.numpy())))
+
+    result = train.fit(_build, digits, str(tmp_path), config=config, resume=True, verbose=0,
+                       extra_callbacks=[Record()])
+    steps = digits.num_train // config["batch_size"]
+    assert seen[0] == (2, 2 * steps)  # epoch 3 of 4 starts with the optimiser 2 epochs in
+    assert [e for e, _ in seen] == [2, 3]
+    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    assert len(result["history"]["loss"]) == 2
+
+
+class _Poison(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            self.model.set_weights([np.full_like(w, np.nan) for w in self.model.get_weights()])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+    with pytest.raises(train.TrainingStopped, match=r"NaN/inf.*Last good checkpoint: .*last.keras"):
+        train.fit(_build, digits, str(tmp_path), config=FAST, verbose=0, extra_callbacks=[_Poison()])
+    good = keras.models.load_model(tmp_path / "last.keras", compile=False)
+    assert all(np.isfinite(w).all() for w in good.get_weights())
+    assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 1
+
+
+def test_distillation_from_a_teacher_file(digits, tmp_path):
+    teacher = train.fit(_build, digits, str(tmp_path / "teacher"), config={**FAST, "epochs": 2},
+                        verbose=0)["model_path"]
+    result = train.fit(_build, digits, str(tmp_path / "student"),
+                       config={**FAST, "epochs": 2, "teacher": teacher}, verbose=0)
+    assert result["history"]["loss"][-1] < result["history"]["loss"][0]
+    assert os.path.exists(result["model_path"])
+
+
+def test_schedule_warmup_then_cosine():
+    schedule = train.WarmupSchedule(0.1, total_steps=100, warmup_steps=10, kind="cosine")
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(9)) == pytest.approx(0.1)
+    assert float(schedule(55)) == pytest.approx(0.05, abs=1e-6)
+    assert float(schedule(100)) == pytest.approx(0.0, abs=1e-7)
+    step = train.WarmupSchedule(0.1, 100, kind="step", boundaries=[50, 75], factor=0.1)
+    assert [round(float(step(s)), 6) for s in (0, 50, 80)] == [0.1, 0.01, 0.001]
+
+
+def test_bad_options_and_class_mismatch(digits, tmp_path):
+    with pytest.raises(ValueError, match="unknown training option 'epoch'"):
+        train.fit(_build, digits, str(tmp_path), config={"epoch": 3})
+    with pytest.raises(ValueError, match="has 3 outputs but digits has 10 classes"):
+        train.fit(lambda: kerasnets.create_model("resnet8", input_shape=(16, 16, 1), classes=3), digits,
+                  str(tmp_path), config=FAST, verbose=0)
