@@ -1,0 +1,51 @@
+"""tf.distribute on CPU: MirroredStrategy over 2 logical devices (with QAT), and two
+MultiWorkerMirroredStrategy worker processes on 127.0.0.1 that must end with the same weights."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+WORKER = os.path.join(os.path.dirname(__file__), "dist_worker.py")
+
+
+def _env(**extra):
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **extra}
+
+
+def test_mirrored_strategy_on_two_logical_cpus_trains_a_qat_model(tmp_path):
+    out = tmp_path / "mirrored.npz"
+    subprocess.run([sys.executable, WORKER, "mirrored", str(out)], check=True, timeout=900, env=_env())
+    result = np.load(out)
+    assert int(result["replicas"]) == 2
+    assert result["loss"][-1] < result["loss"][0]
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_localhost_agree_on_the_final_weights(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    procs = []
+    for index in range(2):
+        config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen([sys.executable, WORKER, "multiworker", str(tmp_path / f"w{index}.npz")],
+                                      env=_env(TF_CONFIG=config), stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE))
+    for proc in procs:
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    a, b = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    assert int(a["replicas"]) == 2
+    names = [k for k in a.files if k.startswith("w")]
+    assert names and all(np.array_equal(a[k], b[k]) for k in names)
+    assert a["loss"][-1] < a["loss"][0]
