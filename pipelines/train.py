@@ -196,14 +196,17 @@ def fit(build_model, data, out_dir, *, config=None, resume=False, strategy=None,
     if _use_mixed_precision(config["mixed_precision"]):
         keras.mixed_precision.set_global_policy("mixed_float16")
     strategy = strategy or tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
     global_batch = int(config["batch_size"])
+    if global_batch > data.num_train:  # drop_remainder would leave an empty epoch
+        log.warning("batch_size %d > %d training images: using %d", global_batch, data.num_train,
+                    data.num_train)
+        global_batch = data.num_train
     steps = max(data.num_train // global_batch, 1)
     classes = len(data.classes)
     train_ds = training_dataset(data.train, batch_size=global_batch, classes=classes,
                                 augment=config["augment"], seed=config["seed"])
     val_ds = eval_dataset(data.test, batch_size=global_batch, classes=classes)
-    tf.keras.utils.set_random_seed(int(config["seed"])) if hasattr(tf.keras.utils, "set_random_seed") else None
+    keras.utils.set_random_seed(int(config["seed"]))
     with strategy.scope():
         student = build_model()
         if student.output_shape[-1] != classes:
@@ -234,7 +237,6 @@ def fit(build_model, data, out_dir, *, config=None, resume=False, strategy=None,
             f"loss became NaN/inf at batch {nan_guard.bad_batch}; training stopped. Last good checkpoint: "
             f"{last if os.path.exists(last) else 'none (failed in the first epoch)'}. Lower the learning "
             "rate or add warm-up (--train.warmup_epochs).")
-    del replicas
     return {"history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
             "model_path": last, "model": student}
 

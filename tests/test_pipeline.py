@@ -1,0 +1,91 @@
+"""`kerasnets run` end to end on real data: stages, manifest, skip on re-run, restart from a
+stage, config files and validation, image folders in grayscale and colour."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasnets.pipelines import pipeline
+
+METRICS = ("top1_fp32", "top1_int8", "int8_kb", "arena_bytes", "latency_ms", "params", "macs")
+QUICK = ["--model=resnet8", "--input_size=16", "--epochs=1", "--batch_size=32", "--bench.runs=3",
+         "--export.calibration_images=20"]
+
+
+def kerasnets(*args, cwd=None):
+    return subprocess.run([sys.executable, "-c", "from kerasnets.tools.cli import run; run()", *args],
+                          capture_output=True, text=True, timeout=1200, cwd=cwd,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def _stage_seconds(out):
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {k: v["seconds"] for k, v in manifest["stages"].items()}, manifest
+
+
+def test_run_on_digits_writes_every_artefact_and_reruns_only_what_changed(tmp_path):
+    out = tmp_path / "run"
+    first = kerasnets("run", *QUICK, f"--out={out}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    seconds, manifest = _stage_seconds(out)
+    for key in METRICS:
+        assert key in manifest["metrics"], key
+    assert 0 <= manifest["metrics"]["top1_int8"] <= 1 and manifest["metrics"]["arena_bytes"] > 1000
+    for name in ("report.md", "report.html", "curves.png", "layers.png", "tradeoff.png",
+                 "export/model_int8.tflite", "micro/resnet8_model_data.cc", "train/last.keras"):
+        assert (out / name).exists(), name
+    for stage in ("data", "train", "export", "micro", "bench", "report"):
+        assert stage in manifest["stages"]
+    artefacts = manifest["stages"]["export"]["artefacts"]
+    assert len(artefacts["export/model_int8.tflite"]) == 64  # sha256
+    assert manifest["versions"]["tensorflow"] and manifest["machine"]
+
+    again = kerasnets("run", *QUICK, f"--out={out}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "stage train: up to date, skipped" in again.stderr
+    assert _stage_seconds(out)[0]["train"] == seconds["train"]
+
+    restart = kerasnets("run", *QUICK, f"--out={out}", "--from_stage=export")
+    assert restart.returncode == 0
+    assert "stage train: up to date, skipped" in restart.stderr and "stage export: running" in restart.stderr
+
+    changed = kerasnets("run", *QUICK, f"--out={out}", "--micro.enabled=false")
+    assert "stage export: up to date, skipped" in changed.stderr and "stage micro: running" in changed.stderr
+
+
+def test_config_file_keys_are_validated(tmp_path):
+    good = tmp_path / "run.yaml"
+    good.write_text("model: resnet8\ntrain:\n  epochs: 2\n  optimizer: adamw\ndata:\n  input_size: 16\n")
+    cfg = pipeline.apply_overrides(pipeline.default_config(), pipeline.load_config_file(str(good)))
+    assert (cfg.train.epochs, cfg.train.optimizer, cfg.data.input_size) == (2, "adamw", 16)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"train": {"epochz": 3}}))
+    result = kerasnets("run", f"--config={bad}")
+    assert result.returncode == 2
+    assert "unknown config key 'train.epochz'" in result.stderr and "train.epochs" in result.stderr
+    unknown_model = kerasnets("run", "--model=resnet_8", f"--out={tmp_path / 'x'}")
+    assert unknown_model.returncode == 2 and "did you mean resnet8" in unknown_model.stderr
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_folders_in_grayscale_and_colour(tmp_path, channels):
+    rng = np.random.default_rng(channels)
+    root = tmp_path / "images"
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(8):
+                pixels = rng.integers(0, 255, (20, 20, channels), dtype=np.uint8)
+                (root / split / cls / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    out = tmp_path / "run"
+    result = kerasnets("run", *QUICK, f"--dataset=imagefolder:{root}", f"--out={out}", "--micro.enabled=false",
+                       "--bench.targets=")
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["data"]["metrics"]["num_train"] == 16
+    profile = json.loads((out / "train" / "profile.json").read_text())
+    assert profile["input_shape"] == [16, 16, channels]
