@@ -1,1 +1,157 @@
-"""(family module, being written)"""
+"""DenseNet: Densely Connected Convolutional Networks (Huang et al., CVPR 2017, arXiv 1608.06993).
+
+Structure follows the official code (liuzhuang13/DenseNet, Torch) for the CIFAR variants and
+keras applications' DenseNet121 for ImageNet:
+
+- Pre-activation units (BN-ReLU-Conv); every layer concatenates its `growth` new maps to its
+  input, so a dense block is a chain of `Concatenate` layers (no tensor above 4-D).
+- DenseNet-BC adds a 1x1 bottleneck of 4*growth channels before each 3x3 conv and transitions
+  keep floor(theta * channels) channels (theta = 0.5).
+- Convolutions have no bias (the official code drops it under BN); the classifier has one.
+
+Where paper and official code differ, the official code wins:
+- CIFAR stem width: 16 channels for DenseNet (the official code's first version, commit cbb6bff,
+  which produced the paper's non-BC results) and 2*growth for DenseNet-BC (its later versions).
+  With 16, DenseNet-40 has 1.02M parameters and 264.8M MACs, matching the paper's 1.0M and the
+  5.33e8 FLOPs of Network Slimming (arXiv 1708.06519, which counts a MAC as 2 FLOPs); the later
+  code's 2k = 24 stem (also in Network Slimming's PyTorch port) gives 1.06M and 282.9M.
+- Stride-2 layers of the ImageNet stem use TF "same" padding (extra row/column at the
+  bottom/right) instead of the symmetric padding of the Torch code: shapes, parameters and MACs
+  are unchanged and the int8 graph needs no PAD op; weights ported from Torch/keras applications
+  see a one-pixel phase shift in the stem.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import tf_keras as keras
+
+from kerasnets import blocks
+from kerasnets.registry import register_model
+
+L = keras.layers
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseNetConfig:
+    block_layers: tuple[int, ...]  # dense layers per block
+    growth: int  # k: channels each dense layer adds
+    bottleneck: bool  # BC: 1x1 conv to 4k before the 3x3 conv
+    compression: float  # theta: transition keeps floor(theta * channels)
+    stem: str  # "cifar": one 3x3 conv; "imagenet": 7x7/2 conv-BN-ReLU + 3x3/2 max pool
+    stem_channels: int
+
+
+CONFIGS = {
+    "densenet40_k12_cifar": DenseNetConfig((12, 12, 12), 12, False, 1.0, "cifar", 16),
+    "densenet_bc_100_k12_cifar": DenseNetConfig((16, 16, 16), 12, True, 0.5, "cifar", 24),
+    "densenet121": DenseNetConfig((6, 12, 24, 16), 32, True, 0.5, "imagenet", 64),
+}
+
+
+def _bn_relu(x, *, carrier, name):
+    """Pre-activation BN-ReLU; `carrier` when no single conv produced x (a concatenation, a pool).
+
+    TFMOT quantizes BatchNormalization only right after a conv, so a frozen all-ones 1x1
+    depthwise conv carries it: an identity while training (BN sees the same input), and the
+    converter folds BN into its per-channel weight, giving one exact int8 DEPTHWISE_CONV_2D
+    (scale, shift, ReLU). Frozen, it adds no trainable parameter.
+    """
+    if carrier:
+        x = L.DepthwiseConv2D(1, use_bias=False, depthwise_initializer="ones", trainable=False,
+                              name=f"{name}_carrier")(x)
+    x = blocks.batch_norm(x, name=f"{name}_bn")
+    return blocks.activation(x, "relu", name=f"{name}_relu")
+
+
+def _bn_relu_conv(x, filters, kernel, *, carrier=True, name):
+    """DenseNet's composite function: BN, ReLU, then a bias-free convolution."""
+    x = _bn_relu(x, carrier=carrier, name=name)
+    return L.Conv2D(filters, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
+
+
+def _dense_layer(x, growth, *, bottleneck, name):
+    """One dense layer: `growth` new maps appended to everything before it."""
+    new = x
+    if bottleneck:
+        new = _bn_relu_conv(new, 4 * growth, 1, name=f"{name}_1x1")
+    # after the bottleneck conv, BN-ReLU folds into that conv and needs no carrier
+    new = _bn_relu_conv(new, growth, 3, carrier=not bottleneck, name=f"{name}_3x3")
+    return L.Concatenate(name=f"{name}_concat")([x, new])
+
+
+def _dense_block(x, layers, growth, *, bottleneck, name):
+    for i in range(layers):
+        x = _dense_layer(x, growth, bottleneck=bottleneck, name=f"{name}_layer{i + 1}")
+    return x
+
+
+def _transition(x, compression, *, name):
+    """BN-ReLU-1x1 conv to floor(theta * channels), then 2x2 average pooling."""
+    filters = int(x.shape[-1] * compression)
+    x = _bn_relu_conv(x, filters, 1, name=name)
+    return L.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)
+
+
+def _stem(x, config: DenseNetConfig):
+    if config.stem == "cifar":  # no BN-ReLU: the first dense layer starts with them
+        return L.Conv2D(config.stem_channels, 3, padding="same", use_bias=False, name="stem_conv")(x)
+    x = blocks.conv_bn(x, config.stem_channels, 7, strides=2, name="stem")
+    return L.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+
+
+def _reject_variant_kwargs(kwargs, name):
+    if kwargs:
+        raise TypeError(f"{name} takes no variant arguments, got {', '.join(sorted(kwargs))}")
+
+
+def _densenet(config: DenseNetConfig, *, input_shape, classes, include_top, pooling,
+              classifier_activation, name, **kwargs) -> keras.Model:
+    _reject_variant_kwargs(kwargs, name)
+    inputs = blocks.model_input(input_shape)
+    x = _stem(inputs, config)
+    last = len(config.block_layers)
+    for i, layers in enumerate(config.block_layers, start=1):
+        x = _dense_block(x, layers, config.growth, bottleneck=config.bottleneck, name=f"block{i}")
+        if i < last:
+            x = _transition(x, config.compression, name=f"transition{i}")
+    # the last block's output is still pre-activation: close it with BN-ReLU
+    x = _bn_relu(x, carrier=True, name="final")
+    x = blocks.classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
+                               classifier_activation=classifier_activation)
+    return keras.Model(inputs, x, name=name)
+
+
+@register_model(
+    paper="arXiv 1608.06993", params=1.0e6, macs=266.5e6, input_shape=(32, 32, 3), classes=10,
+    min_size=4,
+    source="paper Table 2 (params); Network Slimming (arXiv 1708.06519) Table 1: 5.33e8 FLOPs = 2 x MACs",
+    notes="L=40, k=12, no bottleneck or compression, 16-channel stem (official code, first version)")
+def densenet40_k12_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
+                         **kwargs) -> keras.Model:
+    return _densenet(CONFIGS["densenet40_k12_cifar"], input_shape=input_shape, classes=classes,
+                     include_top=include_top, pooling=pooling,
+                     classifier_activation=classifier_activation, name="densenet40_k12_cifar", **kwargs)
+
+
+@register_model(
+    paper="arXiv 1608.06993", params=0.8e6, macs=288e6, input_shape=(32, 32, 3), classes=10,
+    min_size=4, source="paper Table 2 (params); MACs counted on the official code's structure (287.9M)",
+    notes="DenseNet-BC, L=100, k=12, theta=0.5; the paper publishes no FLOPs for it")
+def densenet_bc_100_k12_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
+                              **kwargs) -> keras.Model:
+    return _densenet(CONFIGS["densenet_bc_100_k12_cifar"], input_shape=input_shape, classes=classes,
+                     include_top=include_top, pooling=pooling,
+                     classifier_activation=classifier_activation, name="densenet_bc_100_k12_cifar",
+                     **kwargs)
+
+
+@register_model(
+    paper="arXiv 1608.06993", params=7.98e6, macs=2.87e9, input_shape=(224, 224, 3), classes=1000,
+    min_size=32, source="keras applications DenseNet121 (trainable params); MACs of that structure",
+    notes="blocks 6-12-24-16, k=32, BC with theta=0.5; min_size is the total stride")
+def densenet121(*, input_shape, classes, include_top, pooling, classifier_activation,
+                **kwargs) -> keras.Model:
+    return _densenet(CONFIGS["densenet121"], input_shape=input_shape, classes=classes,
+                     include_top=include_top, pooling=pooling,
+                     classifier_activation=classifier_activation, name="densenet121", **kwargs)

@@ -1,1 +1,170 @@
-"""(family module, being written)"""
+"""ResNets for CIFAR-10 (He et al., CVPR 2016, arXiv 1512.03385), their Ghost versions (Han et
+al., CVPR 2020, arXiv 1911.11907) and the MLPerf Tiny ResNet-8.
+
+CIFAR ResNets (`resnet20_cifar`, `resnet56_cifar`): a 3x3 conv stem with 16 channels, then three
+stages of n = (depth - 2) / 6 basic blocks with 16/32/64 channels, stride 2 at the first block of
+stages 2 and 3, global average pooling and a 10-way classifier. The paper uses parameter-free
+option A shortcuts (subsample, zero-pad the new channels); here the two shortcuts that change
+shape are option B projections (1x1 conv + BN), as in chenyaofo/pytorch-cifar-models (whose
+ResNet-20/56 this matches layer for layer) and the keras.io CIFAR-10 ResNet: zero-padding
+channels has no Keras layer (it would need a Lambda or a custom layer with its own QAT config),
+while a projection is one int8 CONV_2D. Option B adds 2.8k parameters (+1.0% for ResNet-20,
++0.3% for ResNet-56) and 0.26M MACs; both options are within 1% of the paper's counts.
+
+Ghost-ResNet-56 (`ghost_resnet56_cifar`): every conv-BN(-ReLU) unit of ResNet-56 becomes a
+Ghost module with ratio s=2 and a d x d = 3x3 cheap depthwise conv; the primary conv keeps the
+replaced conv's 3x3 kernel and stride, and both halves get the ReLU only where the replaced unit
+had one (GhostNet's `relu` flag). The stem is replaced too, as the paper replaces all conv layers
+(Sec. 4.1); keeping it plain would change the counts by < 0.3%. The projection shortcuts stay
+plain 1x1 convs: they stand in for the paper's parameter-free shortcuts, so there is no conv of
+the paper's net to replace there.
+
+ResNet-8 (`resnet8`) follows the MLPerf Tiny reference model (mlcommons/tiny,
+benchmark/training/image_classification/keras_model.py, `resnet_v1_eembc` with 16 filters):
+convs with bias, He-normal init and L2 1e-4 on their kernels, Keras-default BatchNorm, a 1x1
+conv shortcut without BN on the stride-2 stacks and a He-normal softmax classifier.
+"""
+import tf_keras as keras
+
+from kerasnets import blocks
+from kerasnets.registry import register_model
+
+L = keras.layers
+CIFAR_STAGE_FILTERS = (16, 32, 64)
+MLPERF_WEIGHT_DECAY = 1e-4
+
+
+def reject_extra_kwargs(name, kwargs):
+    """Builders without variant options raise a TypeError that names what they got."""
+    if kwargs:
+        raise TypeError(f"{name}() got unexpected keyword arguments {sorted(kwargs)}; it takes only "
+                        "input_shape, classes, include_top, pooling and classifier_activation")
+
+
+def conv_unit(ghost_ratio=None, ghost_dw_kernel=3):
+    """The conv-BN-act unit `f(x, filters, kernel, *, strides, act, name)` of a plain net, or the
+    Ghost module that replaces it as a drop-in (same output channels, kernel and stride)."""
+    if ghost_ratio is None:
+        return blocks.conv_bn
+    if isinstance(ghost_ratio, bool) or not isinstance(ghost_ratio, int) or ghost_ratio < 2:
+        raise ValueError(f"ratio (Ghost s) must be an int >= 2, got {ghost_ratio!r}")
+    if isinstance(ghost_dw_kernel, bool) or not isinstance(ghost_dw_kernel, int) or ghost_dw_kernel < 1:
+        raise ValueError(f"dw_kernel (Ghost d) must be an int >= 1, got {ghost_dw_kernel!r}")
+
+    def ghost_unit(x, filters, kernel, *, strides=1, act="relu", name):
+        return blocks.ghost_module(x, filters, ratio=ghost_ratio, kernel=kernel,
+                                   dw_kernel=ghost_dw_kernel, strides=strides, act=act, name=name)
+
+    return ghost_unit
+
+
+# --- CIFAR ResNets (He et al.) and Ghost-ResNet ---------------------------------------------
+
+def _basic_block(x, filters, *, strides, unit, name):
+    """Two 3x3 units, the second linear, added to the (projected) input, then ReLU."""
+    y = unit(x, filters, 3, strides=strides, act="relu", name=f"{name}_conv1")
+    y = unit(y, filters, 3, act=None, name=f"{name}_conv2")
+    if strides != 1 or x.shape[-1] != filters:
+        x = blocks.conv_bn(x, filters, 1, strides=strides, act=None, name=f"{name}_shortcut")
+    x = L.Add(name=f"{name}_add")([x, y])
+    return blocks.activation(x, "relu", name=f"{name}_out")
+
+
+def _cifar_resnet(depth, *, unit, input_shape, classes, include_top, pooling, classifier_activation,
+                  name) -> keras.Model:
+    if (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n + 2, got {depth}")
+    blocks_per_stage = (depth - 2) // 6
+    inputs = blocks.model_input(input_shape)
+    x = unit(inputs, CIFAR_STAGE_FILTERS[0], 3, name="stem")
+    for stage, filters in enumerate(CIFAR_STAGE_FILTERS, start=1):
+        for block in range(1, blocks_per_stage + 1):
+            strides = 2 if stage > 1 and block == 1 else 1
+            x = _basic_block(x, filters, strides=strides, unit=unit, name=f"stage{stage}_block{block}")
+    outputs = blocks.classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
+                                     classifier_activation=classifier_activation)
+    return keras.Model(inputs, outputs, name=name)
+
+
+_CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=4)
+_SHORTCUT_NOTE = "option B (1x1 conv + BN) projection shortcuts where the shape changes; the paper uses option A"
+
+
+@register_model(paper="arXiv 1512.03385", params=0.27e6, macs=41e6, **_CIFAR,
+                source="paper Table 6 (params); MACs are not in the paper: 41M as commonly reported",
+                notes=_SHORTCUT_NOTE)
+def resnet20_cifar(*, input_shape, classes, include_top, pooling, classifier_activation, **kwargs):
+    reject_extra_kwargs("resnet20_cifar", kwargs)
+    return _cifar_resnet(20, unit=conv_unit(), input_shape=input_shape, classes=classes,
+                         include_top=include_top, pooling=pooling,
+                         classifier_activation=classifier_activation, name="resnet20_cifar")
+
+
+@register_model(paper="arXiv 1512.03385", params=0.85e6, macs=125e6, **_CIFAR,
+                source="paper Table 6 (params); GhostNet paper Table 5 (arXiv 1911.11907) for MACs",
+                notes=_SHORTCUT_NOTE)
+def resnet56_cifar(*, input_shape, classes, include_top, pooling, classifier_activation, **kwargs):
+    reject_extra_kwargs("resnet56_cifar", kwargs)
+    return _cifar_resnet(56, unit=conv_unit(), input_shape=input_shape, classes=classes,
+                         include_top=include_top, pooling=pooling,
+                         classifier_activation=classifier_activation, name="resnet56_cifar")
+
+
+@register_model(paper="arXiv 1911.11907", params=0.43e6, macs=63e6, **_CIFAR, source="paper Table 5",
+                notes="every conv-BN unit of ResNet-56 (stem included) as a Ghost module, s=2, d=3, "
+                      "3x3 primary conv; " + _SHORTCUT_NOTE + "; variant kwargs ratio (s), dw_kernel (d)")
+def ghost_resnet56_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
+                         ratio=2, dw_kernel=3, **kwargs):
+    reject_extra_kwargs("ghost_resnet56_cifar", kwargs)
+    return _cifar_resnet(56, unit=conv_unit(ratio, dw_kernel), input_shape=input_shape,
+                         classes=classes, include_top=include_top, pooling=pooling,
+                         classifier_activation=classifier_activation, name="ghost_resnet56_cifar")
+
+
+# --- MLPerf Tiny ResNet-8 --------------------------------------------------------------------
+
+def _mlperf_conv(x, filters, kernel, *, strides=1, name):
+    """Conv2D as the reference declares it: with bias, He-normal, L2 weight decay on the kernel."""
+    return L.Conv2D(filters, kernel, strides=strides, padding="same", kernel_initializer="he_normal",
+                    kernel_regularizer=keras.regularizers.L2(MLPERF_WEIGHT_DECAY), name=name)(x)
+
+
+def _mlperf_conv_bn(x, filters, kernel, *, strides=1, act="relu", name):
+    x = _mlperf_conv(x, filters, kernel, strides=strides, name=f"{name}_conv")
+    x = L.BatchNormalization(name=f"{name}_bn")(x)  # Keras defaults, as the reference
+    return blocks.activation(x, act, name=f"{name}_{act}")
+
+
+def _mlperf_stack(x, filters, *, strides, name):
+    """Residual stack of the reference: two 3x3 convs; a 1x1 conv (no BN) shortcut on stride 2."""
+    y = _mlperf_conv_bn(x, filters, 3, strides=strides, name=f"{name}_conv1")
+    y = _mlperf_conv_bn(y, filters, 3, act=None, name=f"{name}_conv2")
+    if strides != 1 or x.shape[-1] != filters:
+        x = _mlperf_conv(x, filters, 1, strides=strides, name=f"{name}_shortcut")
+    x = L.Add(name=f"{name}_add")([x, y])
+    return blocks.activation(x, "relu", name=f"{name}_out")
+
+
+def _mlperf_head(x, *, include_top, pooling, classes, classifier_activation):
+    """Average pool over the whole map + He-normal Dense (the reference pools 8x8 at 32x32)."""
+    if not include_top:
+        return blocks.classifier_head(x, include_top=False, pooling=pooling, classes=classes,
+                                      classifier_activation=classifier_activation)
+    x = L.GlobalAveragePooling2D(name="head_pool")(x)
+    return L.Dense(classes, activation=classifier_activation, kernel_initializer="he_normal",
+                   name="head_fc")(x)
+
+
+@register_model(paper="MLPerf Tiny (arXiv 2106.07597)", params=78e3, macs=12.5e6, **_CIFAR,
+                source="official code: mlcommons/tiny benchmark/training/image_classification/keras_model.py",
+                notes="resnet_v1_eembc with 16/32/64 filters; convs with bias and L2 1e-4, Keras-default BN")
+def resnet8(*, input_shape, classes, include_top, pooling, classifier_activation, **kwargs):
+    reject_extra_kwargs("resnet8", kwargs)
+    inputs = blocks.model_input(input_shape)
+    x = _mlperf_conv_bn(inputs, 16, 3, name="stem")
+    x = _mlperf_stack(x, 16, strides=1, name="stack1")
+    x = _mlperf_stack(x, 32, strides=2, name="stack2")
+    x = _mlperf_stack(x, 64, strides=2, name="stack3")
+    outputs = _mlperf_head(x, include_top=include_top, pooling=pooling, classes=classes,
+                           classifier_activation=classifier_activation)
+    return keras.Model(inputs, outputs, name="resnet8")

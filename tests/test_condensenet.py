@@ -1,0 +1,152 @@
+"""CondenseNet: learned group convolutions condense during training and `condense` turns the
+trained model into the registered test-time structure with the same outputs and an int8 graph
+that TFLite Micro runs exactly as LiteRT's reference kernels."""
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import kerasnets
+from kerasnets import condensenet as cn
+from kerasnets.micro import arena
+from kerasnets.pipelines import convert, quantize
+from conftest import assert_same_outputs, calibrate_batchnorm
+
+TINY = cn.CondenseNetConfig(stages=(2, 2), growth=(8, 16))
+TINY_SHAPE = (16, 16, 3)
+
+
+def _tiny(condensing, **kwargs):
+    args = dict(input_shape=TINY_SHAPE, classes=10, include_top=True, pooling=None,
+                classifier_activation="linear", name="tiny")
+    return cn.build_condensenet(TINY, condensing=condensing, **{**args, **kwargs})
+
+
+def _trained_tiny(digit_batches, **kwargs):
+    """A training-time tiny net with every condensing step done and informative BN statistics."""
+    model = _tiny(True, **kwargs)
+    cn.finish_condensation(model)
+    images = digit_batches(TINY_SHAPE, 8)
+    calibrate_batchnorm(model, images)
+    return model, images
+
+
+def test_condensing_stages_follow_the_official_schedule():
+    # C-1 equal steps over the first half of training
+    assert [cn.condensing_stage(p, 4) for p in (0.0, 0.16, 1 / 6, 0.34, 0.49, 0.5, 1.0)] == [0, 0, 1, 2, 2, 3, 3]
+    assert cn.condensing_stage(0.25, 8) == 3 and cn.condensing_stage(0.5, 8) == 7
+    assert cn.condensing_stage(0.3, 1) == 0
+
+
+def test_learned_group_conv_drops_the_weakest_inputs_of_each_group():
+    layer = cn.LearnedGroupConv(4, groups=2, condense_factor=4)
+    layer.build((None, 2, 2, 8))
+    kernel = np.zeros((1, 1, 8, 4), np.float32)
+    kernel[0, 0, :, 0::2] = np.arange(8)[:, None] + 1.0  # group 0: input i weighs i + 1
+    kernel[0, 0, :, 1::2] = 8.0 - np.arange(8)[:, None]  # group 1: the reverse
+    layer.kernel.assign(kernel)
+    layer.advance_to(1)
+    assert layer.group_inputs() == [[2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 5]]
+    layer.advance_to(3)
+    assert layer.is_condensed
+    assert layer.group_inputs() == [[6, 7], [0, 1]]
+    indices, grouped = cn.condensed_kernel(layer)
+    assert indices == [6, 7, 0, 1]
+    # condensed output g * 2 + t is training-time output g + 2 t
+    np.testing.assert_array_equal(grouped[0, 0, :, 0], kernel[0, 0, [6, 7], 0])
+    np.testing.assert_array_equal(grouped[0, 0, :, 3], kernel[0, 0, [0, 1], 3])
+
+
+def test_condensed_model_matches_the_trained_model_and_the_registered_structure(digit_batches):
+    model, images = _trained_tiny(digit_batches)
+    condensed = cn.condense(model)
+    assert_same_outputs(condensed(images, training=False), model(images, training=False))
+    scratch = _tiny(False)
+    assert [(l.name, type(l)) for l in condensed.layers] == [(l.name, type(l)) for l in scratch.layers]
+    assert [w.shape for w in condensed.weights] == [w.shape for w in scratch.weights]
+    # condensing keeps 1/C of every learned 1x1 kernel and half of the classifier's inputs
+    dropped = sum(l.kernel.shape.num_elements() * (1 - 1 / l.condense_factor)
+                  for l in model.layers if isinstance(l, cn.LearnedGroupConv))
+    dropped += model.get_layer("head_fc").kernel.shape.num_elements() // 2
+    assert kerasnets.profile(condensed)["params"] == model.count_params() - dropped - \
+        sum(w.shape.num_elements() for w in model.non_trainable_weights)
+
+
+def test_condense_needs_every_stage_done(digit_batches):
+    model = _tiny(True)
+    with pytest.raises(ValueError, match="finish_condensation"):
+        cn.condense(model)
+
+
+def test_schedule_condenses_during_fit_under_the_group_lasso_penalty(digit_batches):
+    model = _tiny(True, group_lasso=1e-3)
+    penalties = [float(loss) for loss in model.losses]
+    assert len(penalties) == 4 and min(penalties) > 0  # one per learned group conv
+    images = digit_batches(TINY_SHAPE, 16)
+    labels = np.arange(16) % 10
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    stages = []
+    probe = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: stages.append(int(model.get_layer("block2_layer2_1_lgc").stage.numpy())))
+    model.fit(images, labels, batch_size=4, epochs=4, verbose=0,
+              callbacks=[cn.CondensationSchedule(epochs=4), probe])
+    assert stages == [1, 2, 3, 3]  # 4 steps per epoch: stage floor(6 p), the last from p = 1/2
+    assert all(layer.is_condensed for layer in cn.condensing_layers(model))
+    assert sum(float(loss) for loss in model.losses) == 0.0  # the penalty stops at the last stage
+    assert len(model.get_layer("head_fc").kept_features()) == model.get_layer("head_fc").kernel.shape[0] // 2
+
+
+def test_training_model_keeps_masks_through_a_keras_file(digit_batches, tmp_path):
+    model, images = _trained_tiny(digit_batches, group_lasso=1e-4)
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert_same_outputs(loaded(images, training=False), model(images, training=False))
+    assert all(layer.is_condensed for layer in cn.condensing_layers(loaded))
+    assert loaded.get_layer("block1_layer1_1_lgc").group_lasso == 1e-4
+
+
+def test_qat_wraps_the_learned_group_conv(digit_batches):
+    inputs = keras.Input(TINY_SHAPE)
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = cn.LearnedGroupConv(16, groups=4, name="lgc")(x)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    cn.finish_condensation(model)
+    qat = quantize.quantize_model(model)
+    wrapper = qat.get_layer("quant_lgc")
+    assert isinstance(wrapper.layer, cn.LearnedGroupConv)
+    assert any("kernel" in w.name and "min" in w.name for w in wrapper.weights)  # per-channel range
+    # QAT training keeps dropped connections dropped: their masked weights get no gradient
+    kernel = model.get_layer("lgc").kernel.numpy()
+    images = digit_batches(TINY_SHAPE, 4)
+    qat.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    qat.fit(images, np.ones((4, 10)), verbose=0)
+    after, mask = wrapper.layer.kernel_variable.numpy(), wrapper.layer.mask.numpy()
+    assert np.array_equal(after[mask == 0], kernel[mask == 0])
+    assert not np.array_equal(after[mask == 1], kernel[mask == 1])
+    assert cn.condensing_layers(qat)[0] is wrapper.layer
+
+
+def test_condensed_model_runs_int8_in_tflite_micro_with_gather_and_grouped_conv(digit_batches):
+    model, images = _trained_tiny(digit_batches)
+    condensed = cn.condense(model)
+    tflite = convert.to_int8(condensed, images)
+    summary = convert.graph_summary(tflite)
+    assert {"GATHER", "CONV_2D", "TRANSPOSE"} <= set(summary["ops"]), summary["ops"]
+    assert not [op for op in summary["ops"] if op.startswith(("FLEX", "CUSTOM"))]
+    assert summary["max_rank"] <= 4
+    x8 = convert.quantize_input(images, convert.litert_interpreter(tflite).get_input_details()[0])
+    reference = convert.run_litert(tflite, x8, reference=True)
+    assert np.array_equal(reference, arena.run_micro(tflite, x8))
+    assert len(np.unique(reference)) > 4
+
+
+def test_variant_arguments_build_the_training_model():
+    model = cn.condensenet_train("condensenet50_cifar", input_shape=(8, 8, 3))
+    assert model.name == "condensenet50_cifar"
+    assert len([l for l in model.layers if isinstance(l, cn.LearnedGroupConv)]) == 24
+    assert isinstance(model.get_layer("head_fc"), cn.CondensingDense)
+    with pytest.raises(TypeError, match="condensing and group_lasso"):
+        kerasnets.create_model("condensenet50_cifar", width=2)
