@@ -33,5 +33,6 @@ setup(
         "tensorboard",
     ],
     extras_require={"test": ["pytest", "pytest-xdist"]},
+    package_data={"kerasnets.micro": ["firmware/*"]},
     entry_points={"console_scripts": ["kerasnets=kerasnets.tools.cli:run"]},
 )

@@ -10,12 +10,16 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
+
+import numpy as np
 
 from kerasnets.micro import arena, lint as lint_mod
 from kerasnets.micro.ops import RESOLVER_METHOD
 from kerasnets.pipelines.tflite_file import Graph, read_tflite
 
+FIRMWARE_TEMPLATE = os.path.join(os.path.dirname(__file__), "firmware")
 BYTES_PER_LINE = 12
 MIN_HEADROOM = 1024
 
@@ -114,6 +118,35 @@ def model_settings_header(ident: str, graph: Graph, labels: list[str], arena_byt
             f"}}  // namespace {ident}_model\n\n#endif  // {g}\n")
 
 
+def _c_array(values, per_line=16) -> str:
+    values = [int(v) for v in np.asarray(values).ravel()]
+    return ",\n    ".join(", ".join(str(v) for v in values[i:i + per_line])
+                          for i in range(0, len(values), per_line))
+
+
+def golden_header(ident: str, golden_input, golden_output) -> str:
+    """One real input and the output TFLite Micro's reference kernels give for it."""
+    g = _guard(ident, "GOLDEN")
+    return (f"#ifndef {g}\n#define {g}\n\n#include <cstdint>\n\n"
+            f"namespace {ident}_model {{\n\n"
+            f"// Output of the TFLite Micro reference kernels (host) for kGoldenInput.\n"
+            f"constexpr int8_t kGoldenInput[] = {{\n    {_c_array(golden_input)}}};\n"
+            f"constexpr int8_t kGoldenOutput[] = {{\n    {_c_array(golden_output)}}};\n\n"
+            f"}}  // namespace {ident}_model\n\n#endif  // {g}\n")
+
+
+def umbrella_header(ident: str, name: str) -> str:
+    """`kerasnets_model.h`: the firmware template's single include, aliasing the model as `kn`."""
+    return ("#ifndef KERASNETS_MODEL_H_\n#define KERASNETS_MODEL_H_\n\n"
+            f'#include "{ident}_golden.h"\n#include "{ident}_model_data.h"\n'
+            f'#include "{ident}_model_settings.h"\n#include "{ident}_op_resolver.h"\n\n'
+            f"namespace kn = {ident}_model;\n"
+            f"namespace {ident}_model {{\n"
+            f"inline const unsigned char* const kModelData = g_{ident}_model_data;\n"
+            f"constexpr const char* kModelName = {_c_string(name)};\n}}\n\n"
+            "#endif  // KERASNETS_MODEL_H_\n")
+
+
 def _write_atomic(path, text):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
@@ -131,11 +164,15 @@ class MicroExportError(ValueError):
         super().__init__(f"{name} cannot run on TFLite Micro:\n  {details}")
 
 
-def emit(tflite: bytes, out_dir, name: str, *, labels=None, max_arena: int | None = None) -> dict:
+def emit(tflite: bytes, out_dir, name: str, *, labels=None, max_arena: int | None = None,
+         golden_input=None, firmware: bool = True) -> dict:
     """Lint, measure and write the TFLite Micro sources for `tflite` into `out_dir`.
 
-    Returns {"files", "arena_bytes", "headroom_bytes", "ops", "findings"}. Raises MicroExportError
-    (before writing anything) if the lint finds errors or the arena exceeds `max_arena`.
+    `golden_input` (int8, the model's input shape; zeros if None) and the output TFLite Micro
+    gives for it go into `<name>_golden.h`; with `firmware` the Cortex-M firmware template is
+    copied to `out_dir/firmware/`. Returns {"files", "arena_bytes", "headroom_bytes", "ops",
+    "findings"}. Raises MicroExportError (before writing anything) if the lint finds errors or
+    the arena exceeds `max_arena`.
     """
     graph = read_tflite(tflite, source=name)
     findings = lint_mod.lint(graph)
@@ -151,11 +188,16 @@ def emit(tflite: bytes, out_dir, name: str, *, labels=None, max_arena: int | Non
     classes = graph.outputs[0].shape[-1]
     labels = [str(i) for i in range(classes)] if labels is None else list(labels)
     ops = graph.op_names
+    shape = graph.inputs[0].shape
+    golden = np.zeros(shape, np.int8) if golden_input is None else np.asarray(golden_input, np.int8).reshape(shape)
+    golden_output = arena.run_micro(tflite, golden)[0]
     files = {
         f"{ident}_model_data.h": model_data_header(ident),
         f"{ident}_model_data.cc": model_data_source(ident, tflite),
         f"{ident}_op_resolver.h": op_resolver_header(ident, ops),
         f"{ident}_model_settings.h": model_settings_header(ident, graph, labels, measured + headroom),
+        f"{ident}_golden.h": golden_header(ident, golden, golden_output),
+        "kerasnets_model.h": umbrella_header(ident, name),
     }
     report = {"arena_bytes": measured, "headroom_bytes": headroom, "ops": ops,
               "findings": [str(f) for f in findings]}
@@ -163,4 +205,7 @@ def emit(tflite: bytes, out_dir, name: str, *, labels=None, max_arena: int | Non
     for filename, text in files.items():
         _write_atomic(os.path.join(out_dir, filename), text)
     _write_atomic(os.path.join(out_dir, "arena.json"), json.dumps(report, indent=1) + "\n")
+    if firmware:
+        shutil.copytree(FIRMWARE_TEMPLATE, os.path.join(out_dir, "firmware"), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     return {**report, "files": sorted(files) + ["arena.json"]}

@@ -20,8 +20,10 @@ READER = r"""
 #include <cstdio>
 #include "{ident}_model_data.h"
 #include "{ident}_model_settings.h"
+#include "{ident}_golden.h"
 int main() {{
   std::fwrite(g_{ident}_model_data, 1, g_{ident}_model_data_size, stdout);
+  std::fwrite({ident}_model::kGoldenOutput, 1, sizeof({ident}_model::kGoldenOutput), stdout);
   std::fprintf(stderr, "%d %d %d %.9g %d %d %s\n", {ident}_model::kInputHeight,
                {ident}_model::kInputWidth, {ident}_model::kInputChannels,
                {ident}_model::kInputScale, {ident}_model::kInputZeroPoint,
@@ -41,6 +43,7 @@ def exported(request, tmp_path_factory, digit_batches):
     out = tmp_path_factory.mktemp(name)
     labels = [f"class {i}" for i in range(10)]
     report = codegen.emit(tflite, out, name, labels=labels)
+    assert (out / "firmware" / "main.cc").exists() and (out / "kerasnets_model.h").exists()
     return name, tflite, out, report
 
 
@@ -53,8 +56,10 @@ def test_generated_sources_compile_and_hold_the_model_bytes(exported, tmp_path):
     subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", f"-I{out}", str(tmp_path / "reader.cc"),
                     str(out / f"{ident}_model_data.cc"), "-o", str(binary)], check=True)
     run = subprocess.run([str(binary)], capture_output=True, check=True)
-    assert run.stdout == tflite
+    assert run.stdout[:len(tflite)] == tflite
     graph = tflite_file.read_tflite(tflite)
+    golden_output = np.frombuffer(run.stdout[len(tflite):], np.int8)
+    assert np.array_equal(golden_output, arena.run_micro(tflite, np.zeros(graph.inputs[0].shape, np.int8))[0])
     h, w, c, scale, zero_point, arena_size, label = run.stderr.decode().split(" ", 6)
     assert (int(h), int(w), int(c)) == graph.inputs[0].shape[1:]
     assert float(scale) == pytest.approx(graph.inputs[0].scale, rel=1e-7)

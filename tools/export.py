@@ -85,8 +85,9 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
 
         if mode != "int8":
             raise ValueError(f"--micro needs --mode int8 (TFLite Micro runs integer models); got {mode}")
+        golden = convert.quantize_input(held_out[:1], convert.litert_interpreter(tflite).get_input_details()[0])
         micro_report = codegen.emit(tflite, os.path.join(out_dir, "micro"), name, labels=labels,
-                                    max_arena=max_arena)
+                                    max_arena=max_arena, golden_input=golden)
         summary["micro"] = {k: micro_report[k] for k in ("arena_bytes", "headroom_bytes", "files")}
     path = os.path.join(out_dir, f"{codegen_name(name)}.tflite")
     _atomic_write(path, tflite)

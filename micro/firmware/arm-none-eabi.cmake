@@ -1,0 +1,12 @@
+# CMake toolchain for Arm Cortex-M with the GNU Arm toolchain (Debian: gcc-arm-none-eabi).
+set(CMAKE_SYSTEM_NAME Generic)
+set(CMAKE_SYSTEM_PROCESSOR arm)
+set(KN_CPU "cortex-m4" CACHE STRING "Cortex-M core: cortex-m0plus, cortex-m4, cortex-m7, cortex-m33, cortex-m55")
+set(CMAKE_C_COMPILER arm-none-eabi-gcc)
+set(CMAKE_CXX_COMPILER arm-none-eabi-g++)
+set(CMAKE_ASM_COMPILER arm-none-eabi-gcc)
+set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
+set(KN_FLAGS "-mcpu=${KN_CPU} -mthumb -ffunction-sections -fdata-sections")
+set(CMAKE_C_FLAGS_INIT "${KN_FLAGS}")
+set(CMAKE_CXX_FLAGS_INIT "${KN_FLAGS}")
+set(CMAKE_EXE_LINKER_FLAGS_INIT "-Wl,--gc-sections --specs=nosys.specs")
