@@ -19,7 +19,10 @@ classifier. Widths are (48, 96, 192) at 0.5x, (120, 240, 480) at 1.0x and (176, 
 repository is AugShuffleNet with its channel shuffle removed ("Plus"); the shuffle is restored
 here where the author's first version of the file had it, at the end of each AugShuffle unit.
 Shuffles and splits are rank-4 reshapes/transposes and strided slices (kerasnets.blocks), which
-TFLite Micro and CMSIS-NN run.
+TFLite Micro and CMSIS-NN run. The classifier is a 1x1 conv on the pooled 1x1 map, flattened:
+the weights and MACs of the official Linear layer, but an int8 CONV_2D, which TFLite Micro
+computes bit for bit as LiteRT's reference kernel does (its FULLY_CONNECTED rounds near-ties
+differently, 1 LSB on a few outputs in a thousand).
 """
 import tf_keras as keras
 
@@ -62,6 +65,15 @@ def _augshuffle_unit(x, *, ratio, name):
     return blocks.channel_shuffle(x, 2, name=f"{name}_shuffle")
 
 
+def _classifier_head(x, *, include_top, pooling, classes, classifier_activation):
+    if not include_top:
+        return blocks.classifier_head(x, include_top=False, pooling=pooling, classes=classes,
+                                      classifier_activation=classifier_activation)
+    x = L.GlobalAveragePooling2D(keepdims=True, name="head_pool")(x)
+    x = L.Conv2D(classes, 1, activation=classifier_activation, name="head_fc")(x)
+    return L.Flatten(name="head_flatten")(x)
+
+
 def _augshufflenet(width, *, input_shape, classes, include_top, pooling, classifier_activation,
                    name) -> keras.Model:
     inputs = blocks.model_input(input_shape)
@@ -74,8 +86,8 @@ def _augshufflenet(width, *, input_shape, classes, include_top, pooling, classif
         for unit in range(2, units + 2):
             x = _augshuffle_unit(x, ratio=ratio, name=f"stage{stage}_unit{unit}")
     x = blocks.conv_bn(x, LAST_CHANNELS, 1, name="conv5")
-    outputs = blocks.classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
-                                     classifier_activation=classifier_activation)
+    outputs = _classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
+                               classifier_activation=classifier_activation)
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -8,6 +8,11 @@ keras applications' DenseNet121 for ImageNet:
 - DenseNet-BC adds a 1x1 bottleneck of 4*growth channels before each 3x3 conv and transitions
   keep floor(theta * channels) channels (theta = 0.5).
 - Convolutions have no bias (the official code drops it under BN); the classifier has one.
+- int8: TFMOT's default 8-bit scheme quantizes a BatchNormalization only straight after a conv,
+  so each pre-activation BN on a concatenation or pool is carried by a frozen all-ones 1x1
+  depthwise conv (`_bn_relu`). It adds no trainable parameter; `profile()` counts its C*H*W MACs
+  because the int8 graph runs it as a DEPTHWISE_CONV_2D (the BN a float graph would run as
+  MUL/ADD). The registered MACs are those of the published structure (convs and classifier).
 
 Where paper and official code differ, the official code wins:
 - CIFAR stem width: 16 channels for DenseNet (the official code's first version, commit cbb6bff,

@@ -32,7 +32,7 @@ Two deviations in form, not in function:
 - The classifier is a 1x1 conv on the pooled 1x1 map (then flattened) rather than a Dense layer:
   the same weights and MACs, but an int8 CONV_2D, which TFLite Micro computes bit for bit as
   LiteRT's reference kernel does; its int8 FULLY_CONNECTED rounds near-ties differently (1 LSB
-  on about 1 in 4000 outputs, so nearly always somewhere among 1000 classes).
+  on a few outputs in ten thousand to a thousand, so nearly always somewhere among 1000 classes).
 """
 import tf_keras as keras
 
@@ -75,11 +75,15 @@ def _plain_stage(x, width, depth, *, group_width, name):
     return x
 
 
+def _complicated_group_width(group_width):
+    return int(group_width * COMPLICATED_GROUP_WIDTH_SCALE)
+
+
 def ghost_split(width, group_width):
-    """(raw, cheap) channels of a G-Ghost stage: raw is a multiple of the complicated blocks'
-    group width, at most CHEAP_RATIO of the width below `width`."""
-    complicated_group_width = int(group_width * COMPLICATED_GROUP_WIDTH_SCALE)
-    raw = int(width * (1 - CHEAP_RATIO) / complicated_group_width) * complicated_group_width
+    """(raw, cheap) channels of a G-Ghost stage: raw is the largest multiple of the complicated
+    blocks' group width not above (1 - CHEAP_RATIO) * width; cheap is the rest."""
+    step = _complicated_group_width(group_width)
+    raw = int(width * (1 - CHEAP_RATIO) / step) * step
     return raw, width - raw
 
 
@@ -115,7 +119,7 @@ def _g_ghost_stage(x, width, depth, *, group_width, name):
     mixed = [first]
     for index in range(2, depth):
         complicated = _x_block(complicated, raw, stride=1,
-                               group_width=int(group_width * COMPLICATED_GROUP_WIDTH_SCALE),
+                               group_width=_complicated_group_width(group_width),
                                name=f"{name}_block{index}")
         mixed.append(complicated)
     ghost = blocks.channel_slice(first, raw, cheap, name=f"{name}_ghost_in")
@@ -138,6 +142,8 @@ def _classifier_head(x, *, include_top, pooling, classes, classifier_activation)
 
 
 def _is_g_ghost_stage(index, depth):
+    """As the official code: never stage 1; stages 2 and 4 with more than two blocks; stage 3
+    always (it has more than two blocks in every RegNetX)."""
     return index > 1 and depth > 2
 
 

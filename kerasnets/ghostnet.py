@@ -8,14 +8,14 @@ where the paper is silent or differs:
 - A bottleneck whose shape changes takes a shortcut of kxk depthwise (stride s) + BN + 1x1 conv + BN;
   the paper only speaks of "a downsampling layer".
 - The head (global pool -> 1x1 conv 1280 with bias, no BN -> ReLU -> dropout 0.2 -> FC) is the
-  MobileNetV3 head and belongs to include_top=True; include_top=False ends at the 1x1 conv to
-  960 channels (x width), before the pooling.
+  MobileNetV3 head (`mobilenet.conv_head`, whose classifier is a 1x1 conv) and belongs to
+  include_top=True; include_top=False ends at the 1x1 conv to 960 channels (x width).
 """
 import tf_keras as keras
 
 from kerasnets import blocks
 from kerasnets.blocks import make_divisible
-from kerasnets.mobilenet import build_variant, pooled_conv_head
+from kerasnets.mobilenet import build_variant, conv_head
 from kerasnets.registry import register_model
 
 L = keras.layers
@@ -62,12 +62,9 @@ def _ghostnet(*, stages, width, input_shape, classes, include_top, pooling, clas
     last_expanded = stages[-1][1]  # the final 1x1 conv widens to the last expansion size
     x = blocks.conv_bn(x, make_divisible(last_expanded * width, _DIVISOR), 1, act="relu",
                        name="last")
-    if include_top:
-        outputs = pooled_conv_head(x, channels=_HEAD_CHANNELS, act="relu", dropout=dropout,
-                                   classes=classes, classifier_activation=classifier_activation)
-    else:
-        outputs = blocks.classifier_head(x, include_top=False, pooling=pooling, classes=classes,
-                                         classifier_activation=classifier_activation)
+    outputs = conv_head(x, include_top=include_top, pooling=pooling, classes=classes,
+                        classifier_activation=classifier_activation, dropout=dropout,
+                        hidden=_HEAD_CHANNELS, hidden_act="relu")
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -10,8 +10,10 @@ Multigrid structure in resolution, depth and channels:
   with one operator A_l shared by every step of the level (the weight sharing). Going to the next
   level, u <- Pi(u) and f <- R(relu(f - A_l(u))) + A_{l+1}(u), where Pi and R are 3x3 depthwise
   convs of stride 2 with channel multiplier c_{l+1} / c_l, as in the authors' MgNet code
-  (github.com/vanbetteray/Poly-MgNet, models/mgnet_poly.py). The classifier reads u of the
-  last level; u starts at zero, so the first step is u = relu(B(relu(f))).
+  (github.com/vanbetteray/Poly-MgNet, models/mgnet_poly.py). The first step of a level takes
+  its residual f - A(u) as what it is, the restricted residual, instead of recomputing A(u).
+  The classifier reads u of the last level; u starts at zero, so the first step of level 1 is
+  u = relu(B(f)) (f comes out of the stem's ReLU).
 - channels: A and B are multilevel-in-channels 3x3 convs (Ephrath et al., arXiv 2006.06799,
   the linear form of MGIC, kerasnets.mgic): a grouped conv (group size g) on the channels plus a
   coarse-channel correction, P(op_coarse(R x)), with R/P grouped 1x1 convs halving/doubling the
@@ -21,9 +23,9 @@ A shared operator is one set of tf_keras layers called several times; TFLite kee
 tensor for all its CONV_2D ops. MgNet's BatchNorm on the residual f - A(u) is left out (TFMOT's
 8-bit QAT quantises a BatchNorm only after a conv); B carries a BatchNorm after each of its convs.
 
-Figures: the paper's tables could not be consulted where this module was written; the variants
-register their measured params and MACs (every application of a shared operator counted) with
-`source` saying so.
+Classifier: kerasnets.mgic.conv_classifier_head (1x1 convs, bit-exact in TFLite Micro).
+Figures: the variants register this implementation's params and MACs (every application of a
+shared operator counted), not values from the paper's tables, and say so in `source`.
 """
 import tf_keras as keras
 
@@ -35,8 +37,9 @@ from kerasnets.registry import register_model
 L = keras.layers
 PAPER = "arXiv 2211.05525"
 DEFAULT_GROUP_SIZE = 16
-MEASURED = ("measured: this implementation (MgNet layout from the authors' code, "
-            "vanbetteray/Poly-MgNet); the paper's tables were not consulted")
+MEASURED = ("measured on this implementation (MgNet layout from the authors' code, "
+            "vanbetteray/Poly-MgNet), not the paper's tables; MACs count every application of "
+            "a shared operator")
 
 
 class MultilevelConv:
@@ -62,8 +65,8 @@ class MultilevelConv:
         layers = [L.Conv2D(channels, kernel, padding="same", groups=self.groups, use_bias=False,
                            name=name)]
         if batch_norm:
-            layers.append(L.BatchNormalization(epsilon=blocks.BN_EPSILON, momentum=blocks.BN_MOMENTUM,
-                                               name=f"{name}_bn"))
+            layers.append(L.BatchNormalization(epsilon=blocks.BN_EPSILON,
+                                               momentum=blocks.BN_MOMENTUM, name=f"{name}_bn"))
         return layers
 
     @staticmethod
@@ -87,10 +90,11 @@ def _residual(f, u, operator, *, name):
                              name=f"{name}_relu")
 
 
-def _smoothing_step(f, u, operator, *, group_size, name):
-    """u + relu(B(relu(f - A(u)))), with a fresh B; u=None stands for the zero start."""
-    residual = blocks.activation(f, "relu", name=f"{name}_relu") if u is None else \
-        _residual(f, u, operator, name=name)
+def _smoothing_step(f, u, operator, *, residual=None, group_size, name):
+    """u + relu(B(r)) with a fresh B and r = relu(f - A(u)) unless given; u=None is the zero
+    start."""
+    if residual is None:
+        residual = _residual(f, u, operator, name=name)
     smoother = MultilevelConv(f.shape[-1], group_size=group_size, batch_norm=True,
                               name=f"{name}_B")
     update = blocks.activation(smoother(residual), "relu", name=f"{name}_update")
@@ -98,36 +102,43 @@ def _smoothing_step(f, u, operator, *, group_size, name):
 
 
 def _coarsen(f, u, operator, channels, *, name):
-    """Next level: u <- Pi(u); f <- R(relu(f - A(u))) + A_next(Pi(u)) (FAS-style data)."""
+    """To the next level: Pi(u) and R(relu(f - A(u))), both stride-2 depthwise convs."""
     residual = _residual(f, u, operator, name=f"{name}_exit")
     multiplier = channels // f.shape[-1]
     u = L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=multiplier,
                           use_bias=False, name=f"{name}_interpolate")(u)
-    f = L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=multiplier,
-                          use_bias=False, name=f"{name}_restrict")(residual)
-    return f, u
+    restricted = L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=multiplier,
+                                   use_bias=False, name=f"{name}_restrict")(residual)
+    return restricted, u
+
+
+def _check_levels(channels):
+    for coarse, fine in zip(channels[1:], channels):
+        if coarse % fine:
+            raise ValueError(f"level widths must each divide the next, got {channels}")
 
 
 def _mgiad(levels, *, width, group_size, input_shape, classes, include_top, pooling,
            classifier_activation, name) -> keras.Model:
     width, group_size = check_width(width), check_group_size(group_size)
-    inputs = blocks.model_input(input_shape)
     channels = [int(c * width) for c, _ in levels]
-    for coarse, fine in zip(channels[1:], channels):
-        if coarse % fine:
-            raise ValueError(f"level widths must each divide the next, got {channels}")
+    _check_levels(channels)
+    inputs = blocks.model_input(input_shape)
     f = blocks.conv_bn(inputs, channels[0], 3, name="stem")
-    u = None
-    operator = None
+    u, operator, residual = None, None, f  # u = 0: the first residual is f (already ReLU'd)
     for index, ((_, steps), width_l) in enumerate(zip(levels, channels), start=1):
         level = f"level{index}"
         previous = operator
-        operator = MultilevelConv(width_l, group_size=group_size, batch_norm=False, name=f"{level}_A")
+        operator = MultilevelConv(width_l, group_size=group_size, batch_norm=False,
+                                  name=f"{level}_A")
         if u is not None:
-            f, u = _coarsen(f, u, previous, width_l, name=level)
-            f = L.Add(name=f"{level}_data")([f, operator(u)])
+            restricted, u = _coarsen(f, u, previous, width_l, name=level)
+            f = L.Add(name=f"{level}_data")([restricted, operator(u)])
+            # FAS: f - A(u) is the restricted residual itself until u moves
+            residual = blocks.activation(restricted, "relu", name=f"{level}_relu")
         for step in range(1, steps + 1):
-            u = _smoothing_step(f, u, operator, group_size=group_size, name=f"{level}_step{step}")
+            u = _smoothing_step(f, u, operator, residual=residual if step == 1 else None,
+                                group_size=group_size, name=f"{level}_step{step}")
     outputs = conv_classifier_head(u, include_top=include_top, pooling=pooling, classes=classes,
                                    classifier_activation=classifier_activation)
     return keras.Model(inputs, outputs, name=name)
@@ -139,9 +150,9 @@ MGNET_CIFAR = [(64, 2), (128, 2), (256, 2), (256, 2)]
 _CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=8)
 
 
-@register_model(paper=PAPER, params=0, macs=0, **_CIFAR, source=MEASURED,
-                notes="MgNet's CIFAR layout (widths 64-128-256-256, two smoothing steps per level), "
-                      "group size 16")
+@register_model(paper=PAPER, params=668_490, macs=154.28e6, **_CIFAR, source=MEASURED,
+                notes="MgNet's CIFAR layout (widths 64-128-256-256, two smoothing steps per "
+                      "level), group size 16")
 def mgiad_cifar(*, input_shape, classes, include_top, pooling, classifier_activation, width=1.0,
                 group_size=DEFAULT_GROUP_SIZE):
     return _mgiad(MGNET_CIFAR, width=width, group_size=group_size, input_shape=input_shape,

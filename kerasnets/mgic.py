@@ -15,23 +15,29 @@ weights, so a block's weights grow linearly with c instead of quadratically.
 
 Layout after the authors' code (github.com/BGUCompSci/MultigridInChannelsCNNs, resnetMG.py and
 mobilenetv3_MG.py): no smoothing on the way down, a BatchNorm after each prolongation, the block
-of the backbone as the smoother on the way up; a level holds c/g groups (the code's
+of the backbone as the smoother on the way up; a level holds c/g groups of g channels (g: the code's
 `numberOfFixGroup`), fewer where the channel counts do not divide.
 
-- `mgic_resnet20_cifar`, `mgic_resnet56_cifar`: the CIFAR ResNets of kerasnets.resnet with every
-  basic block an MGIC block (smoother: two grouped 3x3 conv-BN + identity + ReLU). A block that
-  changes resolution or width starts with a 3x3 depthwise conv (stride 2, channel multiplier
-  c_out / c_in) + BN + ReLU, as the authors' code; it replaces the option A/B shortcut.
-- `mgic_mobilenet_v3_small`, `mgic_mobilenet_v3_large` (224): MobileNetV3's stem, layer tables,
-  last 1x1 conv and head (kerasnets.mobilenet); every bottleneck an MGIC block whose smoother is
-  the inverted residual with grouped 1x1 convs and a grouped squeeze-excite (expanded width
-  halved with the channels). A bottleneck that changes shape starts with its kxk depthwise conv
-  at stride 2 (when strided) and a 1x1 conv to the new width, each + BN. The authors' code uses
-  a strided 1x1 conv without BN there and a full squeeze-excite at every level (quadratic).
+- `mgic_resnet20_cifar`: the CIFAR ResNet-20 of kerasnets.resnet with every basic block an MGIC
+  block (smoother: two grouped 3x3 conv-BN + identity + ReLU). A block that changes resolution
+  or width starts with a 3x3 depthwise conv (stride 2, channel multiplier c_out / c_in) + BN +
+  ReLU, as the authors' code; it replaces the option A/B shortcut.
+- `mgic_mobilenet_v3_small` (224): MobileNetV3-Small's stem, layer table and last 1x1 conv
+  (kerasnets.mobilenet); every bottleneck an MGIC block whose smoother is the inverted residual
+  with grouped 1x1 convs and a grouped squeeze-excite (the expanded width halves with the
+  channels). A bottleneck that changes shape starts with its kxk depthwise conv at stride 2
+  (when strided) and a 1x1 conv to the new width, each + BN; the authors' code uses a strided
+  1x1 conv without BN there (it drops three of four pixels) and a full, quadratic squeeze-excite
+  at every level.
+- ResNet-56 and MobileNetV3-Large go through the same builders (`_mgic_cifar_resnet(56, ...)`,
+  `_mgic_mobilenet_v3(kerasnets.mobilenet.V3_LARGE, head_channels=1280, ...)`: 0.49M params /
+  95.5M MACs and 3.68M / 131.1M); with 526 and 643 layers they stay out of the registry, whose
+  harness converts every model.
 
-Figures: the paper's tables (CIFAR-10/100, ImageNet) could not be consulted where this module
-was written, so every variant registers its measured params/MACs with `source` saying so; the
-group size is a variant argument (`group_size`, default 16), as is `width`.
+Classifiers are 1x1 convs on the pooled map (`conv_classifier_head`), not Dense layers.
+Figures: every variant registers this implementation's params/MACs, not values from the
+paper's tables (CIFAR-10/100, ImageNet), and says so in `source`. The group size g is a
+variant argument (`group_size`, default 16), as is `width`.
 """
 import math
 
@@ -39,15 +45,15 @@ import tf_keras as keras
 
 from kerasnets import blocks
 from kerasnets.blocks import make_divisible
-from kerasnets.mobilenet import V3_LARGE, V3_SMALL
+from kerasnets.mobilenet import V3_SMALL
 from kerasnets.registry import register_model
 
 L = keras.layers
 PAPER = "arXiv 2011.09128"
 DEFAULT_GROUP_SIZE = 16
 CIFAR_STAGE_FILTERS = (16, 32, 64)
-MEASURED = ("measured: this implementation (layout from the authors' code, "
-            "BGUCompSci/MultigridInChannelsCNNs); the paper's tables were not consulted")
+MEASURED = ("measured on this implementation (layout from the authors' code, "
+            "BGUCompSci/MultigridInChannelsCNNs), not the paper's tables")
 
 
 @keras.saving.register_keras_serializable(package="kerasnets")
@@ -61,14 +67,15 @@ class Difference(L.Subtract):
 # ---------------------------------------------------------------------------------------------
 # the channel hierarchy
 
-def level_groups(channels, group_size, *also_divides):
+def level_groups(channels, group_size, *inner_widths):
     """Groups of a fine level of `channels`, about channels / group_size, or 1 at the coarsest
-    level: when fewer than two groups of `group_size` fit, the channels do not halve evenly or no
-    group count >= 2 divides the coarse width (and `also_divides`, e.g. an expanded width)."""
-    if channels % 2 or channels < 2 * group_size:
+    level: where fewer than two groups of `group_size` fit, where the channels or `inner_widths`
+    (widths inside the block that halve with the channels, e.g. an expanded width) are odd, or
+    where no group count >= 2 divides both the coarse width and the inner widths."""
+    if channels < 2 * group_size or any(n % 2 for n in (channels, *inner_widths)):
         return 1
     groups = channels // group_size
-    while groups > 1 and any(n % groups for n in (channels // 2, *also_divides)):
+    while groups > 1 and any(n % groups for n in (channels // 2, *inner_widths)):
         groups -= 1
     return groups
 
@@ -119,9 +126,9 @@ def coarse_correction(x, coarse, solved, groups, *, name):
 def mgic_cycle(x, smoother, *, group_size, expanded=None, name, level=0):
     """V-cycle over channel levels. `smoother(x, groups, level, name=...)` is the backbone's
     block at one level (groups=1: the full block at the coarsest level); `expanded(level)` gives
-    a width inside the smoother that the groups must also divide (an inverted residual's)."""
-    also = () if expanded is None else (expanded(level), expanded(level + 1))
-    groups = level_groups(x.shape[-1], group_size, *also)
+    a width inside the smoother that halves with the channels (an inverted residual's)."""
+    inner = () if expanded is None else (expanded(level),)
+    groups = level_groups(x.shape[-1], group_size, *inner)
     level_name = f"{name}_l{level}"
     if groups == 1:
         return smoother(x, 1, level, name=level_name)
@@ -153,9 +160,10 @@ def _residual_smoother(x, groups, level, *, name):
 
 
 def _resnet_transition(x, filters, strides, *, name):
-    """3x3 depthwise conv with channel multiplier filters / c_in (stride 2 where the stage starts)."""
+    """3x3 depthwise conv with channel multiplier filters / c_in (stride 2 as the stage starts)."""
     if filters % x.shape[-1]:
-        raise ValueError(f"{name}: {filters} channels are not a multiple of the {x.shape[-1]} input channels")
+        raise ValueError(f"{name}: {filters} channels are not a multiple of the "
+                         f"{x.shape[-1]} input channels")
     return blocks.dw_bn(x, 3, strides=strides, depth_multiplier=filters // x.shape[-1], act="relu",
                         name=f"{name}_transition")
 
@@ -223,8 +231,9 @@ def _inverted_residual_smoother(expanded, kernel, squeeze_excite, act):
 
 
 def _halving(width):
-    """Width at channel level l: halved per level, as the channels."""
-    return lambda level: width >> level if width % (1 << level) == 0 else 0
+    """Width at channel level l, halved per level as the channels (level_groups stops the cycle
+    before a width turns odd)."""
+    return lambda level: width >> level
 
 
 def mgic_inverted_residual(x, expanded, filters, *, kernel, stride, squeeze_excite, act,
@@ -275,8 +284,9 @@ def mgic_resnet20_cifar(*, input_shape, classes, include_top, pooling, classifie
                               name="mgic_resnet20_cifar")
 
 
-@register_model(paper=PAPER, params=0, macs=0, **_IMAGENET, source=MEASURED,
-                notes="MobileNetV3-Small 1.0 layers, group size 16")
+@register_model(paper=PAPER, params=2_140_237, macs=44.44e6, **_IMAGENET, source=MEASURED,
+                notes="MobileNetV3-Small 1.0 layers, group size 16 (blocks of 40, 48 and 96 "
+                      "channels get 2-3 levels, narrower ones stay plain inverted residuals)")
 def mgic_mobilenet_v3_small(*, input_shape, classes, include_top, pooling, classifier_activation,
                             width=1.0, group_size=DEFAULT_GROUP_SIZE):
     return _mgic_mobilenet_v3(V3_SMALL, head_channels=1024, width=width, group_size=group_size,

@@ -2,7 +2,7 @@
 
 Layouts follow TF-slim / keras applications, the official implementations:
 
-- V1 uses ReLU6 as the TF-slim code (the paper writes ReLU); its classifier is pool -> dropout -> FC.
+- V1 uses ReLU6 as the TF-slim code (the paper writes ReLU).
 - V2 has 3.50M trainable parameters in its code (the paper's table rounds to 3.4M); the figure
   registered is the code's.
 - V3-Small: the paper's Table 2 puts squeeze-excite on the last 1x1 conv (576); the official code
@@ -11,6 +11,8 @@ Layouts follow TF-slim / keras applications, the official implementations:
 - The V3 head (pool -> 1x1 conv 1280/1024 with bias, no BN -> hard-swish -> dropout -> FC)
   belongs to include_top=True; include_top=False ends at the last 1x1 conv (960/576), before
   the pooling.
+- Every classifier is a 1x1 conv on the pooled map, as keras applications MobileNet/V3 write it
+  (the same weights and MACs as a Dense layer); see `conv_head` for why.
 - Width: V2/V3 round channels with make_divisible(c * width, 8); V1 truncates int(c * width);
   the last 1280/1024 channels grow with width > 1 only (keras applications, TF-slim).
 
@@ -53,20 +55,28 @@ def _inverted_residual(x, expanded, filters, *, kernel, stride, act, se_reduced=
     return y
 
 
-def pooled_conv_head(x, *, channels, act, dropout, classes, classifier_activation, name="head"):
-    """MobileNetV3 / GhostNet classifier: global pool, 1x1 conv (with bias, no BN) on the pooled
-    1x1 map, activation, dropout, FC.
+def conv_head(x, *, include_top, pooling, classes, classifier_activation, dropout=0.0,
+              hidden=None, hidden_act=None, name="head"):
+    """Classifier on the pooled 1x1 map, after keras applications MobileNet/V3: global pool ->
+    [1x1 conv `hidden` with bias, no BN -> `hidden_act` (MobileNetV3, GhostNet)] -> dropout ->
+    1x1 conv to the classes -> flatten -> classifier activation. Without the top: the feature
+    map, or its pooling.
 
-    The wide layer stays a 1x1 CONV_2D as in the official code: TFLite Micro's int8
-    FULLY_CONNECTED rounds about 0.1% of outputs 1 LSB away from LiteRT's reference kernel,
-    while its CONV_2D matches bit for bit."""
+    Every matmul stays a CONV_2D: LiteRT's reference FULLY_CONNECTED requantises in float while
+    TFLite Micro's does it in integers, so about 0.1% of their int8 outputs differ by 1 LSB;
+    their CONV_2D kernels agree bit for bit."""
+    if not include_top:
+        return blocks.classifier_head(x, include_top=False, pooling=pooling, classes=classes,
+                                      classifier_activation=classifier_activation, name=name)
     x = L.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
-    x = L.Conv2D(channels, 1, use_bias=True, name=f"{name}_conv")(x)
-    x = blocks.activation(x, act, name=f"{name}_{act}")
-    x = L.Flatten(name=f"{name}_flatten")(x)
+    if hidden:
+        x = L.Conv2D(hidden, 1, use_bias=True, name=f"{name}_conv")(x)
+        x = blocks.activation(x, hidden_act, name=f"{name}_{hidden_act}")
     if dropout:
         x = L.Dropout(dropout, name=f"{name}_dropout")(x)
-    return L.Dense(classes, activation=classifier_activation, name=f"{name}_fc")(x)
+    x = L.Conv2D(classes, 1, use_bias=True, name=f"{name}_logits")(x)
+    x = L.Flatten(name=f"{name}_flatten")(x)
+    return L.Activation(classifier_activation, name=f"{name}_predictions")(x)
 
 
 def build_variant(builder, width, name, /, **kwargs):
@@ -100,8 +110,8 @@ def _mobilenet_v1(*, width, input_shape, classes, include_top, pooling, classifi
     x = blocks.conv_bn(inputs, int(32 * width), 3, strides=2, act="relu6", name="stem")
     for i, (filters, stride) in enumerate(V1_BLOCKS, start=1):
         x = _depthwise_separable(x, int(filters * width), stride=stride, name=f"block{i}")
-    outputs = blocks.classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
-                                     classifier_activation=classifier_activation, dropout=dropout)
+    outputs = conv_head(x, include_top=include_top, pooling=pooling, classes=classes,
+                        classifier_activation=classifier_activation, dropout=dropout)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -134,8 +144,8 @@ def _mobilenet_v2(*, width, input_shape, classes, include_top, pooling, classifi
                                    name=f"block{index}")
     # The 1x1 conv to 1280 is part of the features (keras applications, TF-slim).
     x = blocks.conv_bn(x, _head_channels(1280, width), 1, act="relu6", name="last")
-    outputs = blocks.classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
-                                     classifier_activation=classifier_activation, dropout=dropout)
+    outputs = conv_head(x, include_top=include_top, pooling=pooling, classes=classes,
+                        classifier_activation=classifier_activation, dropout=dropout)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -187,13 +197,9 @@ def _mobilenet_v3(*, table, head_channels, width, input_shape, classes, include_
                                se_reduced=make_divisible(expanded / 4, 8) if se else None,
                                name=f"block{i}")
     x = blocks.conv_bn(x, 6 * x.shape[-1], 1, act="hard_swish", name="last")
-    if include_top:
-        outputs = pooled_conv_head(x, channels=_head_channels(head_channels, width),
-                                   act="hard_swish", dropout=dropout, classes=classes,
-                                   classifier_activation=classifier_activation)
-    else:
-        outputs = blocks.classifier_head(x, include_top=False, pooling=pooling, classes=classes,
-                                         classifier_activation=classifier_activation)
+    outputs = conv_head(x, include_top=include_top, pooling=pooling, classes=classes,
+                        classifier_activation=classifier_activation, dropout=dropout,
+                        hidden=_head_channels(head_channels, width), hidden_act="hard_swish")
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -114,7 +114,7 @@ def _sharpness(image, factor):
 
 
 def _posterize(image, bits):
-    step = float(2 ** (8 - int(bits)))
+    step = tf.pow(2.0, 8.0 - tf.cast(bits, tf.float32))
     return tf.floor(image / step) * step
 
 
@@ -166,8 +166,8 @@ def _warp(image, transform, fill):
 
 def _rotation(image, degrees):
     """Inverse map of a rotation by `degrees` about the image centre."""
-    angle = math.radians(degrees)
-    cos, sin = math.cos(angle), math.sin(angle)
+    angle = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
+    cos, sin = tf.cos(angle), tf.sin(angle)
     centre_x = (tf.cast(tf.shape(image)[1], tf.float32) - 1.0) / 2.0
     centre_y = (tf.cast(tf.shape(image)[0], tf.float32) - 1.0) / 2.0
     return [cos, sin, centre_x - cos * centre_x - sin * centre_y,
@@ -178,7 +178,7 @@ def _geometric(image, name, magnitude, fill):
     width = tf.cast(tf.shape(image)[1], tf.float32)
     height = tf.cast(tf.shape(image)[0], tf.float32)
     transforms = {
-        "ShearX": lambda: [1.0, magnitude, 0.0, 0.0, 1.0, 0.0],
+        "ShearX": lambda: [1.0, magnitude, 0.0, 0.0, 1.0, 0.0],  # magnitude may be a tensor
         "ShearY": lambda: [1.0, 0.0, 0.0, magnitude, 1.0, 0.0],
         "TranslateX": lambda: [1.0, 0.0, tf.round(magnitude * width), 0.0, 1.0, 0.0],
         "TranslateY": lambda: [1.0, 0.0, 0.0, 0.0, 1.0, tf.round(magnitude * height)],
@@ -200,17 +200,20 @@ _PHOTOMETRIC = {
 }
 
 
+def _operation(image, name, magnitude, fill):
+    """Operation `name` at a signed magnitude value (a float or a scalar tensor)."""
+    if name in _PHOTOMETRIC:
+        return _PHOTOMETRIC[name](image, magnitude)
+    return _geometric(image, name, magnitude, fill)
+
+
 def apply_operation(image, name: str, magnitude_bin=None, *, negate=False, fill=128):
     """One policy operation at a magnitude bin (0..9) on a float32 (H, W, C) 8-bit image;
     `negate` flips the sign of signed magnitudes (shear, translate, rotate, enhancements)."""
     _check_operation(name, magnitude_bin)
     bins, signed = MAGNITUDES[name]
     magnitude = 0.0 if bins is None else bins[int(magnitude_bin)]
-    if signed and negate:
-        magnitude = -magnitude
-    if name in _PHOTOMETRIC:
-        return _PHOTOMETRIC[name](image, magnitude)
-    return _geometric(image, name, magnitude, fill)
+    return _operation(image, name, -magnitude if signed and negate else magnitude, fill)
 
 
 def _check_operation(name, magnitude_bin):
@@ -232,32 +235,47 @@ def check_policy(policy) -> None:
                 raise ValueError(f"probability of {name} must be in [0, 1], got {probability!r}")
 
 
-def _maybe_apply(image, name, probability, magnitude_bin, fill):
-    """Apply one operation with its probability and a random sign."""
-    negate = tf.random.uniform([]) < 0.5
-    apply = tf.random.uniform([]) < probability
-    return tf.cond(
-        apply,
-        lambda: tf.cond(negate,
-                        lambda: apply_operation(image, name, magnitude_bin, negate=True, fill=fill),
-                        lambda: apply_operation(image, name, magnitude_bin, negate=False, fill=fill)),
-        lambda: image)
+OPERATIONS = tuple(MAGNITUDES)  # index -> operation name in the policy tables
 
 
-def _sub_policy_branch(image, sub_policy, fill):
-    def branch():
-        out = image
-        for name, probability, magnitude_bin in sub_policy:
-            out = _maybe_apply(out, name, probability, magnitude_bin, fill)
-        return out
-    return branch
+def policy_tables(policy):
+    """The policy as constant tables (sub-policies x steps): operation index, probability, signed
+    magnitude value and whether it is signed. Shorter sub-policies are padded with never-applied
+    steps, so one lookup serves every sub-policy."""
+    steps = max(len(sub_policy) for sub_policy in policy)
+    rows = []
+    for sub_policy in policy:
+        padded = list(sub_policy) + [("Invert", 0.0, None)] * (steps - len(sub_policy))
+        rows.append([(OPERATIONS.index(name), probability,
+                      0.0 if MAGNITUDES[name][0] is None else MAGNITUDES[name][0][int(magnitude_bin)],
+                      MAGNITUDES[name][1])
+                     for name, probability, magnitude_bin in padded])
+    columns = list(zip(*[step for row in rows for step in row]))
+    shape = (len(rows), steps)
+    return (tf.reshape(tf.constant(columns[0], tf.int32), shape),
+            tf.reshape(tf.constant(columns[1], tf.float32), shape),
+            tf.reshape(tf.constant(columns[2], tf.float32), shape),
+            tf.reshape(tf.constant(columns[3], tf.bool), shape))
 
 
-def _augment_one(image, policy, fill):
-    pixels = tf.round(tf.cast(image, tf.float32))
-    query = tf.random.uniform([], 0, len(policy), dtype=tf.int32)
-    branches = [_sub_policy_branch(pixels, sub_policy, fill) for sub_policy in policy]
-    out = tf.ensure_shape(tf.switch_case(query, branches), pixels.shape)
+def _apply_step(image, operation, probability, magnitude, signed, fill):
+    """One step of the drawn sub-policy: with its probability, its operation at its magnitude
+    with a random sign (one switch over the operation types, not one graph per policy entry)."""
+    negate = tf.logical_and(signed, tf.random.uniform([]) < 0.5)
+    magnitude = tf.where(negate, -magnitude, magnitude)
+    branches = [lambda name=name: _operation(image, name, magnitude, fill) for name in OPERATIONS]
+    return tf.cond(tf.random.uniform([]) < probability,
+                   lambda: tf.ensure_shape(tf.switch_case(operation, branches), image.shape),
+                   lambda: image)
+
+
+def _augment_one(image, tables, fill):
+    operations, probabilities, magnitudes, signed = tables
+    query = tf.random.uniform([], 0, tf.shape(operations)[0], dtype=tf.int32)  # the drawn sub-policy
+    out = tf.round(tf.cast(image, tf.float32))
+    for step in range(operations.shape[1]):
+        out = _apply_step(out, operations[query, step], probabilities[query, step],
+                          magnitudes[query, step], signed[query, step], fill)
     return tf.cast(out, image.dtype) if image.dtype != tf.float32 else out
 
 
@@ -270,11 +288,12 @@ def self_querying_augment(images, policy=CIFAR10_POLICY, *, fill=128):
         dataset = dataset.map(self_querying_augment, num_parallel_calls=tf.data.AUTOTUNE)
     """
     check_policy(policy)
+    tables = policy_tables(policy)
     images = tf.convert_to_tensor(images)
     if images.shape.rank == 3:
-        return _augment_one(images, policy, fill)
+        return _augment_one(images, tables, fill)
     if images.shape.rank == 4:
-        return tf.map_fn(lambda image: _augment_one(image, policy, fill), images,
+        return tf.map_fn(lambda image: _augment_one(image, tables, fill), images,
                          fn_output_signature=images.dtype)
     raise ValueError(f"self_querying_augment needs (H, W, C) or (N, H, W, C) images, got shape {images.shape}")
 

@@ -67,7 +67,12 @@ def test_selected_layers_may_name_a_projection_shortcut(resnet20):
 
 
 def test_ghostified_resnet20_passes_qat_int8_and_tflite_micro(digit_batches, tmp_path):
-    model = ghostify(kerasnets.create_model("resnet20_cifar", classifier_activation="linear"))
+    # Pooled features, no Dense head: ghostify rewrites the body, and TFLite Micro's int8
+    # FULLY_CONNECTED rounds near-ties 1 LSB away from LiteRT's reference kernel on a few
+    # outputs in a thousand, which would make this check fail at random for another reason.
+    base = kerasnets.create_model("resnet20_cifar", include_top=False, pooling="avg")
+    model = ghostify(base)
+    assert model.output_shape == (None, 64)
     images = digit_batches(model.input_shape[1:], 8)
     calibrate_batchnorm(model, images)
     expected = model(images[:2], training=False)

@@ -30,6 +30,7 @@ def test_three_kinds_of_connection(small_models, name, widths):
         add_inputs = [layer.name for layer in add.inbound_nodes[0].inbound_layers]
         assert add_inputs == [f"{prefix}_shortcut_bn", f"{prefix}_3_bn"]
         channels = 3 * planes
+    assert f"block5_layer{len(widths) + 1}_add" not in {layer.name for layer in model.layers}
     assert model.get_layer("head_pool").output.shape[-1] == channels
 
 
