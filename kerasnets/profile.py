@@ -25,17 +25,24 @@ def _output_shape(layer):
     return tuple(shape[1:])
 
 
-def _layer_macs(layer) -> int:
+def _call_macs(layer, node) -> int:
+    outputs = _numel(tuple(node.output_shapes)[1:])
     if isinstance(layer, L.DepthwiseConv2D):
         kh, kw = layer.kernel_size
-        return _numel(_output_shape(layer)) * kh * kw
+        return outputs * kh * kw
     if isinstance(layer, L.Conv2D):
         kh, kw = layer.kernel_size
-        cin = layer.input.shape[-1] // layer.groups
-        return _numel(_output_shape(layer)) * kh * kw * cin
+        return outputs * kh * kw * (tuple(node.input_shapes)[-1] // layer.groups)
     if isinstance(layer, L.Dense):
-        return int(layer.kernel.shape[0]) * _numel(_output_shape(layer))
+        return int(layer.kernel.shape[0]) * outputs
     return 0
+
+
+def _layer_macs(model, layer) -> int:
+    """MACs of every call of the layer within `model` (a layer shared across calls, as in MGiaD,
+    counts each; calls from other models built on the same layer objects do not count)."""
+    return sum(_call_macs(layer, node) for i, node in enumerate(layer.inbound_nodes)
+               if f"{layer.name}_ib-{i}" in model._network_nodes)
 
 
 def _layer_weight_int8_bytes(layer) -> int:
@@ -99,7 +106,7 @@ def profile(model: keras.Model) -> dict:
             "type": type(layer).__name__,
             "output_shape": list(_output_shape(layer)),
             "params": int(layer.count_params()),
-            "macs": _layer_macs(layer),
+            "macs": _layer_macs(model, layer),
             "weights_int8_bytes": _layer_weight_int8_bytes(layer),
             "live_activation_bytes": live_bytes,
         })
