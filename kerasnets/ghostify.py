@@ -22,7 +22,8 @@ ResNet). Kept unchanged, and named with the reason by `ghost_plan`:
 - dilated convs, and kxk convs with 'valid' padding: the module pads 'same' without dilation;
 - 1x1 convs with stride > 1 (projection shortcuts): they stand in for parameter-free shortcuts
   and carry no spatial features for a cheap operation to copy;
-- convs with fewer than `min_filters` filters.
+- convs with fewer than `min_filters` filters;
+- convs the model calls more than once (shared weights), which stay shared.
 
 `layers=[names]` replaces only the named convs and may name a projection shortcut or a narrow
 conv; naming a layer that cannot be replaced raises a ValueError with the reason. The modules'
@@ -31,6 +32,8 @@ initialiser without regulariser, whatever the replaced layers had.
 """
 from __future__ import annotations
 
+import collections
+import collections.abc
 import dataclasses
 import difflib
 
@@ -122,8 +125,12 @@ def _activation_kind(layer):
     return None
 
 
-def _structural_reason(conv):
-    """Why a conv layer can never become a Ghost module, or None."""
+def _structural_reason(node, calls):
+    """Why a conv call can never become a Ghost module, or None (`calls`: id(layer) -> how
+    often the model calls it)."""
+    conv = node.layer
+    if calls[id(conv)] > 1:
+        return "shared layer (called more than once)"
     if isinstance(conv, L.DepthwiseConv2D):
         return "depthwise conv (already a cheap operation)"
     if type(conv) is not L.Conv2D:
@@ -136,7 +143,7 @@ def _structural_reason(conv):
         return "'valid' padding with a kxk kernel (the Ghost module pads 'same')"
     if conv.get_config()["activation"] != "linear":
         return f"has its own activation {conv.get_config()['activation']!r}"
-    if tuple(conv.output.shape[1:3]) == (1, 1):
+    if tuple(_only_output(node).shape[1:3]) == (1, 1):
         return "acts on a 1x1 map (pooled features)"
     return None
 
@@ -155,10 +162,10 @@ def _unit_name(conv):
     return f"{base}_ghost"
 
 
-def _find_unit(node, users, model_outputs):
+def _find_unit(node, users, calls, model_outputs):
     """The conv-BN(-activation) unit starting at a conv node, or None without its own BN."""
     bn = _sole_consumer(_only_output(node), users, model_outputs, L.BatchNormalization)
-    if bn is None:
+    if bn is None or calls[id(bn.layer)] > 1:
         return None
     absorbed, output, act = (bn,), _only_output(bn), None
     follower = _sole_consumer(output, users, model_outputs, L.Layer)
@@ -174,9 +181,11 @@ def _conv_nodes(nodes):
 def _check_selection(layers, nodes):
     if layers is None:
         return None
-    if isinstance(layers, str) or not all(isinstance(name, str) for name in layers):
+    if isinstance(layers, str) or not isinstance(layers, collections.abc.Iterable):
         raise TypeError(f"layers must be a list of layer names (str), got {layers!r}")
     selected = set(layers)
+    if not all(isinstance(name, str) for name in selected):
+        raise TypeError(f"layers must be a list of layer names (str), got {sorted(selected, key=str)!r}")
     names = [node.layer.name for node in nodes]
     convs = [node.layer.name for node in _conv_nodes(nodes)]
     for name in sorted(selected):
@@ -194,14 +203,15 @@ def _plan(model, layers, min_filters):
     nodes = _nodes_in_order(model)
     selected = _check_selection(layers, nodes)
     users = _consumers(nodes)
+    calls = collections.Counter(id(node.layer) for node in nodes)
     model_outputs = {id(t) for t in model.outputs}
     plan, units = {}, {}
     for node in _conv_nodes(nodes):
         conv = node.layer
         unit = None
-        reason = _structural_reason(conv)
+        reason = _structural_reason(node, calls)
         if reason is None:
-            unit = _find_unit(node, users, model_outputs)
+            unit = _find_unit(node, users, calls, model_outputs)
             reason = None if unit else "not followed by its own BatchNormalization"
         if reason and selected is not None and conv.name in selected:
             raise ValueError(f"layers: {conv.name!r} cannot become a Ghost module: {reason}")
@@ -215,25 +225,19 @@ def _plan(model, layers, min_filters):
     return plan, units, nodes
 
 
-def _check_options(ratio, dw_kernel, min_filters):
-    for name, value, low in (("ratio", ratio, 2), ("dw_kernel", dw_kernel, 1),
-                             ("min_filters", min_filters, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def ghost_plan(model, *, layers=None, min_filters=MIN_FILTERS) -> dict[str, str]:
     """What `ghostify` does to each convolution: conv name -> "replace" or why it is kept."""
     _check_model(model)
-    _check_options(2, 1, min_filters)
+    _check_int("min_filters", min_filters, 1)
     return _plan(model, layers, min_filters)[0]
 
 
 # --- rebuilding ------------------------------------------------------------------------------
-
-def _clone_layer(layer):
-    return layer.__class__.from_config(layer.get_config())
-
 
 def _map_inputs(node, new):
     """The node's call arguments with the old model's tensors swapped for the rebuilt ones."""
@@ -253,7 +257,8 @@ def _ghost_module(unit, x, ratio, dw_kernel):
 
 
 def _rebuild(model, nodes, units, ratio, dw_kernel):
-    new, copies = {}, []  # id(old tensor) -> new tensor; (old layer, clone) to copy weights into
+    new = {}  # id(old tensor) -> rebuilt tensor
+    clones = {}  # id(old layer) -> (old layer, clone): one clone per layer keeps shared layers shared
     absorbed = {id(n) for unit in units.values() for n in unit.absorbed}
     for node in nodes:
         if id(node) in absorbed:
@@ -262,20 +267,22 @@ def _rebuild(model, nodes, units, ratio, dw_kernel):
             unit = units[id(node)]
             new[id(unit.output)] = _ghost_module(unit, new[id(node.keras_inputs[0])], ratio, dw_kernel)
             continue
-        clone = _clone_layer(node.layer)
+        layer = node.layer
+        if id(layer) not in clones:
+            clones[id(layer)] = (layer, layer.__class__.from_config(layer.get_config()))
+        clone = clones[id(layer)][1]
         if node.is_input:
             outputs = clone.output
         else:
             args, kwargs = _map_inputs(node, new)
             outputs = clone(*args, **kwargs)
-        copies.append((node.layer, clone))
         for old, rebuilt in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):
             new[id(old)] = rebuilt
     inputs = [new[id(t)] for t in model.inputs]
     outputs = [new[id(t)] for t in model.outputs]
     rebuilt = keras.Model(inputs if len(inputs) > 1 else inputs[0],
                           outputs if len(outputs) > 1 else outputs[0], name=f"{model.name}_ghost")
-    for old, clone in copies:
+    for old, clone in clones.values():
         clone.set_weights(old.get_weights())
     return rebuilt
 
@@ -289,7 +296,9 @@ def ghostify(model, *, ratio=2, dw_kernel=3, layers=None, min_filters=MIN_FILTER
     weights over; the Ghost modules are newly initialised and need training.
     """
     _check_model(model)
-    _check_options(ratio, dw_kernel, min_filters)
+    _check_int("ratio", ratio, 2)
+    _check_int("dw_kernel", dw_kernel, 1)
+    _check_int("min_filters", min_filters, 1)
     _, units, nodes = _plan(model, layers, min_filters)
     if not units:
         raise ValueError(f"ghostify: no convolution of {model.name!r} qualifies for a Ghost module; "

@@ -135,6 +135,21 @@ def test_activations_move_into_the_module():
     assert ghost.output_shape == (None, 14, 14, 32)
 
 
+def test_shared_layers_stay_shared():
+    inputs = L.Input((8, 8, 16), name="input")
+    shared = L.Conv2D(16, 3, padding="same", use_bias=False, name="shared")
+    left = L.BatchNormalization(name="left_bn")(shared(inputs))
+    right = L.BatchNormalization(name="right_bn")(shared(L.ReLU(name="pre")(inputs)))
+    x = L.Add(name="add")([left, right])
+    x = L.Conv2D(32, 3, padding="same", use_bias=False, name="tail_conv")(x)
+    model = keras.Model(inputs, L.BatchNormalization(name="tail_bn")(x))
+    assert ghost_plan(model) == {"shared": "shared layer (called more than once)", "tail_conv": REPLACE}
+    ghost = ghostify(model)
+    assert ghost.get_layer("shared").count_params() == 16 * 16 * 9
+    assert len([layer for layer in ghost.layers if layer.name == "shared"]) == 1
+    assert ghost.count_params() < model.count_params()
+
+
 def test_bad_layer_names_and_options_raise(resnet20):
     with pytest.raises(ValueError, match=r"no layer 'stem_con'; did you mean stem_conv"):
         ghostify(resnet20, layers=["stem_con"])
