@@ -38,7 +38,7 @@ import tf_keras as keras
 
 from kerasnets import blocks
 from kerasnets.registry import register_model
-from kerasnets.resnet import reject_extra_kwargs
+from kerasnets.registry import reject_extra_kwargs
 
 L = keras.layers
 STEM_CHANNELS = 32

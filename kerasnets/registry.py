@@ -99,3 +99,10 @@ def create_model(name: str, *, input_shape=None, classes=None, include_top: bool
     activation = "softmax" if classifier_activation is None else classifier_activation
     return _BUILDERS[key](input_shape=shape, classes=classes, include_top=bool(include_top),
                           pooling=pooling, classifier_activation=activation, **variant_kwargs)
+
+
+def reject_extra_kwargs(name, kwargs):
+    """Builders without variant options raise a TypeError that names what they got."""
+    if kwargs:
+        raise TypeError(f"{name}() got unexpected keyword arguments {sorted(kwargs)}; it takes only "
+                        "input_shape, classes, include_top, pooling and classifier_activation")

@@ -27,18 +27,11 @@ conv shortcut without BN on the stride-2 stacks and a He-normal softmax classifi
 import tf_keras as keras
 
 from kerasnets import blocks
-from kerasnets.registry import register_model
+from kerasnets.registry import register_model, reject_extra_kwargs
 
 L = keras.layers
 CIFAR_STAGE_FILTERS = (16, 32, 64)
 MLPERF_WEIGHT_DECAY = 1e-4
-
-
-def reject_extra_kwargs(name, kwargs):
-    """Builders without variant options raise a TypeError that names what they got."""
-    if kwargs:
-        raise TypeError(f"{name}() got unexpected keyword arguments {sorted(kwargs)}; it takes only "
-                        "input_shape, classes, include_top, pooling and classifier_activation")
 
 
 def conv_unit(ghost_ratio=None, ghost_dw_kernel=3):

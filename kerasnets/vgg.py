@@ -16,8 +16,8 @@ keeping it plain would add 0.6M MACs (+0.4%). The classifier is kept.
 import tf_keras as keras
 
 from kerasnets import blocks
-from kerasnets.registry import register_model
-from kerasnets.resnet import conv_unit, reject_extra_kwargs
+from kerasnets.registry import register_model, reject_extra_kwargs
+from kerasnets.resnet import conv_unit
 
 L = keras.layers
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
