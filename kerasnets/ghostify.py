@@ -185,7 +185,7 @@ def _check_selection(layers, nodes):
         raise TypeError(f"layers must be a list of layer names (str), got {layers!r}")
     selected = set(layers)
     if not all(isinstance(name, str) for name in selected):
-        raise TypeError(f"layers must be a list of layer names (str), got {sorted(selected, key=str)!r}")
+        raise TypeError(f"layers must be a list of layer names (str), got {layers!r}")
     names = [node.layer.name for node in nodes]
     convs = [node.layer.name for node in _conv_nodes(nodes)]
     for name in sorted(selected):

@@ -88,7 +88,8 @@ def test_ghostified_resnet20_passes_qat_int8_and_tflite_micro(digit_batches, tmp
     assert "DEPTHWISE_CONV_2D" in summary["ops"]
     assert not [op for op in summary["ops"] if op.startswith(("FLEX", "CUSTOM"))], summary["ops"]
     assert summary["max_rank"] <= 4
-    x8 = convert.quantize_input(images, convert.litert_interpreter(tflite, reference=True).get_input_details()[0])
+    input_details = convert.litert_interpreter(tflite, reference=True).get_input_details()[0]
+    x8 = convert.quantize_input(images, input_details)
     reference = convert.run_litert(tflite, x8, reference=True)
     assert np.array_equal(reference, arena.run_micro(tflite, x8))
     assert len(np.unique(reference)) > 4
