@@ -9,10 +9,12 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
     # One import namespace: the repository keeps its top-level folders, users get kerasnets.*
-    packages=["kerasnets", "kerasnets.pipelines", "kerasnets.micro", "kerasnets.tools"],
+    packages=["kerasnets", "kerasnets.pipelines", "kerasnets.pipelines.prune", "kerasnets.micro",
+              "kerasnets.tools"],
     package_dir={
         "kerasnets": "kerasnets",
         "kerasnets.pipelines": "pipelines",
+        "kerasnets.pipelines.prune": "pipelines/prune",
         "kerasnets.micro": "micro",
         "kerasnets.tools": "tools",
     },

@@ -1,0 +1,63 @@
+"""Complexity-driven pruning (arXiv 2208.12816): prune layers by their share of a cost.
+
+Each channel set gets a ratio proportional to how much of the network's parameters (PA),
+multiply-accumulates (FA) or peak activation memory (MA) its channels account for, so the
+expensive layers shrink most; within a set the filters with the smallest L1 norm go. The pruned
+architecture is meant to be trained directly (`strategy="scratch"`), with no ranking/fine-tune loop.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tf_keras as keras
+
+import kerasnets
+from kerasnets.pipelines.prune.graph import ChannelGraph
+from kerasnets.pipelines.prune.structured import check_ratio, filter_norms
+
+L = keras.layers
+MODES = {"pa": "params", "fa": "macs", "ma": "peak_ram"}
+
+
+def _costs(graph: ChannelGraph, mode: str) -> dict:
+    """Cost attributable to each prunable channel: its share of the parameters (PA) or MACs (FA)
+    of every layer that reads or writes it, or (MA) the activation values it adds to the tensors
+    it lives in, weighted by each tensor's size relative to the largest (peak memory is set by
+    the big tensors)."""
+    cost = {root: 0.0 for root in graph.channels}
+    if mode == "ma":
+        sizes = {key: len(ids) * graph.tensor_spatial[key] for key, ids in graph.tensor_ids.items()}
+        largest = max(sizes.values())
+        for key, ids in graph.tensor_ids.items():
+            per_channel = graph.tensor_spatial[key] * sizes[key] / largest
+            for root in graph.roots(ids).tolist():
+                if root in cost:
+                    cost[root] += per_channel
+        return cost
+    rows = {row["name"]: row for row in kerasnets.profile(graph.model)["layers"]}
+    for layer in graph.model.layers:
+        total = layer.count_params() if mode == "pa" else rows.get(layer.name, {}).get("macs", 0)
+        for table in (graph.layer_in, graph.layer_out):
+            if layer.name in table:
+                roots = graph.roots(table[layer.name])
+                for root in roots.tolist():
+                    if root in cost:
+                        cost[root] += total / len(roots)
+    return cost
+
+
+def set_ratios(graph: ChannelGraph, ratio: float, mode: str) -> dict:
+    """Per-set ratios averaging `ratio` over all prunable channels, proportional to each set's
+    cost per channel, capped at 0.9."""
+    ratio = check_ratio(ratio)
+    if mode not in MODES:
+        raise ValueError(f"complexity mode must be one of {', '.join(MODES)}, got {mode!r}")
+    cost = _costs(graph, mode)
+    sets = graph.channel_sets()
+    weight = np.array([np.mean([cost[r] for r in s]) for s in sets])
+    sizes = np.array([len(s) for s in sets])
+    weight = weight / max(float((weight * sizes).sum() / sizes.sum()), 1e-12)
+    return {i: float(min(0.9, ratio * w)) for i, w in enumerate(weight)}
+
+
+def scores(graph: ChannelGraph) -> dict:
+    return filter_norms(graph, order=1)

@@ -1,0 +1,111 @@
+"""Model surgery: rebuild a functional model without chosen channels, surviving weights copied in.
+
+`prune_channels` returns a physically smaller model (fewer filters, narrower BatchNorm and
+depthwise layers, narrower consumers); `mask_channels` returns a same-size copy in which the
+chosen channels are cut where they are consumed — the two give the same outputs, which is how
+the surgery is tested.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tf_keras as keras
+
+from kerasnets.pipelines.prune.graph import ChannelGraph, analyse
+
+L = keras.layers
+
+
+def _masks(graph: ChannelGraph, layer, removed):
+    ins = graph.layer_in.get(layer.name)
+    outs = graph.layer_out.get(layer.name)
+    return (None if ins is None else graph.kept_mask(ins, removed),
+            None if outs is None else graph.kept_mask(outs, removed))
+
+
+def _slice_weights(layer, weights, keep_in, keep_out):
+    """Weights of `layer` restricted to the kept input/output channels (None: all)."""
+    every = slice(None)
+    keep_in = every if keep_in is None else keep_in
+    keep_out = every if keep_out is None else keep_out
+    if isinstance(layer, L.BatchNormalization):
+        return [w[keep_in] for w in weights]
+    if isinstance(layer, L.DepthwiseConv2D):
+        return [weights[0][:, :, keep_in]] + [b[keep_in] for b in weights[1:]]
+    if isinstance(layer, L.SeparableConv2D):
+        depthwise, pointwise, *bias = weights
+        return [depthwise[:, :, keep_in], pointwise[:, :, keep_in][..., keep_out]] + \
+               [b[keep_out] for b in bias]
+    if isinstance(layer, L.Conv2D) and layer.groups > 1:  # depthwise-like: per-channel kernel
+        return [weights[0][..., keep_in]] + [b[keep_in] for b in weights[1:]]
+    if isinstance(layer, (L.Conv2D, L.Dense)):
+        kernel, *bias = weights
+        return [kernel[..., keep_in, :][..., keep_out]] + [b[keep_out] for b in bias]
+    return weights
+
+
+def _new_config(layer, keep_in, keep_out):
+    config = layer.get_config()
+    if isinstance(layer, L.Conv2D) and layer.groups > 1 and keep_in is not None:
+        config["filters"] = config["groups"] = int(keep_in.sum())
+    elif isinstance(layer, (L.Conv2D, L.SeparableConv2D)) and keep_out is not None:
+        config["filters"] = int(keep_out.sum())
+    elif isinstance(layer, L.Dense) and keep_out is not None:
+        config["units"] = int(keep_out.sum())
+    return config
+
+
+def _check_nothing_emptied(graph, model, removed):
+    for layer in model.layers:
+        for keep in _masks(graph, layer, removed):
+            if keep is not None and not keep.any():
+                raise ValueError(f"pruning would remove every channel of layer {layer.name!r}; "
+                                 "keep at least one (lower the ratio)")
+
+
+def _removed_set(graph, remove) -> set:
+    removed = {int(r) for r in graph.roots(list(remove))} if len(remove) else set()
+    fixed = removed & graph.fixed
+    if fixed:
+        raise ValueError(f"{len(fixed)} of the channels to remove are fixed (they reach a reshape, "
+                         "slice, grouped conv or the model's inputs/outputs); choose from "
+                         "graph.channels")
+    return removed
+
+
+def prune_channels(model: keras.Model, remove, *, graph: ChannelGraph | None = None) -> keras.Model:
+    """A smaller copy of `model` without the prunable channels `remove` (keys of graph.channels)."""
+    graph = graph or analyse(model)
+    removed = _removed_set(graph, remove)
+    _check_nothing_emptied(graph, model, removed)
+    assignments = {}
+
+    def rebuild(layer):
+        keep_in, keep_out = _masks(graph, layer, removed)
+        assignments[layer.name] = _slice_weights(layer, layer.get_weights(), keep_in, keep_out)
+        return layer.__class__.from_config(_new_config(layer, keep_in, keep_out))
+
+    pruned = keras.models.clone_model(model, clone_function=rebuild)
+    for layer in pruned.layers:
+        if layer.name in assignments and assignments[layer.name]:
+            layer.set_weights(assignments[layer.name])
+    return pruned
+
+
+def mask_channels(model: keras.Model, remove, *, graph: ChannelGraph | None = None) -> keras.Model:
+    """A same-size copy of `model` whose layers no longer read the channels `remove` (the
+    consumers' input weights for them are zero): the reference `prune_channels` must equal."""
+    graph = graph or analyse(model)
+    removed = _removed_set(graph, remove)
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    for layer in masked.layers:
+        keep_in, _ = _masks(graph, layer, removed)
+        is_consumer = isinstance(layer, (L.Conv2D, L.SeparableConv2D, L.Dense)) and \
+            getattr(layer, "groups", 1) == 1
+        if keep_in is None or not is_consumer:
+            continue
+        weights = layer.get_weights()
+        index = 1 if isinstance(layer, L.SeparableConv2D) else 0  # the kernel that mixes channels
+        weights[index][..., ~keep_in, :] = 0.0
+        layer.set_weights(weights)
+    return masked
