@@ -62,8 +62,9 @@ def _inbound_layers(layer) -> list:
     return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
 
 
-def _peak_activation(model) -> tuple[int, list[int]]:
-    """Peak int8 bytes of live activations (batch 1) and the live bytes at each layer."""
+def _buffers(model):
+    """Activation buffers in execution order: ({owner layer id: int8 bytes}, {owner: last step},
+    {layer id: step}); layers that only alias their input (reshape-like) share its buffer."""
     layers = model.layers
     index = {id(layer): i for i, layer in enumerate(layers)}
     buffer_of = {}  # layer -> id of the layer that owns its output buffer
@@ -82,12 +83,27 @@ def _peak_activation(model) -> tuple[int, list[int]]:
     for out in model.outputs:  # outputs live to the end
         owner = buffer_of[id(out.node.layer)]
         last_use[owner] = len(layers)
-    live_per_layer = []
-    for i in range(len(layers)):
-        live = sum(b for owner, b in size.items()
-                   if index[owner] <= i <= last_use.get(owner, index[owner]))
-        live_per_layer.append(live)
+    return size, last_use, index
+
+
+def _live(size, last_use, index, step):
+    return [owner for owner in size if index[owner] <= step <= last_use.get(owner, index[owner])]
+
+
+def _peak_activation(model) -> tuple[int, list[int]]:
+    """Peak int8 bytes of live activations (batch 1) and the live bytes at each layer."""
+    size, last_use, index = _buffers(model)
+    live_per_layer = [sum(size[o] for o in _live(size, last_use, index, i)) for i in range(len(model.layers))]
     return max(live_per_layer), live_per_layer
+
+
+def peak_live_layers(model: keras.Model) -> list[str]:
+    """Names of the layers whose output buffers are live when activation memory peaks."""
+    size, last_use, index = _buffers(model)
+    _, live_per_layer = _peak_activation(model)
+    step = int(max(range(len(live_per_layer)), key=live_per_layer.__getitem__))
+    by_id = {id(layer): layer.name for layer in model.layers}
+    return [by_id[owner] for owner in _live(size, last_use, index, step)]
 
 
 def profile(model: keras.Model) -> dict:

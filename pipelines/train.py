@@ -43,6 +43,7 @@ def _config(overrides: dict | None) -> dict:
     return config
 
 
+@keras.saving.register_keras_serializable(package="kerasnets")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up, then cosine decay to 0, step decay, or constant (per optimiser step)."""
 

@@ -19,6 +19,12 @@ def small_input_shape(name):
     return (side, side, info.input_shape[2])
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state: fresh weights, shuffles and dropout repeat."""
+    keras.utils.set_random_seed(0)
+
+
 def calibrate_batchnorm(model, images):
     """Set every BatchNorm's moving statistics to those of one forward pass over `images`, so an
     untrained net has well-scaled activations (random-init statistics make int8 outputs flat)."""
@@ -46,3 +52,21 @@ def digit_batches():
 
 def assert_same_outputs(a, b, atol=1e-5):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=atol, rtol=1e-4)
+
+
+def int8_outputs(model, images):
+    """(tflite, graph summary, int8 input, LiteRT reference outputs, TFLite Micro outputs) of
+    `model` converted to full-integer int8 with builtin ops only and tensors of rank <= 4."""
+    from kerasnets.micro import arena
+    from kerasnets.pipelines import convert
+
+    tflite = convert.to_int8(model, images)
+    summary = convert.graph_summary(tflite)
+    assert not [op for op in summary["ops"] if op.startswith(("FLEX", "CUSTOM"))], summary["ops"]
+    too_deep = {t: r for t, r in summary["ranks"].items() if r > 4}
+    assert not too_deep, f"tensors above 4-D break CMSIS-NN: {too_deep}"
+    interpreter = convert.litert_interpreter(tflite, reference=True)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    x8 = convert.quantize_input(images, inp)
+    return tflite, summary, x8, convert.run_litert(tflite, x8, reference=True), arena.run_micro(tflite, x8)

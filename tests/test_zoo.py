@@ -4,9 +4,8 @@ import pytest
 import tf_keras as keras
 
 import kerasnets
-from kerasnets.micro import arena
 from kerasnets.pipelines import convert, quantize
-from conftest import assert_same_outputs, calibrate_batchnorm, small_input_shape
+from conftest import assert_same_outputs, calibrate_batchnorm, int8_outputs, small_input_shape
 
 MODELS = kerasnets.list_models()
 SIZE_TOLERANCE = 0.05
@@ -52,20 +51,6 @@ def test_config_and_keras_file_roundtrip(name, digit_batches, tmp_path):
     assert_same_outputs(loaded(images, training=False), expected)
 
 
-def _int8_outputs(model, images):
-    """(tflite, int8 input, LiteRT reference outputs, TFLite Micro outputs) of `model` in int8."""
-    tflite = convert.to_int8(model, images)
-    summary = convert.graph_summary(tflite)
-    assert not [op for op in summary["ops"] if op.startswith(("FLEX", "CUSTOM"))], summary["ops"]
-    too_deep = {t: r for t, r in summary["ranks"].items() if r > 4}
-    assert not too_deep, f"tensors above 4-D break CMSIS-NN: {too_deep}"
-    interpreter = convert.litert_interpreter(tflite, reference=True)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
-    x8 = convert.quantize_input(images, inp)
-    return tflite, summary, x8, convert.run_litert(tflite, x8, reference=True), arena.run_micro(tflite, x8)
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_int8_chain_litert_reference_equals_tflite_micro(name, digit_batches):
     """QAT wraps the model; int8 with builtin ops only; TFLite Micro == LiteRT reference kernels.
@@ -83,7 +68,7 @@ def test_int8_chain_litert_reference_equals_tflite_micro(name, digit_batches):
     qat_out = qat(images[:2], training=False).numpy()
     assert qat_out.shape == (2, model.output_shape[-1]) and np.isfinite(qat_out).all()
 
-    tflite, summary, x8, reference, micro = _int8_outputs(model, images)
+    tflite, summary, x8, reference, micro = int8_outputs(model, images)
     assert len(np.unique(reference)) > 4, "int8 outputs are flat: the check would prove nothing"
     diff = np.abs(reference.astype(int) - micro)
     if diff.any():
@@ -91,7 +76,7 @@ def test_int8_chain_litert_reference_equals_tflite_micro(name, digit_batches):
             f"TFLite Micro differs from LiteRT reference by up to {diff.max()} LSB"
         features = _build(name, include_top=False, pooling="avg")
         calibrate_batchnorm(features, images)
-        _, _, _, ref_features, micro_features = _int8_outputs(features, images)
+        _, _, _, ref_features, micro_features = int8_outputs(features, images)
         assert np.array_equal(ref_features, micro_features), "ops before the Dense head differ"
     optimised = convert.run_litert(tflite, x8)
     print(f"{name}: optimised-kernel spread {np.abs(optimised.astype(int) - reference).max()} LSB, "

@@ -1,4 +1,4 @@
-"""The `kerasnets` command line (absl): `kerasnets run | zoo | profile | export | bench`."""
+"""The `kerasnets` command line (absl): `kerasnets run | zoo | profile | export | bench | compress`."""
 from __future__ import annotations
 
 import csv
@@ -27,7 +27,9 @@ flags.DEFINE_bool("micro", False, "export: also write TFLite Micro sources to OU
 flags.DEFINE_string("calibration", "digits", "export: data set for int8 calibration and the parity "
                     "gates (digits, imagefolder:PATH, npz:PATH, cifar10, ...).")
 flags.DEFINE_string("labels", None, "export: text file with one class label per line.")
-flags.DEFINE_enum("target", "host", ["host", "android"], "bench: where to run.")
+flags.DEFINE_string("target", None, "bench: where to run, host (default) or android; compress: a "
+                    "budget KEY=VALUE instead of --ratio (params=50k, macs=20M, int8_kb=40, "
+                    "peak_ram=64kB).")
 flags.DEFINE_string("tflite", None, "bench: a .tflite file instead of --model.")
 flags.DEFINE_integer("threads", 1, "bench: interpreter threads (host).", lower_bound=1)
 flags.DEFINE_bool("xnnpack", True, "bench: use LiteRT's default XNNPACK delegate (host).")
@@ -53,7 +55,16 @@ flags.DEFINE_bool("strict", None, "run: stop on an unreadable image instead of s
 flags.DEFINE_integer("max_arena", None, "export: refuse a model whose TFLite Micro arena exceeds this "
                      "many bytes.", lower_bound=1)
 
-SUBCOMMANDS = ("run", "zoo", "profile", "export", "bench")
+flags.DEFINE_string("method", None, "compress: magnitude, m_by_n, slimming, bn, qsfm, complexity_pa, "
+                    "complexity_fa, complexity_ma, scl or l1.")
+flags.DEFINE_float("ratio", None, "compress: fraction in (0, 1) of the prunable channels (structured "
+                   "methods) or weights (magnitude, m_by_n) to remove.")
+flags.DEFINE_bool("from_scratch", False, "compress: train the pruned architecture from a fresh "
+                  "initialisation for --epochs instead of fine-tuning the surviving weights.")
+flags.DEFINE_float("strength", None, "compress: sparsity regulariser strength (slimming: L1 on BN "
+                   "scales, default 1e-4; scl: connection count, default 0.5).", lower_bound=0)
+
+SUBCOMMANDS = ("run", "zoo", "profile", "export", "bench", "compress")
 USAGE = f"usage: kerasnets {{{','.join(SUBCOMMANDS)}}} [flags]   (kerasnets <subcommand> --help)"
 
 
@@ -148,6 +159,8 @@ def _export() -> int:
 def _bench() -> int:
     from kerasnets.tools import android, bench
 
+    if FLAGS.target not in (None, "host", "android"):
+        raise app.UsageError(f"bench --target must be host or android, got {FLAGS.target!r}")
     if FLAGS.target == "android":
         if FLAGS.parse:
             try:
@@ -235,6 +248,25 @@ def _strategy():
     return None
 
 
+def _compress() -> int:
+    from kerasnets.tools import compress
+
+    if bool(FLAGS.model) == bool(FLAGS.keras):
+        raise app.UsageError("compress needs exactly one of --model NAME or --keras FILE")
+    if not FLAGS.method:
+        raise app.UsageError("compress needs --method (one of l1, bn, qsfm, slimming, complexity_pa, "
+                             "complexity_fa, complexity_ma, scl, magnitude, m_by_n)")
+    if not FLAGS.out or not FLAGS.out.endswith(".keras"):
+        raise app.UsageError("compress needs --out FILE.keras")
+    summary = compress.run(model=FLAGS.model, keras_file=FLAGS.keras, method=FLAGS.method,
+                           ratio=FLAGS.ratio, target=FLAGS.target, dataset=FLAGS.dataset,
+                           epochs=FLAGS.epochs or 0, batch_size=FLAGS.batch_size,
+                           input_size=FLAGS.input_size, classes=FLAGS.classes,
+                           from_scratch=FLAGS.from_scratch, strength=FLAGS.strength, out=FLAGS.out)
+    print(json.dumps(summary))
+    return 0
+
+
 def _run() -> int:
     from kerasnets.pipelines import pipeline
 
@@ -253,7 +285,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[2:]}; flags take the form --name=value")
     try:
         return {"run": _run, "zoo": _zoo, "profile": _profile, "export": _export,
-                "bench": _bench}[argv[1]]()
+                "bench": _bench, "compress": _compress}[argv[1]]()
     except ValueError as error:
         print(f"kerasnets {argv[1]}: {error}", file=sys.stderr)
         return 2

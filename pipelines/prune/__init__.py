@@ -41,7 +41,11 @@ class Request:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown compression method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if (self.ratio is None) == (self.target is None):
+        if self.method == "scl":
+            if self.ratio is not None or self.target is not None:
+                raise ValueError("scl learns how many channels to remove: leave out ratio/target and "
+                                 "set the connection-count strength instead (--strength, default 0.5)")
+        elif (self.ratio is None) == (self.target is None):
             raise ValueError("give exactly one of ratio (fraction of prunable channels/weights to "
                              "remove) or target (e.g. macs=20M, peak_ram=64kB)")
         if self.ratio is not None:
@@ -69,10 +73,10 @@ def _data_free(model, request: Request, graph):
     scores = _scores(request.method, graph)
     if request.target is not None:
         return prune_to_target(model, scores, request.target, graph=graph)
-    set_ratios = None
     if request.method.startswith("complexity_"):
-        set_ratios = complexity.set_ratios(graph, request.ratio, request.method.split("_")[1])
-    return prune_by_scores(model, scores, request.ratio, graph=graph, set_ratios=set_ratios), request.ratio
+        mode = request.method.split("_")[1]
+        return complexity.prune(model, request.ratio, mode, graph=graph), request.ratio
+    return prune_by_scores(model, scores, request.ratio, graph=graph), request.ratio
 
 
 def _train(model, data, out_dir, epochs, config):
@@ -149,7 +153,8 @@ def compress(model: keras.Model, method: str, *, ratio=None, target=None, data=N
             from kerasnets.pipelines.prune import scl
 
             result, _ = scl.train(model, data, work, epochs=max(request.epochs, 1),
-                                  strength=strength or 0.5, config=config)
+                                  strength=0.5 if strength is None else strength, config=config,
+                                  verbose=0)
             used, trained_already = None, True
         else:
             result, used = _data_free(model, request, graph)

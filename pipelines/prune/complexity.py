@@ -11,6 +11,7 @@ import numpy as np
 import tf_keras as keras
 
 import kerasnets
+from kerasnets.profile import peak_live_layers
 from kerasnets.pipelines.prune.graph import ChannelGraph
 from kerasnets.pipelines.prune.structured import check_ratio, filter_norms
 
@@ -20,18 +21,17 @@ MODES = {"pa": "params", "fa": "macs", "ma": "peak_ram"}
 
 def _costs(graph: ChannelGraph, mode: str) -> dict:
     """Cost attributable to each prunable channel: its share of the parameters (PA) or MACs (FA)
-    of every layer that reads or writes it, or (MA) the activation values it adds to the tensors
-    it lives in, weighted by each tensor's size relative to the largest (peak memory is set by
-    the big tensors)."""
+    of every layer that reads or writes it, or (MA) the activation values it holds in the
+    tensors live when activation memory peaks (channels elsewhere cost nothing at the peak)."""
     cost = {root: 0.0 for root in graph.channels}
     if mode == "ma":
-        sizes = {key: len(ids) * graph.tensor_spatial[key] for key, ids in graph.tensor_ids.items()}
-        largest = max(sizes.values())
-        for key, ids in graph.tensor_ids.items():
-            per_channel = graph.tensor_spatial[key] * sizes[key] / largest
-            for root in graph.roots(ids).tolist():
-                if root in cost:
-                    cost[root] += per_channel
+        for name in peak_live_layers(graph.model):
+            output = graph.model.get_layer(name).output
+            key = id(output)
+            if key in graph.tensor_ids:
+                for root in graph.roots(graph.tensor_ids[key]).tolist():
+                    if root in cost:
+                        cost[root] += graph.tensor_spatial[key]
         return cost
     rows = {row["name"]: row for row in kerasnets.profile(graph.model)["layers"]}
     for layer in graph.model.layers:
@@ -61,3 +61,20 @@ def set_ratios(graph: ChannelGraph, ratio: float, mode: str) -> dict:
 
 def scores(graph: ChannelGraph) -> dict:
     return filter_norms(graph, order=1)
+
+
+def prune(model, ratio: float, mode: str, *, graph: ChannelGraph | None = None, rounds: int = 4):
+    """Complexity-driven pruning of `ratio` of the prunable channels. Memory-aware mode works in
+    `rounds`: once the tensors at the peak shrink, the peak moves, so the costs are re-measured."""
+    from kerasnets.pipelines.prune.graph import analyse
+    from kerasnets.pipelines.prune.structured import prune_by_scores
+
+    ratio = check_ratio(ratio)
+    rounds = rounds if mode == "ma" else 1
+    per_round = 1.0 - (1.0 - ratio) ** (1.0 / rounds)
+    for _ in range(rounds):
+        graph = graph or analyse(model)
+        model = prune_by_scores(model, scores(graph), per_round, graph=graph,
+                                set_ratios=set_ratios(graph, per_round, mode))
+        graph = None
+    return model

@@ -1,0 +1,217 @@
+"""Structured channel pruning through the public API: graph, surgery, criteria, budgets, CLI."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import kerasnets
+from kerasnets.pipelines import data, prune
+from kerasnets.pipelines.prune import complexity, graph as graph_mod, l1, qsfm, slimming, structured
+from conftest import assert_same_outputs, calibrate_batchnorm, int8_outputs, small_input_shape
+
+MODELS = kerasnets.list_models()
+# One member per family (where it has prunable channels) runs the int8 chain after pruning in
+# every test run; the whole registry runs it with `-m slow`.
+CHAIN_IN_CI = ("resnet8", "resnet20_cifar", "vgg16_cifar", "ghost_resnet56_cifar", "ghostnet_050",
+               "mobilenet_v2_100", "mobilenet_v3_small_100", "shufflenet_g3", "shufflenetv2_050_cifar",
+               "densenet40_k12_cifar", "hardnet39ds", "augshufflenet_050_cifar", "mgic_resnet20_cifar")
+
+
+def _pruned_30_percent(name, images=None, **kwargs):
+    model = kerasnets.create_model(name, input_shape=small_input_shape(name), **kwargs)
+    images = data.digits_images(model.input_shape[1:], 8)[0] if images is None else images
+    calibrate_batchnorm(model, images)
+    graph = prune.analyse(model)
+    remove = prune.select(graph, l1.scores(graph), 0.3)
+    return model, graph, remove, images
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_pruning_30_percent_shrinks_and_matches_the_masked_original(name):
+    model, graph, remove, images = _pruned_30_percent(name)
+    pruned = prune.prune_channels(model, remove, graph=graph)
+    masked = prune.mask_channels(model, remove, graph=graph)
+    assert_same_outputs(pruned(images, training=False), masked(images, training=False), atol=1e-4)
+    if remove:
+        assert pruned.count_params() < model.count_params()
+        assert len(remove) >= int(0.25 * len(graph.channels))
+    assert pruned.output_shape == model.output_shape
+
+
+def _chain_params():
+    return [pytest.param(n, marks=() if n in CHAIN_IN_CI else pytest.mark.slow) for n in MODELS]
+
+
+@pytest.mark.parametrize("name", _chain_params())
+def test_pruned_model_runs_the_int8_chain(name):
+    model, graph, remove, images = _pruned_30_percent(name, classifier_activation="linear")
+    pruned = prune.prune_channels(model, remove, graph=graph)
+    _, summary, _, reference, micro = int8_outputs(pruned, images)
+    diff = np.abs(reference.astype(int) - micro)
+    assert diff.max() <= (1 if "FULLY_CONNECTED" in summary["ops"] else 0), diff.max()
+
+
+def test_chain_subset_names_are_registered():
+    assert set(CHAIN_IN_CI) <= set(MODELS)
+
+
+def _resnet8():
+    model = kerasnets.create_model("resnet8", input_shape=(32, 32, 1), classes=10)
+    images = data.digits_images((32, 32, 1), 16)[0]
+    calibrate_batchnorm(model, images)
+    return model, images
+
+
+def test_residual_channels_are_pruned_together():
+    model, _ = _resnet8()
+    graph = prune.analyse(model)
+    stream = [s for s in graph.channel_sets() if len({n for r in s for n, _ in graph.producers[r]}) > 1]
+    assert stream, "the residual stream of a stage must couple the convs adding into it"
+    pruned = prune.prune_channels(model, stream[0][:3], graph=graph)
+    producers = {name for r in stream[0] for name, _ in graph.producers[r]}
+    for name in producers:
+        assert pruned.get_layer(name).filters == model.get_layer(name).filters - 3
+
+
+@pytest.mark.parametrize("method", ["l1", "bn", "complexity_pa", "complexity_fa", "complexity_ma"])
+def test_data_free_methods_shrink_the_model(method):
+    model, images = _resnet8()
+    pruned, summary = prune.compress(model, method, ratio=0.4)
+    assert summary["params_after"] < summary["params_before"]
+    assert summary["macs_after"] < summary["macs_before"]
+    assert pruned(images).shape == (16, 10)
+
+
+def test_complexity_modes_prune_the_costly_layers_most():
+    model, _ = _resnet8()
+    graph = prune.analyse(model)
+    sets = graph.channel_sets()
+    stage = [int(graph.producers[s[0]][0][0].startswith(("stack2", "stack3"))) +
+             int(graph.producers[s[0]][0][0].startswith("stack3")) for s in sets]  # 0, 1, 2
+    ratios = {mode: complexity.set_ratios(graph, 0.3, mode) for mode in ("pa", "fa", "ma")}
+    mean = lambda mode, k: np.mean([ratios[mode][i] for i in range(len(sets)) if stage[i] == k])  # noqa: E731
+    assert mean("pa", 2) > mean("pa", 0)  # parameters sit in the wide last stage
+    assert mean("fa", 0) > mean("fa", 2)  # MACs per channel are highest at full resolution
+    assert mean("ma", 0) > 0 and mean("ma", 2) == 0  # only the tensors live at the peak
+    uniform = prune.compress(model, "l1", ratio=0.3)[1]
+    memory = prune.compress(model, "complexity_ma", ratio=0.3)[1]
+    assert memory["peak_ram_after"] < uniform["peak_ram_after"]
+
+
+def test_targets_parse_with_units():
+    assert structured.Target.parse("macs=6M") == structured.Target("macs", 6e6)
+    assert structured.Target.parse("params=30k") == structured.Target("params", 3e4)
+    assert structured.Target.parse("peak_ram=64kB") == structured.Target("peak_ram", 65536)
+    assert structured.Target.parse("int8_kb=40") == structured.Target("int8_kb", 40)
+    with pytest.raises(ValueError, match="unknown unit"):
+        structured.Target.parse("macs=6Q")
+
+
+@pytest.mark.parametrize("target", ["macs=6M", "peak_ram=30kB"])
+def test_budget_mode_meets_the_target(target):
+    model, _ = _resnet8()
+    pruned, summary = prune.compress(model, "l1", target=target)
+    goal = structured.Target.parse(target)
+    assert structured.measure(pruned, goal.key) <= goal.value
+    assert 0 < summary["ratio"] < 0.95
+
+
+def test_unreachable_target_is_a_clear_error():
+    model, _ = _resnet8()
+    with pytest.raises(ValueError, match="out of reach"):
+        prune.compress(model, "l1", target="params=100")
+
+
+def test_qsfm_compensation_keeps_outputs_closer_than_plain_removal():
+    model, images = _resnet8()
+    reference = model(images, training=False).numpy()
+    compensated = qsfm.prune(model, images, 0.3)
+    graph = prune.analyse(model)
+    plain = structured.prune_by_scores(model, l1.scores(graph), 0.3, graph=graph)
+    error = lambda m: float(np.abs(m(images, training=False).numpy() - reference).mean())  # noqa: E731
+    assert compensated.count_params() == plain.count_params()
+    assert error(compensated) < error(plain)
+
+
+def test_slimming_penalty_and_global_selection():
+    model, images = _resnet8()
+    penalised = slimming.with_gamma_penalty(model, 1e-3)
+    assert penalised.losses, "the L1 penalty on BN scales must show up as a model loss"
+    assert_same_outputs(penalised(images, training=False), model(images, training=False))
+    digits = data.load("digits", image_shape=(32, 32, 1))
+    slim, summary = prune.compress(model, "slimming", ratio=0.5, data=digits, epochs=1,
+                                   config={"batch_size": 128})
+    assert summary["params_after"] < summary["params_before"]
+    assert slim(images).shape == (16, 10)
+
+
+def test_from_scratch_strategy_reinitialises():
+    model, images = _resnet8()
+    digits = data.load("digits", image_shape=(32, 32, 1))
+    pruned, _ = prune.compress(model, "l1", ratio=0.3, data=digits, epochs=1, strategy="scratch",
+                               config={"batch_size": 256})
+    assert pruned.count_params() < model.count_params()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "l1", "ratio": 0.0}, "in \\(0, 1\\)"),
+    ({"method": "l1", "ratio": 1.0}, "in \\(0, 1\\)"),
+    ({"method": "nope", "ratio": 0.5}, "unknown compression method"),
+    ({"method": "l1"}, "exactly one of ratio"),
+    ({"method": "l1", "target": "flops=3"}, "KEY=VALUE"),
+    ({"method": "magnitude", "target": "macs=3M"}, "cannot prune to a target"),
+    ({"method": "qsfm", "ratio": 0.5}, "needs training data"),
+])
+def test_bad_requests_are_clear_errors(kwargs, message):
+    model, _ = _resnet8()
+    with pytest.raises(ValueError, match=message):
+        prune.compress(model, **kwargs)
+
+
+def test_unknown_layer_is_named_and_opaque_keeps_it():
+    @keras.saving.register_keras_serializable(package="tests")
+    class Doubler(keras.layers.Layer):
+        def call(self, x):
+            return 2.0 * x
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, name="c1")(inputs)
+    x = Doubler(name="double")(x)
+    x = keras.layers.Conv2D(4, 3, name="c2")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    with pytest.raises(graph_mod.UnsupportedLayerError, match="'double' of type Doubler"):
+        prune.analyse(model)
+    graph = prune.analyse(model, opaque=("Doubler",))
+    assert not graph.channels  # c1 feeds the opaque layer, c2 the output: nothing prunable
+
+
+def test_removing_fixed_or_every_channel_is_refused():
+    model, _ = _resnet8()
+    graph = prune.analyse(model)
+    with pytest.raises(ValueError, match="fixed"):
+        prune.prune_channels(model, [min(graph.fixed)], graph=graph)
+    whole = graph.channel_sets()[0]
+    with pytest.raises(ValueError, match="every channel"):
+        prune.prune_channels(model, whole, graph=graph)
+
+
+def test_compress_command_writes_a_smaller_model(tmp_path):
+    out = tmp_path / "small.keras"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-m", "kerasnets.tools.cli", "compress", "--model=resnet8",
+                             "--method=bn", "--ratio=0.4", f"--out={out}"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["macs_after"] < summary["macs_before"]
+    loaded = keras.models.load_model(out)
+    assert loaded.count_params() == summary["params_after"] + sum(
+        int(np.prod(w.shape)) for w in loaded.non_trainable_weights)
+    bad = subprocess.run([sys.executable, "-m", "kerasnets.tools.cli", "compress", "--model=resnet8",
+                          "--method=l1", "--ratio=2", f"--out={out}"], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert bad.returncode == 2 and "(0, 1)" in bad.stderr

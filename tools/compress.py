@@ -1,0 +1,50 @@
+"""`kerasnets compress`: load or build a model, compress it, save it, summarise before/after."""
+from __future__ import annotations
+
+import os
+
+
+def _model(model_name, keras_file, input_size, classes, channels):
+    import kerasnets
+    from kerasnets.tools import export
+
+    if keras_file:
+        return export.load_keras(keras_file)
+    info = kerasnets.model_info(model_name)
+    shape = None
+    if input_size or channels:
+        side = input_size or info.input_shape[0]
+        shape = (side, side, channels or info.input_shape[2])
+    return kerasnets.create_model(model_name, input_shape=shape, classes=classes)
+
+
+def run(*, model=None, keras_file=None, method, ratio=None, target=None, dataset=None, epochs=0,
+        batch_size=None, input_size=None, classes=None, from_scratch=False, strength=None,
+        out) -> dict:
+    """Compress, write `out` (.keras) and return the one-line summary."""
+    from kerasnets.pipelines import data as data_mod
+    from kerasnets.pipelines import prune
+
+    prune.Request(method, ratio, target, int(epochs or 0),
+                  "scratch" if from_scratch else "finetune")  # bad flags fail before any work
+    images = None
+    if dataset:
+        probe = _model(model, keras_file, input_size, classes, None)
+        images = data_mod.load(dataset, image_shape=probe.input_shape[1:])
+        if classes is None and keras_file is None and len(images.classes) != probe.output_shape[-1]:
+            classes = len(images.classes)
+    net = _model(model, keras_file, input_size, classes, None)
+    config = {"batch_size": batch_size} if batch_size else None
+    result, summary = prune.compress(net, method, ratio=ratio, target=target, data=images,
+                                     epochs=epochs or 0,
+                                     strategy="scratch" if from_scratch else "finetune",
+                                     config=config, strength=strength,
+                                     out_dir=os.path.splitext(out)[0] + "-work")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    result.save(out)
+    summary["out"] = out
+    if images is not None:
+        from kerasnets.pipelines import train
+
+        summary["top1"] = round(train.evaluate(result, images), 4)
+    return summary
