@@ -11,6 +11,24 @@ import kerasnets  # noqa: E402
 from kerasnets.pipelines import data  # noqa: E402
 
 
+# Variants whose whole-registry checks (int8 chain, pruning) are too heavy to repeat in every
+# test run: each family's other members take the same code paths at a fraction of the cost, so
+# the default run covers every family; `pytest -m slow` runs these too.
+HEAVY_VARIANTS = {
+    "g_ghost_regnetx_040", "g_ghost_regnetx_080", "g_ghost_regnetx_160", "threshnet95",
+    "triplenet_b", "hardnet68ds", "hardnet85", "densenet121", "condensenet74_g8",
+    "mobilenet_v3_large_100", "ghostnet_100", "ghostnet_130", "shufflenetv2_100", "shufflenetv2_150",
+    "shufflenetv2_200", "shufflenet_g1", "shufflenet_g2", "shufflenet_g4", "shufflenet_g8",
+    "shufflenetv2_100_cifar", "shufflenetv2_150_cifar", "augshufflenet_100_cifar",
+    "augshufflenet_150_cifar", "resnet56_cifar",
+}
+
+
+def registry_params(names, heavy=HEAVY_VARIANTS):
+    """pytest params over model names, the heavy ones marked slow."""
+    return [pytest.param(n, marks=pytest.mark.slow) if n in heavy else n for n in names]
+
+
 def small_input_shape(name):
     """Input for the fast checks: the default where it is CIFAR-sized, else twice the minimum."""
     info = kerasnets.model_info(name)

@@ -11,14 +11,13 @@ import tf_keras as keras
 import kerasnets
 from kerasnets.pipelines import data, prune
 from kerasnets.pipelines.prune import complexity, graph as graph_mod, l1, qsfm, slimming, structured
-from conftest import assert_same_outputs, calibrate_batchnorm, int8_outputs, small_input_shape
+from conftest import (assert_same_outputs, calibrate_batchnorm, int8_outputs, registry_params,
+                      small_input_shape)
 
 MODELS = kerasnets.list_models()
-# One member per family (where it has prunable channels) runs the int8 chain after pruning in
-# every test run; the whole registry runs it with `-m slow`.
-CHAIN_IN_CI = ("resnet8", "resnet20_cifar", "vgg16_cifar", "ghost_resnet56_cifar", "ghostnet_050",
-               "mobilenet_v2_100", "mobilenet_v3_small_100", "shufflenet_g3", "shufflenetv2_050_cifar",
-               "densenet40_k12_cifar", "hardnet39ds", "augshufflenet_050_cifar", "mgic_resnet20_cifar")
+# The pruned int8 chain costs a conversion per model: the default run proves it on a residual
+# net and on one with depthwise convs, squeeze-excite and hard-swish; `-m slow` on all the rest.
+CHAIN_IN_DEFAULT_RUN = ("resnet8", "mobilenet_v3_small_100")
 
 
 def _pruned_30_percent(name, images=None, **kwargs):
@@ -30,7 +29,7 @@ def _pruned_30_percent(name, images=None, **kwargs):
     return model, graph, remove, images
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", registry_params(MODELS))
 def test_pruning_30_percent_shrinks_and_matches_the_masked_original(name):
     model, graph, remove, images = _pruned_30_percent(name)
     pruned = prune.prune_channels(model, remove, graph=graph)
@@ -42,11 +41,7 @@ def test_pruning_30_percent_shrinks_and_matches_the_masked_original(name):
     assert pruned.output_shape == model.output_shape
 
 
-def _chain_params():
-    return [pytest.param(n, marks=() if n in CHAIN_IN_CI else pytest.mark.slow) for n in MODELS]
-
-
-@pytest.mark.parametrize("name", _chain_params())
+@pytest.mark.parametrize("name", registry_params(MODELS, set(MODELS) - set(CHAIN_IN_DEFAULT_RUN)))
 def test_pruned_model_runs_the_int8_chain(name):
     model, graph, remove, images = _pruned_30_percent(name, classifier_activation="linear")
     pruned = prune.prune_channels(model, remove, graph=graph)
@@ -56,7 +51,7 @@ def test_pruned_model_runs_the_int8_chain(name):
 
 
 def test_chain_subset_names_are_registered():
-    assert set(CHAIN_IN_CI) <= set(MODELS)
+    assert set(CHAIN_IN_DEFAULT_RUN) <= set(MODELS)
 
 
 def _resnet8():

@@ -5,7 +5,9 @@ import tf_keras as keras
 
 import kerasnets
 from kerasnets.pipelines import convert, quantize
-from conftest import assert_same_outputs, calibrate_batchnorm, int8_outputs, small_input_shape
+from conftest import (assert_same_outputs, calibrate_batchnorm, int8_outputs, registry_params,
+                      HEAVY_VARIANTS,
+                      small_input_shape)
 
 MODELS = kerasnets.list_models()
 SIZE_TOLERANCE = 0.05
@@ -17,6 +19,12 @@ def _build(name, **kwargs):
 
 def test_zoo_is_populated():
     assert len(MODELS) >= 30, MODELS
+
+
+def test_every_family_keeps_a_variant_in_the_default_run():
+    families = {kerasnets.model_info(n).paper for n in MODELS}
+    light = {kerasnets.model_info(n).paper for n in MODELS if n not in HEAVY_VARIANTS}
+    assert families == light, families - light
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -51,7 +59,7 @@ def test_config_and_keras_file_roundtrip(name, digit_batches, tmp_path):
     assert_same_outputs(loaded(images, training=False), expected)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", registry_params(MODELS))
 def test_int8_chain_litert_reference_equals_tflite_micro(name, digit_batches):
     """QAT wraps the model; int8 with builtin ops only; TFLite Micro == LiteRT reference kernels.
 
