@@ -249,20 +249,6 @@ def stage_qat(run, cfg, ctx):
     return ["qat/last.keras"], {"top1_qat": round(train.evaluate(result["model"], data), 4)}
 
 
-def _int8_top1(tflite, data, limit=2000):
-    from kerasnets.pipelines import convert
-
-    interpreter = convert.litert_interpreter(tflite)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    correct = total = 0
-    for x, y in data.test.take(limit).as_numpy_iterator():
-        interpreter.set_tensor(inp["index"], convert.quantize_input(x[None], inp))
-        interpreter.invoke()
-        correct += int(np.argmax(interpreter.get_tensor(out["index"])[0]) == y)
-        total += 1
-    return correct / max(total, 1)
-
-
 def stage_export(run, cfg, ctx):
     from kerasnets.pipelines import convert, data as data_mod
 
@@ -280,7 +266,7 @@ def stage_export(run, cfg, ctx):
         artefacts.append(name)
         metrics[f"{mode}_kb"] = round(len(tflite) / 1024, 1)
         if mode == "int8":
-            metrics["top1_int8"] = round(_int8_top1(tflite, data), 4)
+            metrics["top1_int8"] = round(convert.tflite_top1(tflite, data), 4)
     return artefacts, metrics
 
 

@@ -1,0 +1,127 @@
+"""Compression benchmark: every pruning criterion at two ratios on one trained model -> results/compression.csv.
+
+One base model is trained; each (method, ratio) row compresses a copy with `kerasnets.pipelines.prune.compress`,
+fine-tunes it for the same number of epochs as every other row, and records params, MACs, the
+int8 .tflite size, host int8 latency (LiteRT, 1 thread, median) and top-1 of the float and the
+int8 model. Rows are appended as they finish, so an interrupted run keeps what it measured and a
+re-run skips rows already in the file.
+
+    python benchmarks/compression.py --dataset imagefolder:../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz \\
+        --model resnet20_cifar --base_epochs 10 --finetune_epochs 2 --train_images 20000
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", "digits", "Data set spec as the pipeline takes it.")
+flags.DEFINE_string("model", "resnet20_cifar", "Registered model.")
+flags.DEFINE_integer("input_size", 32, "Square input size.")
+flags.DEFINE_integer("base_epochs", 10, "Epochs of the unpruned model.")
+flags.DEFINE_integer("finetune_epochs", 2, "Epochs after every compression (the same for every row).")
+flags.DEFINE_integer("train_images", 0, "Use only this many training images (0: all).")
+flags.DEFINE_integer("test_images", 2000, "Test images for top-1.")
+flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+flags.DEFINE_float("lr", 0.05, "Peak learning rate (SGD, cosine).")
+flags.DEFINE_list("methods", ["l1", "bn", "qsfm", "slimming", "complexity_pa", "complexity_fa",
+                              "complexity_ma"], "Methods to run.")
+flags.DEFINE_list("ratios", ["0.3", "0.5"], "Pruning ratios.")
+flags.DEFINE_string("out", "results/compression.csv", "CSV file (rows are appended).")
+flags.DEFINE_string("work", "runs/compression", "Folder for checkpoints.")
+
+COLUMNS = ["model", "method", "ratio", "params", "macs", "int8_kb", "latency_ms", "top1_fp32", "top1_int8",
+           "base_params", "base_macs", "base_top1_fp32", "epochs", "device", "command"]
+
+
+def _subset(data, train_images, test_images):
+    import dataclasses
+
+    train = data.train.take(train_images) if train_images else data.train
+    return dataclasses.replace(data, train=train.cache(), test=data.test.take(test_images).cache(),
+                               num_train=min(train_images or data.num_train, data.num_train),
+                               num_test=min(test_images, data.num_test))
+
+
+def _measure(model, data, images):
+    import kerasnets
+    from kerasnets.pipelines import convert, train
+    from kerasnets.tools import bench
+
+    tflite = convert.export(model, "int8", images)
+    stats = kerasnets.profile(model)
+    timing = bench.measure_in_child(tflite, threads=1, runs=50, xnnpack=True)
+    return {"params": stats["params"], "macs": stats["macs"], "int8_kb": round(len(tflite) / 1024, 1),
+            "latency_ms": round(timing["median"], 4), "top1_fp32": round(train.evaluate(model, data), 4),
+            "top1_int8": round(convert.tflite_top1(tflite, data), 4)}
+
+
+def _done(path):
+    if not os.path.exists(path):
+        return set()
+    with open(path, newline="") as f:
+        return {(r["model"], r["method"], r["ratio"], r["epochs"]) for r in csv.DictReader(f)}
+
+
+def _append(path, row):
+    new = not os.path.exists(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _base_model(data, config):
+    import tf_keras as keras
+
+    import kerasnets
+    from kerasnets.pipelines import train
+
+    path = os.path.join(FLAGS.work, f"{FLAGS.model}-base", "last.keras")
+    if os.path.exists(path):
+        return keras.models.load_model(path, compile=False)
+    shape = (FLAGS.input_size, FLAGS.input_size, data.image_shape[-1])
+    run = train.fit(lambda: kerasnets.create_model(FLAGS.model, input_shape=shape, classes=len(data.classes)),
+                    data, os.path.dirname(path), config={**config, "epochs": FLAGS.base_epochs}, verbose=2)
+    return run["model"]
+
+
+def main(argv):
+    del argv
+    from kerasnets.pipelines import data as data_mod, prune
+    from kerasnets.tools import bench
+
+    data = _subset(data_mod.load(FLAGS.dataset, image_shape=(FLAGS.input_size, FLAGS.input_size, None)),
+                   FLAGS.train_images, FLAGS.test_images)
+    images = data_mod.representative_images(data, 100)
+    config = {"batch_size": FLAGS.batch_size, "lr": FLAGS.lr, "optimizer": "sgd"}
+    base = _base_model(data, config)
+    base_stats = _measure(base, data, images)
+    command = " ".join([os.path.basename(sys.executable), *sys.argv])
+    common = {"model": FLAGS.model, "base_params": base_stats["params"], "base_macs": base_stats["macs"],
+              "base_top1_fp32": base_stats["top1_fp32"], "epochs": FLAGS.finetune_epochs,
+              "device": bench.machine_name(), "command": command}
+    done = _done(FLAGS.out)
+    if (FLAGS.model, "none", "0.0", str(FLAGS.base_epochs)) not in done:
+        _append(FLAGS.out, {**common, **base_stats, "method": "none", "ratio": 0.0, "epochs": FLAGS.base_epochs})
+    for method in FLAGS.methods:
+        for ratio in FLAGS.ratios:
+            if (FLAGS.model, method, str(float(ratio)), str(FLAGS.finetune_epochs)) in done:
+                continue
+            pruned, _ = prune.compress(base, method, ratio=float(ratio), data=data, epochs=FLAGS.finetune_epochs,
+                                       config=config, out_dir=os.path.join(FLAGS.work, f"{method}-{ratio}"))
+            row = {**common, **_measure(pruned, data, images), "method": method, "ratio": float(ratio)}
+            _append(FLAGS.out, row)
+            print(row, flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
