@@ -56,8 +56,17 @@ def _layer_weight_int8_bytes(layer) -> int:
     return _numel(kernel.shape) + 4 * int(layer.output.shape[-1])
 
 
-def _inbound_layers(layer) -> list:
-    node = layer.inbound_nodes[0]
+def _own_node(model, layer):
+    """The call of `layer` that belongs to `model` (a layer reused in several models, as TFMOT's
+    strip or a clone does, has nodes in each)."""
+    for i, node in enumerate(layer.inbound_nodes):
+        if f"{layer.name}_ib-{i}" in model._network_nodes:
+            return node
+    return layer.inbound_nodes[0]
+
+
+def _inbound_layers(model, layer) -> list:
+    node = _own_node(model, layer)
     inbound = node.inbound_layers
     return list(inbound) if isinstance(inbound, (list, tuple)) else [inbound]
 
@@ -71,7 +80,7 @@ def _buffers(model):
     size = {}
     last_use = {}
     for i, layer in enumerate(layers):
-        inbound = [] if isinstance(layer, L.InputLayer) else _inbound_layers(layer)
+        inbound = [] if isinstance(layer, L.InputLayer) else _inbound_layers(model, layer)
         for src in inbound:
             owner = buffer_of[id(src)]
             last_use[owner] = max(last_use.get(owner, index[owner]), i)

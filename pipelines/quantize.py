@@ -77,9 +77,13 @@ def _annotate(layer):
     return _Q.quantize_annotate_layer(layer, _config_for(layer))
 
 
-def quantize_model(model: keras.Model) -> keras.Model:
+def quantize_model(model: keras.Model, scheme=None) -> keras.Model:
     """TFMOT 8-bit QAT model of `model` (same as `tfmot...quantize_model` where every layer is in
-    TFMOT's registry; the zoo's extra layers are annotated with the configs above)."""
+    TFMOT's registry; the zoo's extra layers are annotated with the configs above).
+
+    `scheme`: a TFMOT QuantizeScheme for the layers TFMOT's registry knows; None is the default
+    8-bit scheme. The collaborative schemes (sparsity- or cluster-preserving QAT) go here, see
+    `pipelines.prune.clustering`."""
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
         raise TypeError(f"quantize_model needs a functional tf_keras Model, got {type(model).__name__}")
     unsupported = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Lambda)]
@@ -89,4 +93,6 @@ def quantize_model(model: keras.Model) -> keras.Model:
     # The wrappers hold the original layer objects, so the weights carry over (as in TFMOT).
     annotated = keras.models.clone_model(model, clone_function=_annotate)
     with quantize_scope():
-        return _Q.quantize_apply(annotated)
+        if scheme is None:
+            return _Q.quantize_apply(annotated)
+        return _Q.quantize_apply(annotated, scheme)

@@ -144,6 +144,20 @@ def test_slimming_penalty_and_global_selection():
     assert slim(images).shape == (16, 10)
 
 
+@pytest.mark.parametrize("method, ratio", [("magnitude", 0.6), ("m_by_n", 0.5)])
+def test_sparsity_methods_through_compress(method, ratio):
+    from kerasnets.pipelines.prune import sparsity
+
+    model, images = _resnet8()
+    digits = data.load("digits", image_shape=(32, 32, 1))
+    sparse, summary = prune.compress(model, method, ratio=ratio, data=digits, epochs=1,
+                                     config={"batch_size": 128})
+    assert summary["params_after"] == summary["params_before"]  # same shape, zeros inside
+    assert sparsity.sparsity_report(sparse)["overall"] >= ratio - 0.05
+    if method == "m_by_n":
+        assert sparsity.verify_m_by_n(sparse, 2, 4)
+
+
 def test_from_scratch_strategy_reinitialises():
     model, images = _resnet8()
     digits = data.load("digits", image_shape=(32, 32, 1))

@@ -112,7 +112,9 @@ def _sparsity(model, request, data, work, config):
     epochs = max(request.epochs, 1)
     steps = epochs * max(data.num_train // int((config or {}).get("batch_size", 64)), 1)
     options = {"sparsity_m_by_n": (2, 4)} if request.method == "m_by_n" else {}
-    wrapped = sparsity.prune_magnitude(model, sparsity=request.ratio, end_step=steps, **options)
+    # masks update every `frequency` steps: often enough that short fine-tunes reach the target
+    wrapped = sparsity.prune_magnitude(model, sparsity=request.ratio, end_step=steps,
+                                       frequency=max(1, min(100, steps // 10)), **options)
     run = train.fit(lambda: wrapped, data, work, config={**(config or {}), "epochs": epochs},
                     verbose=0, extra_callbacks=sparsity.callbacks())
     return sparsity.strip(run["model"])
