@@ -43,8 +43,11 @@ COLUMNS = ["model", "method", "ratio", "params", "macs", "int8_kb", "latency_ms"
 def _subset(data, train_images, test_images):
     import dataclasses
 
-    train = data.train.take(train_images) if train_images else data.train
-    return dataclasses.replace(data, train=train.cache(), test=data.test.take(test_images).cache(),
+    # image folders list files class by class: shuffle once (fixed seed) before taking a subset
+    train, test = (split.shuffle(count, seed=0, reshuffle_each_iteration=False)
+                   for split, count in ((data.train, data.num_train), (data.test, data.num_test)))
+    train = train.take(train_images) if train_images else train
+    return dataclasses.replace(data, train=train.cache(), test=test.take(test_images).cache(),
                                num_train=min(train_images or data.num_train, data.num_train),
                                num_test=min(test_images, data.num_test))
 
