@@ -212,6 +212,12 @@ def _first_image_shape(path):
     return tuple(int(d) for d in image.shape)
 
 
+def _permuted(paths_labels, seed):
+    paths, labels = paths_labels
+    order = np.random.default_rng(seed).permutation(len(paths))
+    return [paths[i] for i in order], [labels[i] for i in order]
+
+
 def _load_folder(root, shape, test_fraction, seed, strict):
     if os.path.isfile(root) and tarfile.is_tarfile(root):
         root = unpack_archive(root)
@@ -227,8 +233,10 @@ def _load_folder(root, shape, test_fraction, seed, strict):
         if test_classes != classes:
             raise ValueError(f"imagefolder:{root}: train classes {classes} differ from "
                              f"{test_name} classes {test_classes}")
-        train = _scan(train_dir, classes, strict, skipped)
-        test = _scan(test_dir, classes, strict, skipped)
+        # folders list files class by class: a fixed permutation makes a shuffle buffer, a
+        # calibration subset or a `take(n)` see every class
+        train = _permuted(_scan(train_dir, classes, strict, skipped), seed)
+        test = _permuted(_scan(test_dir, classes, strict, skipped), seed)
     else:
         classes, _ = _class_files(root)
         paths, labels = _scan(root, classes, strict, skipped)
