@@ -91,7 +91,8 @@ def datasets(root: Path, args):
                                                      shuffle=True, **load)
     train = train.map(lambda x, y: _augment_batch(x, y, args.augment), num_parallel_calls=tf.data.AUTOTUNE)
     train = train.map(lambda x, y: (_scale(x), y)).prefetch(tf.data.AUTOTUNE)
-    test = keras.utils.image_dataset_from_directory(root / "test", batch_size=256, shuffle=False, **load)
+    # shuffled (with the seed) so that a --test-images subset covers every class
+    test = keras.utils.image_dataset_from_directory(root / "test", batch_size=256, shuffle=True, **load)
     if args.test_images:
         test = test.unbatch().take(args.test_images).batch(256)
     test = test.map(lambda x, y: (_scale(x), y)).cache()

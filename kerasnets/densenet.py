@@ -100,7 +100,8 @@ def _transition(x, compression, *, name):
 
 def _stem(x, config: DenseNetConfig):
     if config.stem == "cifar":  # no BN-ReLU: the first dense layer starts with them
-        return L.Conv2D(config.stem_channels, 3, padding="same", use_bias=False, name="stem_conv")(x)
+        return L.Conv2D(config.stem_channels, 3, padding="same", use_bias=False,
+                        name="stem_conv")(x)
     x = blocks.conv_bn(x, config.stem_channels, 7, strides=2, name="stem")
     return L.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
 
@@ -110,9 +111,10 @@ def _reject_variant_kwargs(kwargs, name):
         raise TypeError(f"{name} takes no variant arguments, got {', '.join(sorted(kwargs))}")
 
 
-def _densenet(config: DenseNetConfig, *, input_shape, classes, include_top, pooling,
-              classifier_activation, name, **kwargs) -> keras.Model:
+def _densenet(name, *, input_shape, classes, include_top, pooling, classifier_activation,
+              **kwargs) -> keras.Model:
     _reject_variant_kwargs(kwargs, name)
+    config = CONFIGS[name]
     inputs = blocks.model_input(input_shape)
     x = _stem(inputs, config)
     last = len(config.block_layers)
@@ -127,36 +129,40 @@ def _densenet(config: DenseNetConfig, *, input_shape, classes, include_top, pool
     return keras.Model(inputs, x, name=name)
 
 
-@register_model(
-    paper="arXiv 1608.06993", params=1.0e6, macs=266.5e6, input_shape=(32, 32, 3), classes=10,
-    min_size=4,
-    source="paper Table 2 (params); Network Slimming (arXiv 1708.06519) Table 1: 5.33e8 FLOPs = 2 x MACs",
-    notes="L=40, k=12, no bottleneck or compression, 16-channel stem (official code, first version)")
+_PAPER = "arXiv 1608.06993"
+
+
+@register_model(paper=_PAPER, params=1.0e6, macs=266.5e6, input_shape=(32, 32, 3), classes=10,
+                min_size=4,
+                source="paper Table 2 (1.0M params); Network Slimming (arXiv 1708.06519) "
+                       "Table 1: 5.33e8 FLOPs, i.e. 266.5M MACs at 2 FLOPs per MAC",
+                notes="L=40, k=12, no bottleneck or compression; 16-channel stem of the official "
+                      "code's first version (1.02M params, 264.8M MACs)")
 def densenet40_k12_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
                          **kwargs) -> keras.Model:
-    return _densenet(CONFIGS["densenet40_k12_cifar"], input_shape=input_shape, classes=classes,
+    return _densenet("densenet40_k12_cifar", input_shape=input_shape, classes=classes,
                      include_top=include_top, pooling=pooling,
-                     classifier_activation=classifier_activation, name="densenet40_k12_cifar", **kwargs)
+                     classifier_activation=classifier_activation, **kwargs)
 
 
-@register_model(
-    paper="arXiv 1608.06993", params=0.8e6, macs=288e6, input_shape=(32, 32, 3), classes=10,
-    min_size=4, source="paper Table 2 (params); MACs counted on the official code's structure (287.9M)",
-    notes="DenseNet-BC, L=100, k=12, theta=0.5; the paper publishes no FLOPs for it")
+@register_model(paper=_PAPER, params=0.8e6, macs=288e6, input_shape=(32, 32, 3), classes=10,
+                min_size=4,
+                source="paper Table 2 (0.8M params); MACs counted on the official code's "
+                       "structure (287.9M; the paper gives none)",
+                notes="DenseNet-BC, L=100, k=12, theta=0.5, 2k = 24-channel stem")
 def densenet_bc_100_k12_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
                               **kwargs) -> keras.Model:
-    return _densenet(CONFIGS["densenet_bc_100_k12_cifar"], input_shape=input_shape, classes=classes,
+    return _densenet("densenet_bc_100_k12_cifar", input_shape=input_shape, classes=classes,
                      include_top=include_top, pooling=pooling,
-                     classifier_activation=classifier_activation, name="densenet_bc_100_k12_cifar",
-                     **kwargs)
+                     classifier_activation=classifier_activation, **kwargs)
 
 
-@register_model(
-    paper="arXiv 1608.06993", params=7.98e6, macs=2.87e9, input_shape=(224, 224, 3), classes=1000,
-    min_size=32, source="keras applications DenseNet121 (trainable params); MACs of that structure",
-    notes="blocks 6-12-24-16, k=32, BC with theta=0.5; min_size is the total stride")
+@register_model(paper=_PAPER, params=7.98e6, macs=2.87e9, input_shape=(224, 224, 3),
+                classes=1000, min_size=32,
+                source="keras applications DenseNet121 (7,978,856 trainable params); 2.87G MACs",
+                notes="blocks 6-12-24-16, k=32, BC with theta=0.5; min_size is the total stride")
 def densenet121(*, input_shape, classes, include_top, pooling, classifier_activation,
                 **kwargs) -> keras.Model:
-    return _densenet(CONFIGS["densenet121"], input_shape=input_shape, classes=classes,
+    return _densenet("densenet121", input_shape=input_shape, classes=classes,
                      include_top=include_top, pooling=pooling,
-                     classifier_activation=classifier_activation, name="densenet121", **kwargs)
+                     classifier_activation=classifier_activation, **kwargs)

@@ -35,7 +35,7 @@ import dataclasses
 import tf_keras as keras
 
 from kerasnets import blocks
-from kerasnets.condensenet import conv_initializer, learned_group_conv
+from kerasnets.condensenet import conv_initializer, group_conv, learned_group_conv
 from kerasnets.registry import register_model
 
 L = keras.layers
@@ -66,8 +66,7 @@ def _dense_layer(x, growth, config, *, condensing, group_lasso, name):
                              group_lasso=group_lasso, name=f"{name}_1_lgc")
     new = blocks.batch_norm(new, name=f"{name}_2_bn")
     new = blocks.activation(new, "relu6", name=f"{name}_2_relu6")
-    new = L.Conv2D(growth, 3, padding="same", groups=config.groups_3x3, use_bias=False,
-                   kernel_initializer=conv_initializer(), name=f"{name}_2_conv")(new)
+    new = group_conv(new, growth, 3, groups=config.groups_3x3, condensing=condensing, name=f"{name}_2_conv")
     return L.Concatenate(name=f"{name}_concat")([x, new])
 
 
