@@ -106,10 +106,10 @@ def test_targets_parse_with_units():
         structured.Target.parse("macs=6Q")
 
 
-@pytest.mark.parametrize("target", ["macs=6M", "peak_ram=30kB"])
-def test_budget_mode_meets_the_target(target):
+@pytest.mark.parametrize("method, target", [("l1", "macs=6M"), ("complexity_ma", "peak_ram=30kB")])
+def test_budget_mode_meets_the_target(method, target):
     model, _ = _resnet8()
-    pruned, summary = prune.compress(model, "l1", target=target)
+    pruned, summary = prune.compress(model, method, target=target)
     goal = structured.Target.parse(target)
     assert structured.measure(pruned, goal.key) <= goal.value
     assert 0 < summary["ratio"] < 0.95

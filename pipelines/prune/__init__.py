@@ -70,13 +70,19 @@ def _scores(method, graph):
 
 
 def _data_free(model, request: Request, graph):
-    scores = _scores(request.method, graph)
-    if request.target is not None:
-        return prune_to_target(model, scores, request.target, graph=graph)
     if request.method.startswith("complexity_"):
         mode = request.method.split("_")[1]
-        return complexity.prune(model, request.ratio, mode, graph=graph), request.ratio
-    return prune_by_scores(model, scores, request.ratio, graph=graph), request.ratio
+        pruner = lambda ratio: complexity.prune(model, ratio, mode, graph=graph)  # noqa: E731
+    else:
+        scores = _scores(request.method, graph)
+        pruner = lambda ratio: prune_by_scores(model, scores, ratio, graph=graph)  # noqa: E731
+    return _ratio_or_target(model, pruner, request)
+
+
+def _ratio_or_target(model, pruner, request: Request):
+    if request.target is not None:
+        return prune_to_target(model, pruner, request.target)
+    return pruner(request.ratio), request.ratio
 
 
 def _train(model, data, out_dir, epochs, config):
@@ -90,19 +96,7 @@ def _qsfm(model, request, graph, data):
     from kerasnets.pipelines.data import representative_images
 
     images = representative_images(data, 64)
-    if request.target is None:
-        return qsfm.prune(model, images, request.ratio, graph=graph), request.ratio
-    low, high, best = 0.0, 0.95, None
-    for _ in range(10):
-        mid = (low + high) / 2
-        candidate = qsfm.prune(model, images, mid, graph=graph)
-        if structured.measure(candidate, request.target.key) <= request.target.value:
-            best, high = candidate, mid
-        else:
-            low = mid
-    if best is None:
-        raise ValueError(f"target {request.target.key}={request.target.value:g} is out of reach")
-    return best, high
+    return _ratio_or_target(model, lambda ratio: qsfm.prune(model, images, ratio, graph=graph), request)
 
 
 def _sparsity(model, request, data, work, config):

@@ -155,14 +155,13 @@ def measure(model, key: str) -> float:
             "peak_ram": stats["peak_activation_bytes"]}[key]
 
 
-def prune_to_target(model, scores: dict, target: Target, *, scope="layer", graph=None,
-                    max_ratio=0.95, steps=12) -> tuple[keras.Model, float]:
-    """The least-pruned model (bisection on the ratio) that meets `target`; returns it and the
-    ratio it took. Raises ValueError when even `max_ratio` cannot meet it."""
-    graph = graph or analyse(model)
+def prune_to_target(model, pruner: Callable, target: Target, *, max_ratio=0.95,
+                    steps=12) -> tuple[keras.Model, float]:
+    """The least-pruned model `pruner(ratio)` (bisection on the ratio) that meets `target`;
+    returns it and the ratio it took. Raises ValueError when even `max_ratio` cannot meet it."""
     if measure(model, target.key) <= target.value:
         return model, 0.0
-    best = prune_by_scores(model, scores, max_ratio, scope=scope, graph=graph)
+    best = pruner(max_ratio)
     reached = measure(best, target.key)
     if reached > target.value:
         raise ValueError(f"target {target.key}={target.value:g} is out of reach: pruning "
@@ -171,7 +170,7 @@ def prune_to_target(model, scores: dict, target: Target, *, scope="layer", graph
     low, high = 0.0, max_ratio
     for _ in range(steps):
         mid = (low + high) / 2
-        candidate = prune_by_scores(model, scores, mid, scope=scope, graph=graph)
+        candidate = pruner(mid)
         if measure(candidate, target.key) <= target.value:
             best, high = candidate, mid
         else:
