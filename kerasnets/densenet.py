@@ -32,7 +32,7 @@ import dataclasses
 import tf_keras as keras
 
 from kerasnets import blocks
-from kerasnets.registry import register_model
+from kerasnets.registry import register_model, reject_extra_kwargs
 
 L = keras.layers
 
@@ -106,14 +106,9 @@ def _stem(x, config: DenseNetConfig):
     return L.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
 
 
-def _reject_variant_kwargs(kwargs, name):
-    if kwargs:
-        raise TypeError(f"{name} takes no variant arguments, got {', '.join(sorted(kwargs))}")
-
-
 def _densenet(name, *, input_shape, classes, include_top, pooling, classifier_activation,
               **kwargs) -> keras.Model:
-    _reject_variant_kwargs(kwargs, name)
+    reject_extra_kwargs(name, kwargs)
     config = CONFIGS[name]
     inputs = blocks.model_input(input_shape)
     x = _stem(inputs, config)

@@ -29,7 +29,7 @@ import dataclasses
 import tf_keras as keras
 
 from kerasnets import blocks
-from kerasnets.registry import register_model
+from kerasnets.registry import register_model, reject_extra_kwargs
 
 L = keras.layers
 ACT = "relu6"
@@ -122,14 +122,9 @@ def _stem(x, config: HarDNetConfig):
     return _downsample(x, depthwise=config.depthwise, pool_size=3, name="stem_down")
 
 
-def _reject_variant_kwargs(kwargs, name):
-    if kwargs:
-        raise TypeError(f"{name} takes no variant arguments, got {', '.join(sorted(kwargs))}")
-
-
 def _hardnet(name, *, input_shape, classes, include_top, pooling, classifier_activation,
              **kwargs) -> keras.Model:
-    _reject_variant_kwargs(kwargs, name)
+    reject_extra_kwargs(name, kwargs)
     config = CONFIGS[name]
     inputs = blocks.model_input(input_shape)
     x = _stem(inputs, config)

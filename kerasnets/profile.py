@@ -99,17 +99,20 @@ def _live(size, last_use, index, step):
     return [owner for owner in size if index[owner] <= step <= last_use.get(owner, index[owner])]
 
 
+def _live_bytes_per_step(model, size, last_use, index) -> list[int]:
+    return [sum(size[o] for o in _live(size, last_use, index, i)) for i in range(len(model.layers))]
+
+
 def _peak_activation(model) -> tuple[int, list[int]]:
     """Peak int8 bytes of live activations (batch 1) and the live bytes at each layer."""
-    size, last_use, index = _buffers(model)
-    live_per_layer = [sum(size[o] for o in _live(size, last_use, index, i)) for i in range(len(model.layers))]
+    live_per_layer = _live_bytes_per_step(model, *_buffers(model))
     return max(live_per_layer), live_per_layer
 
 
 def peak_live_layers(model: keras.Model) -> list[str]:
     """Names of the layers whose output buffers are live when activation memory peaks."""
     size, last_use, index = _buffers(model)
-    _, live_per_layer = _peak_activation(model)
+    live_per_layer = _live_bytes_per_step(model, size, last_use, index)
     step = int(max(range(len(live_per_layer)), key=live_per_layer.__getitem__))
     by_id = {id(layer): layer.name for layer in model.layers}
     return [by_id[owner] for owner in _live(size, last_use, index, step)]

@@ -4,17 +4,14 @@ from __future__ import annotations
 import os
 
 
-def _model(model_name, keras_file, input_size, classes, channels):
+def _model(model_name, keras_file, input_size, classes):
     import kerasnets
     from kerasnets.tools import export
 
     if keras_file:
         return export.load_keras(keras_file)
     info = kerasnets.model_info(model_name)
-    shape = None
-    if input_size or channels:
-        side = input_size or info.input_shape[0]
-        shape = (side, side, channels or info.input_shape[2])
+    shape = None if not input_size else (input_size, input_size, info.input_shape[2])
     return kerasnets.create_model(model_name, input_shape=shape, classes=classes)
 
 
@@ -28,12 +25,11 @@ def run(*, model=None, keras_file=None, method, ratio=None, target=None, dataset
     prune.Request(method, ratio, target, int(epochs or 0),
                   "scratch" if from_scratch else "finetune")  # bad flags fail before any work
     images = None
+    net = _model(model, keras_file, input_size, classes)
     if dataset:
-        probe = _model(model, keras_file, input_size, classes, None)
-        images = data_mod.load(dataset, image_shape=probe.input_shape[1:])
-        if classes is None and keras_file is None and len(images.classes) != probe.output_shape[-1]:
-            classes = len(images.classes)
-    net = _model(model, keras_file, input_size, classes, None)
+        images = data_mod.load(dataset, image_shape=net.input_shape[1:])
+        if classes is None and keras_file is None and len(images.classes) != net.output_shape[-1]:
+            net = _model(model, keras_file, input_size, len(images.classes))  # head for the data
     config = {"batch_size": batch_size} if batch_size else None
     result, summary = prune.compress(net, method, ratio=ratio, target=target, data=images,
                                      epochs=epochs or 0,

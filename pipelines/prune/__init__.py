@@ -61,12 +61,7 @@ class Request:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
 
 
-def _scores(method, graph):
-    if method == "l1" or method.startswith("complexity_"):
-        return l1.scores(graph)
-    if method == "bn":
-        return bn.scores(graph)
-    raise AssertionError(method)
+_DATA_FREE_SCORES = {"l1": l1.scores, "bn": bn.scores}
 
 
 def _data_free(model, request: Request, graph):
@@ -74,7 +69,7 @@ def _data_free(model, request: Request, graph):
         mode = request.method.split("_")[1]
         pruner = lambda ratio: complexity.prune(model, ratio, mode, graph=graph)  # noqa: E731
     else:
-        scores = _scores(request.method, graph)
+        scores = _DATA_FREE_SCORES[request.method](graph)
         pruner = lambda ratio: prune_by_scores(model, scores, ratio, graph=graph)  # noqa: E731
     return _ratio_or_target(model, pruner, request)
 

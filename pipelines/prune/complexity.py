@@ -8,14 +8,12 @@ architecture is meant to be trained directly (`strategy="scratch"`), with no ran
 from __future__ import annotations
 
 import numpy as np
-import tf_keras as keras
 
 import kerasnets
 from kerasnets.profile import peak_live_layers
 from kerasnets.pipelines.prune.graph import ChannelGraph
 from kerasnets.pipelines.prune.structured import check_ratio, filter_norms
 
-L = keras.layers
 MODES = {"pa": "params", "fa": "macs", "ma": "peak_ram"}
 
 
