@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -52,3 +55,25 @@ def measure_arena(tflite: bytes, arena_size: int | None = None) -> int:
     if not match:
         raise RuntimeError(f"TFLite Micro printed no arena total; it printed: {report[:500]!r}")
     return int(match.group(1))
+
+
+def measure_arena_in_child(tflite: bytes, timeout: float = 1800) -> int:
+    """measure_arena in a fresh process. TFLite Micro aborts the whole process on some failures
+    (and its allocator state can outlive an interpreter), so a long loop over many models, like
+    `kerasnets zoo`, measures each one in isolation and turns a crash into an exception."""
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+        f.write(tflite)
+        f.flush()
+        # Run by path, not as a package module: the child must not import TensorFlow.
+        done = subprocess.run([sys.executable, __file__, f.name], capture_output=True, text=True,
+                              timeout=timeout)
+    if done.returncode:
+        cause = (f"killed by {signal.Signals(-done.returncode).name}" if done.returncode < 0
+                 else f"exit status {done.returncode}")
+        raise RuntimeError(f"TFLite Micro arena measurement failed ({cause}): {done.stderr[-800:]}")
+    return int(done.stdout.split()[-1])
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1], "rb") as model_file:
+        print(measure_arena(model_file.read()))

@@ -8,6 +8,9 @@ from kerasnets.pipelines.tflite_file import Graph, Op
 
 _EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}  # float <-> int8 at the model's edges is legitimate
 _DYNAMIC_SHAPE_OPS = {"SHAPE", "PACK"}
+# TFLite Micro's int8 softmax rescales its input by beta * scale * 2**26 and checks (TFLITE_CHECK,
+# an abort of the whole process, no error code) that the factor exceeds 1.
+_SOFTMAX_MIN_INPUT_SCALE = 2.0 ** -26
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,10 +26,14 @@ class Finding:
 
 
 def layer_of(op: Op) -> str:
-    """Keras layer an op came from, read off its output tensor name ('model/layer/Op;...')."""
-    name = op.outputs[0].name if op.outputs else ""
-    parts = name.split(";")[0].split("/")
-    return parts[1] if len(parts) > 2 else (parts[0] or f"op #{op.index}")
+    """Keras layer an op came from, read off its tensor names ('model/layer/Op;...'): the output's,
+    or for an op writing a model output (named 'StatefulPartitionedCall:0') its input's."""
+    tensors = list(op.outputs) + [t for t in op.inputs if not t.is_constant]
+    for tensor in tensors:
+        parts = tensor.name.split(";")[0].split("/")
+        if len(parts) > 2:
+            return parts[1]
+    return f"op #{op.index}"
 
 
 def _is_float(tensor):
@@ -59,6 +66,15 @@ def _check_op(op: Op) -> list[Finding]:
         elif floats:
             found.append(Finding("error", op.name, layer, "float op in an integer model.",
                                  "export with --mode int8 (full integer, int8 input/output)"))
+    if base == "SOFTMAX" and op.inputs and op.inputs[0].dtype == "int8" and \
+            op.inputs[0].scale is not None and op.inputs[0].scale <= _SOFTMAX_MIN_INPUT_SCALE:
+        found.append(Finding("error", op.name, layer,
+                             f"int8 softmax input scale {op.inputs[0].scale:.3g} is at or below 2^-26: "
+                             "TFLite Micro's softmax aborts the process in Prepare (the logits "
+                             "span almost no range).",
+                             "calibrate with representative data on a trained model (an untrained "
+                             "net's logits are near-constant), or export without the softmax "
+                             "(classifier_activation=None)"))
     if base in _DYNAMIC_SHAPE_OPS:
         found.append(Finding("warning", op.name, layer, "shape arithmetic left by a dynamic batch size "
                              "(wastes flash; some TFLite Micro ports lack the op).",

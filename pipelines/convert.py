@@ -66,6 +66,22 @@ def export(model: keras.Model, mode: str = "int8", calibration=None, *, io_type:
     return converter.convert()
 
 
+def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
+    """Set every BatchNorm's moving statistics to those of one forward pass over `images`.
+
+    For untrained nets only (zoo tables, tests, architecture searches): random-init statistics
+    let activations shrink or grow layer after layer, so int8 scales collapse and the logits of
+    a deep net can span ~1e-9 — which TFLite Micro's softmax refuses by aborting.
+    """
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(images, training=True)
+    for layer, momentum in zip(norms, saved):
+        layer.momentum = momentum
+
+
 def to_int8(model: keras.Model, calibration: Iterable[np.ndarray] | np.ndarray) -> bytes:
     """Full-integer int8 .tflite bytes (int8 input and output) calibrated on `calibration` images
     (an array N,H,W,C or an iterable of such arrays); TFLITE_BUILTINS_INT8 only, no Flex ops."""

@@ -9,6 +9,7 @@ import tf_keras as keras  # noqa: E402
 
 import kerasnets  # noqa: E402
 from kerasnets.pipelines import data  # noqa: E402
+from kerasnets.pipelines.convert import calibrate_batchnorm  # noqa: E402,F401  (tests import it from here)
 
 
 # Variants whose whole-registry checks (int8 chain, pruning) are too heavy to repeat in every
@@ -41,18 +42,6 @@ def small_input_shape(name):
 def _seeded():
     """Every test starts from the same random state: fresh weights, shuffles and dropout repeat."""
     keras.utils.set_random_seed(0)
-
-
-def calibrate_batchnorm(model, images):
-    """Set every BatchNorm's moving statistics to those of one forward pass over `images`, so an
-    untrained net has well-scaled activations (random-init statistics make int8 outputs flat)."""
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    saved = [layer.momentum for layer in norms]
-    for layer in norms:
-        layer.momentum = 0.0
-    model(images, training=True)
-    for layer, momentum in zip(norms, saved):
-        layer.momentum = momentum
 
 
 @pytest.fixture(scope="session")

@@ -31,11 +31,17 @@ def test_zoo_writes_the_documented_csv(tmp_path):
     assert "resnet8" in result.stdout
 
 
-def test_zoo_input_size_and_bad_filter(tmp_path):
+def test_zoo_input_size_merges_into_the_existing_table(tmp_path):
     out = tmp_path / "zoo.csv"
+    kept = dict.fromkeys(ZOO_COLUMNS, "1") | {"model": "aaa_earlier_run", "input": "32x32x3"}
+    with out.open("w", newline="") as table:
+        writer = csv.DictWriter(table, fieldnames=ZOO_COLUMNS)
+        writer.writeheader()
+        writer.writerow(kept)
     result = kerasnets("zoo", "--filter=resnet8", "--input-size=40", f"--out={out}", "--runs=2")
     assert result.returncode == 0, result.stderr
-    assert next(csv.DictReader(out.open()))["input"] == "40x40x3"
+    rows = list(csv.DictReader(out.open()))
+    assert rows[0] == kept and rows[1]["model"] == "resnet8" and rows[1]["input"] == "40x40x3"
     bad = kerasnets("zoo", "--filter=nosuchnet*", f"--out={out}")
     assert bad.returncode == 2 and "matches no model" in bad.stderr
 

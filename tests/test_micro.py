@@ -83,6 +83,7 @@ def test_arena_is_the_interpreters_and_runs_with_the_generated_size(exported):
     _, tflite, out, report = exported
     written = json.loads((out / "arena.json").read_text())
     assert written["arena_bytes"] == report["arena_bytes"] == arena.measure_arena(tflite)
+    assert arena.measure_arena_in_child(tflite) == report["arena_bytes"]
     assert written["headroom_bytes"] >= codegen.MIN_HEADROOM
     interpreter = arena.micro_interpreter(tflite, written["arena_bytes"] + written["headroom_bytes"])
     details = interpreter.get_input_details(0)
@@ -148,3 +149,20 @@ def test_max_arena_is_enforced(exported, tmp_path):
 def test_corrupt_model_is_named(tmp_path):
     with pytest.raises(ValueError, match="broken.tflite is a corrupt or truncated TFLite model"):
         codegen.emit(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 40, tmp_path, "broken.tflite")
+
+
+def test_arena_measured_in_a_child_reports_a_crash_as_an_error():
+    with pytest.raises(RuntimeError, match="arena measurement failed"):
+        arena.measure_arena_in_child(b"not a model")
+
+
+def test_lint_refuses_a_softmax_tflite_micro_would_abort_on(tmp_path):
+    inp = keras.Input((8, 8, 3))
+    x = L.GlobalAveragePooling2D()(L.Conv2D(4, 3, name="conv")(inp))
+    head = L.Dense(10, activation="softmax", name="head")
+    model = keras.Model(inp, head(x))
+    head.set_weights([w * 1e-9 for w in head.get_weights()])  # logits spanning ~1e-9
+    tflite = convert.to_int8(model, np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype("float32"))
+    with pytest.raises(codegen.MicroExportError, match=r"SOFTMAX \(layer head\).*softmax input scale"):
+        codegen.emit(tflite, tmp_path / "out", "flat_logits")
+    assert not (tmp_path / "out").exists()

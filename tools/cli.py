@@ -75,18 +75,20 @@ def _zoo() -> int:
 
     names = zoo.select(FLAGS.filter)
     machine = bench.machine_name()
+    out = FLAGS.out or "results/zoo.csv"
     rows, failures = [], []
     progress = tqdm(names, desc="zoo", unit="model", file=sys.stderr)
     for name in progress:
         progress.set_postfix_str(name)
         try:
-            rows.append(zoo.zoo_row(name, FLAGS.input_size, runs=FLAGS.runs, machine=machine))
+            row = zoo.zoo_row(name, FLAGS.input_size, runs=FLAGS.runs, machine=machine)
         except ValueError as error:  # e.g. an --input_size below the model's minimum
             failures.append(f"{name}: {error}")
-    out = FLAGS.out or "results/zoo.csv"
-    zoo.write_csv(rows, out)
+            continue
+        rows.append(row)
+        zoo.merge_row(out, row)
     _print_table(rows, zoo.COLUMNS[:-1])
-    print(f"\n{len(rows)} models on {machine}; written to {out}")
+    print(f"\n{len(rows)} models on {machine}; merged into {out}")
     for failure in failures:
         print(f"skipped {failure}", file=sys.stderr)
     return 1 if failures and not rows else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
+import warnings
 
 from kerasnets import create_model, list_models, model_info, profile
 from kerasnets.micro import arena
@@ -33,16 +34,41 @@ def zoo_row(name: str, input_size: int | None = None, *, runs: int = 30, machine
     at_default = tuple(shape) == info.input_shape
     size_ok = _within(stats["params"], info.params) and (not at_default or _within(stats["macs"], info.macs))
     images, _ = data.digits_images(shape, CALIBRATION_IMAGES)
+    convert.calibrate_batchnorm(model, images)  # untrained weights: give int8 real ranges
     tflite = convert.to_int8(model, images)
-    latency = bench.litert_latency_ms(tflite, threads=1, runs=runs)
+    # Both measurements run in child processes: TFLite Micro can abort its process, and one
+    # model's interpreter must not leave state behind for the next.
+    latency = bench.measure_in_child(tflite, threads=1, runs=runs, xnnpack=True)
+    try:
+        arena_bytes = arena.measure_arena_in_child(tflite)
+    except RuntimeError as error:
+        warnings.warn(f"{name}: {error}")
+        arena_bytes = ""
     return {
         "model": name, "input": "x".join(str(d) for d in shape),
         "params": stats["params"], "macs": stats["macs"],
         "published_params": int(info.params), "published_macs": int(info.macs),
         "size_ok": size_ok, "int8_kb": round(len(tflite) / 1024, 1),
-        "arena_bytes": arena.measure_arena(tflite), "latency_ms": round(latency["median"], 3),
+        "arena_bytes": arena_bytes, "latency_ms": round(latency["median"], 3),
         "machine": machine,
     }
+
+
+def read_csv(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as table:
+        return list(csv.DictReader(table))
+
+
+def merge_row(path: str, row: dict) -> list[dict]:
+    """Put `row` into the table at `path`, replacing the row of the same model and input, and
+    save at once: a subset run updates its rows only, and an interrupted run keeps the rows done."""
+    rows = [r for r in read_csv(path) if (r["model"], r["input"]) != (row["model"], row["input"])]
+    rows.append(row)
+    rows.sort(key=lambda r: (r["model"], r["input"]))
+    write_csv(rows, path)
+    return rows
 
 
 def write_csv(rows: list[dict], path: str) -> None:
