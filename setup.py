@@ -34,7 +34,7 @@ setup(
         "matplotlib",
         "tensorboard",
     ],
-    extras_require={"test": ["pytest", "pytest-xdist"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "opencv-python-headless"]},
     package_data={"kerasnets.micro": ["firmware/*"]},
     entry_points={"console_scripts": ["kerasnets=kerasnets.tools.cli:run"]},
 )

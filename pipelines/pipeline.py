@@ -250,7 +250,7 @@ def stage_qat(run, cfg, ctx):
 
 
 def stage_export(run, cfg, ctx):
-    from kerasnets.pipelines import convert, data as data_mod
+    from kerasnets.pipelines import convert, data as data_mod, metadata
 
     data = ctx["data"]
     source = "qat/last.keras" if cfg.qat.enabled else "train/last.keras"
@@ -258,8 +258,10 @@ def stage_export(run, cfg, ctx):
     calibration = data_mod.representative_images(data, int(cfg.export.calibration_images))
     os.makedirs(run.file("export"), exist_ok=True)
     artefacts, metrics = [], {}
+    info = metadata.ImageClassifierInfo(name=cfg.model, labels=tuple(data.classes),
+                                        description=f"{cfg.model} trained on {cfg.data.dataset} by kerasnets run")
     for mode in cfg.export.modes:
-        tflite = convert.export(model, mode, calibration)
+        tflite = metadata.attach(convert.export(model, mode, calibration), info)
         name = f"export/model_{mode}.tflite"
         with open(run.file(name), "wb") as f:
             f.write(tflite)
@@ -272,11 +274,12 @@ def stage_export(run, cfg, ctx):
 
 def stage_micro(run, cfg, ctx):
     from kerasnets.micro import codegen
+    from kerasnets.pipelines import metadata
 
     if not cfg.micro.enabled or "int8" not in cfg.export.modes:
         return [], {}
     with open(run.file("export", "model_int8.tflite"), "rb") as f:
-        tflite = f.read()
+        tflite = metadata.strip(f.read())  # labels go into the settings header, not into flash twice
     report = codegen.emit(tflite, run.file("micro"), cfg.model, labels=ctx["data"].classes,
                           max_arena=int(cfg.micro.max_arena) or None)
     return [f"micro/{name}" for name in report["files"]], {"arena_bytes": report["arena_bytes"],

@@ -12,6 +12,12 @@ command -v "$PYTHON" >/dev/null || { echo "bootstrap: $PYTHON not found; install
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".${extras}"
+if [[ -n "$extras" ]]; then
+  # MediaPipe's image classifier is the tests' independent reader of the TFLite metadata kerasnets
+  # writes. Its wheel pins an absl-py that TFMOT refuses, and the tests use only its Tasks C
+  # library, so it goes in without its dependencies (OpenCV comes with the test extras).
+  .venv/bin/python -m pip install -q --no-deps "mediapipe==1.2.3"
+fi
 
 need=()
 command -v g++ >/dev/null || need+=(g++)

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -66,3 +67,31 @@ def test_cli_errors_are_clear(args, message):
     result = kerasnets(*args)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_export_int8_with_micro_sources_and_metadata(tmp_path):
+    from kerasnets.pipelines import metadata
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class {i}\n" for i in range(10)))
+    out = tmp_path / "out"
+    result = kerasnets("export", "--model=resnet8", "--mode=int8", "--micro", f"--labels={labels}",
+                       f"--out={out}")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["parity"] and summary["metadata"]["labels"] == 10
+    tflite = (out / "resnet8.tflite").read_bytes()
+    assert metadata.read(tflite)["labels"] == [f"class {i}" for i in range(10)]
+    arena = json.loads((out / "micro" / "arena.json").read_text())
+    assert arena["arena_bytes"] > 0 and "CONV_2D" in arena["ops"]
+    # The microcontroller's copy carries no metadata: the C array is the plain model.
+    source = (out / "micro" / "resnet8_model_data.cc").read_text()
+    flashed = int(re.search(r"g_resnet8_model_data_size = (\d+);", source).group(1))
+    assert flashed <= len(metadata.strip(tflite)) < len(tflite)
+
+
+def test_export_fp32_parity_gate(tmp_path):
+    result = kerasnets("export", "--model=resnet8", "--mode=fp32", f"--out={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["parity"]["max_abs_diff"] <= 1e-4 and summary["mode"] == "fp32"

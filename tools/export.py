@@ -7,7 +7,7 @@ import tempfile
 
 import numpy as np
 
-from kerasnets.pipelines import convert, data as data_mod, tflite_file
+from kerasnets.pipelines import convert, data as data_mod, metadata, tflite_file
 
 FP32_TOLERANCE = 1e-4
 PARITY_IMAGES = 64
@@ -89,6 +89,14 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
         micro_report = codegen.emit(tflite, os.path.join(out_dir, "micro"), name, labels=labels,
                                     max_arena=max_arena, golden_input=golden)
         summary["micro"] = {k: micro_report[k] for k in ("arena_bytes", "headroom_bytes", "files")}
+    if len(graph.outputs[0].shape) == 2:  # a classifier: Task Library / MediaPipe metadata
+        classes = graph.outputs[0].shape[-1]
+        info = metadata.ImageClassifierInfo(
+            name=name, labels=tuple(labels) if labels else tuple(str(i) for i in range(classes)),
+            description=f"{name}, {mode} TFLite ({io_type if mode == 'int8' else 'float'} input), "
+                        "from kerasnets")
+        tflite = metadata.attach(tflite, info)
+        summary["metadata"] = {"labels": len(info.labels), "mean": info.mean, "std": info.std}
     path = os.path.join(out_dir, f"{codegen_name(name)}.tflite")
     _atomic_write(path, tflite)
     summary["tflite"] = path
