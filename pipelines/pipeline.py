@@ -1,4 +1,4 @@
-"""The one-command pipeline: data -> train -> [QAT] -> export -> micro -> bench -> report.
+"""The one-command pipeline: data -> train -> [compress] -> [QAT] -> export -> micro -> bench -> report.
 
 Each stage is a plain function of the run config and the earlier stages' artefacts; this module
 only composes them. Every stage writes into `runs/<name>/` and records in `manifest.json` its
@@ -20,7 +20,7 @@ import numpy as np
 
 log = logging.getLogger("kerasnets.pipeline")
 
-STAGES = ("data", "train", "qat", "export", "micro", "bench", "report")
+STAGES = ("data", "train", "compress", "qat", "export", "micro", "bench", "report")
 
 
 def default_config():
@@ -36,6 +36,10 @@ def default_config():
         "data": {"dataset": "digits", "input_size": 32, "channels": 0, "data_dir": "",
                  "strict": False, "test_fraction": 0.2, "seed": 0},
         "train": {**train.DEFAULTS, "epochs": 12, "batch_size": 64, "augment": ["crop"]},
+        # method "" skips compression; ratio or target (e.g. "macs=5M", "peak_ram=64kB") as in
+        # `kerasnets compress`; epochs of fine-tuning (or of training from scratch)
+        "compress": {"method": "", "ratio": 0.0, "target": "", "epochs": 1, "from_scratch": False,
+                     "strength": 0.0},
         "qat": {"enabled": False, "epochs": 1, "lr": 1e-4},
         "export": {"modes": ["int8"], "calibration_images": 200},
         "micro": {"enabled": True, "max_arena": 0},
@@ -236,11 +240,34 @@ def _load_model(path):
     return load_keras(path)
 
 
+def _trained_model_file(cfg) -> str:
+    """The model the later stages start from: the compressed one when compression is on."""
+    return "compress/last.keras" if cfg.compress.method else "train/last.keras"
+
+
+def stage_compress(run, cfg, ctx):
+    from kerasnets.pipelines import prune, train
+
+    if not cfg.compress.method:
+        return [], {}
+    data = ctx["data"]
+    model, summary = prune.compress(
+        _load_model(run.file("train", "last.keras")), cfg.compress.method,
+        ratio=float(cfg.compress.ratio) or None, target=cfg.compress.target or None, data=data,
+        epochs=int(cfg.compress.epochs), strategy="scratch" if cfg.compress.from_scratch else "finetune",
+        out_dir=run.file("compress"), config=dict(cfg.train), strength=float(cfg.compress.strength) or None)
+    model.save(run.file("compress", "last.keras"))
+    _write_json(run.file("compress", "summary.json"), summary)
+    return ["compress/last.keras", "compress/summary.json"], {
+        "top1_compressed": round(train.evaluate(model, data), 4), "params_compressed": summary["params_after"],
+        "macs_compressed": summary["macs_after"]}
+
+
 def stage_qat(run, cfg, ctx):
     from kerasnets.pipelines import quantize, train
 
     data = ctx["data"]
-    base = _load_model(run.file("train", "last.keras"))
+    base = _load_model(run.file(_trained_model_file(cfg)))
     if not cfg.qat.enabled:
         return [], {}
     qat_cfg = {**dict(cfg.train), "epochs": int(cfg.qat.epochs), "lr": float(cfg.qat.lr), "warmup_epochs": 0}
@@ -253,7 +280,7 @@ def stage_export(run, cfg, ctx):
     from kerasnets.pipelines import convert, data as data_mod, metadata
 
     data = ctx["data"]
-    source = "qat/last.keras" if cfg.qat.enabled else "train/last.keras"
+    source = "qat/last.keras" if cfg.qat.enabled else _trained_model_file(cfg)
     model = _load_model(run.file(source))
     calibration = data_mod.representative_images(data, int(cfg.export.calibration_images))
     os.makedirs(run.file("export"), exist_ok=True)
@@ -307,17 +334,18 @@ def stage_report(run, cfg, ctx):
     return files, {}
 
 
-_STAGE_FUNCTIONS = {"data": stage_data, "train": stage_train, "qat": stage_qat, "export": stage_export,
-                    "micro": stage_micro, "bench": stage_bench, "report": stage_report}
+_STAGE_FUNCTIONS = {"data": stage_data, "train": stage_train, "compress": stage_compress, "qat": stage_qat,
+                    "export": stage_export, "micro": stage_micro, "bench": stage_bench, "report": stage_report}
 # which config slices and upstream artefacts each stage depends on
 _DEPENDS = {
     "data": (["data"], []),
     "train": (["data", "model", "train"], ["data"]),
-    "qat": (["qat", "train"], ["train"]),
-    "export": (["export", "qat"], ["train", "qat"]),
+    "compress": (["compress", "train"], ["data", "train"]),
+    "qat": (["qat", "train", "compress"], ["train", "compress"]),
+    "export": (["export", "qat", "compress"], ["train", "compress", "qat"]),
     "micro": (["micro", "model"], ["export"]),
     "bench": (["bench"], ["export"]),
-    "report": ([], ["data", "train", "qat", "export", "micro", "bench"]),
+    "report": ([], ["data", "train", "compress", "qat", "export", "micro", "bench"]),
 }
 
 

@@ -56,6 +56,17 @@ def test_run_on_digits_writes_every_artefact_and_reruns_only_what_changed(tmp_pa
     changed = kerasnets("run", *QUICK, f"--out={out}", "--micro.enabled=false")
     assert "stage export: up to date, skipped" in changed.stderr and "stage micro: running" in changed.stderr
 
+    from kerasnets.pipelines import metadata
+
+    assert metadata.read((out / "export/model_int8.tflite").read_bytes())["labels"] == [str(i) for i in range(10)]
+    compressed = kerasnets("run", *QUICK, f"--out={out}", "--compress.method=bn", "--compress.ratio=0.3")
+    assert compressed.returncode == 0, compressed.stderr[-3000:]
+    assert "stage train: up to date, skipped" in compressed.stderr
+    assert "stage compress: running" in compressed.stderr and "stage export: running" in compressed.stderr
+    metrics = _stage_seconds(out)[1]["metrics"]
+    assert metrics["params_compressed"] < 0.75 * metrics["params"]
+    assert metrics["int8_kb"] < manifest["metrics"]["int8_kb"]
+
 
 def test_config_file_keys_are_validated(tmp_path):
     good = tmp_path / "run.yaml"
