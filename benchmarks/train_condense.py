@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import shlex
 import sys
 import tarfile
@@ -30,13 +29,14 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kerasnets import condensenet as cn
-from kerasnets.pipelines import augment
+from kerasnets.pipelines import augment, convert
+from kerasnets.tools.bench import machine_name
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = Path("/work/shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz")
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-COLUMNS = ["model", "epochs", "top1_train_model", "top1_condensed", "max_abs_diff", "params", "macs",
-           "machine", "command"]
+COLUMNS = ["model", "epochs", "train_images", "top1_train_model", "top1_condensed", "top1_condensed_int8",
+           "max_abs_diff", "params", "macs", "int8_kb", "seconds", "machine", "command"]
 
 
 def parse_args(argv=None):
@@ -134,11 +134,19 @@ def compare(training_model, condensed, test):
     return correct_train / count, correct_condensed / count, max_diff
 
 
+def _tflite_top1(tflite, test):
+    """Top-1 of the full-integer model over the test images (LiteRT)."""
+    interpreter = convert.litert_interpreter(tflite)
+    details = interpreter.get_input_details()[0]
+    correct = count = 0
+    for images, labels in test:
+        logits = convert.run_litert(tflite, convert.quantize_input(images.numpy(), details))
+        correct += int((logits.argmax(-1) == labels.numpy()).sum())
+        count += len(labels)
+    return correct / count
+
+
 # --- results -------------------------------------------------------------------------------------
-
-def machine() -> str:
-    return f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cpus, TF {tf.__version__})"
-
 
 def append_row(path: Path, row: dict) -> None:
     """Append to the CSV through a temporary file and a rename: never a half-written table."""
@@ -167,10 +175,13 @@ def run(args) -> list[dict]:
         condensed = cn.condense(model)
         top1_train, top1_condensed, max_diff = compare(model, condensed, test)
         stats = kerasnets.profile(condensed)
-        row = {"model": name, "epochs": args.epochs, "top1_train_model": f"{top1_train:.4f}",
-               "top1_condensed": f"{top1_condensed:.4f}", "max_abs_diff": f"{max_diff:.3g}",
-               "params": stats["params"], "macs": stats["macs"], "machine": machine(),
-               "command": command}
+        tflite = convert.to_int8(condensed, np.concatenate([x.numpy() for x, _ in train.take(3)]))
+        row = {"model": name, "epochs": args.epochs,
+               "train_images": _steps_per_epoch(train, args) * args.batch_size * args.epochs,
+               "top1_train_model": f"{top1_train:.4f}", "top1_condensed": f"{top1_condensed:.4f}",
+               "top1_condensed_int8": f"{_tflite_top1(tflite, test):.4f}", "max_abs_diff": f"{max_diff:.3g}",
+               "params": stats["params"], "macs": stats["macs"], "int8_kb": round(len(tflite) / 1024, 1),
+               "seconds": round(time.time() - start), "machine": machine_name(), "command": command}
         append_row(args.results, row)
         print(f"{name}: top-1 {top1_train:.4f} (training-time) / {top1_condensed:.4f} (condensed), "
               f"max |logit diff| {max_diff:.3g}, {time.time() - start:.0f} s", flush=True)
