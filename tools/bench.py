@@ -56,6 +56,16 @@ def measure_in_child(tflite: bytes, *, threads: int, runs: int, xnnpack: bool) -
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def keras_latency_in_child(keras_file: str, *, threads: int, runs: int) -> dict:
+    """fp32 Keras latency (batch 1, tf.function) of a saved model in a fresh process with
+    `threads` TensorFlow threads; adds that process's peak RSS in MB (TensorFlow included)."""
+    cmd = [sys.executable, "-m", "kerasnets.tools.keras_child", keras_file, str(threads), str(runs)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if done.returncode:
+        raise RuntimeError(f"Keras timing process failed: {done.stderr[-1000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def dense_conv_peak_gmacs(threads: int = 1) -> float:
     """This machine's int8 throughput on a 3x3 64->64 conv at 56x56 (GMAC/s): the roofline that
     each model's throughput is quoted against."""
@@ -75,6 +85,13 @@ def dense_conv_peak_gmacs(threads: int = 1) -> float:
 _PEAK_CACHE = {}
 
 
+def peak_gmacs(threads: int) -> float:
+    """dense_conv_peak_gmacs, measured once per thread count per process."""
+    if threads not in _PEAK_CACHE:
+        _PEAK_CACHE[threads] = dense_conv_peak_gmacs(threads)
+    return _PEAK_CACHE[threads]
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60]
 
@@ -88,15 +105,13 @@ def host_row(named_model, *, threads: int = 1, runs: int = 50, xnnpack: bool = T
     graph = tflite_file.read_tflite(tflite, source=name)
     timing = measure_in_child(tflite, threads=threads, runs=runs, xnnpack=xnnpack)
     macs = tflite_file.graph_macs(graph)
-    if threads not in _PEAK_CACHE:
-        _PEAK_CACHE[threads] = dense_conv_peak_gmacs(threads)
     gmacs = macs / (timing["median"] * 1e-3) / 1e9 if timing["median"] > 0 else 0.0
     shape = graph.inputs[0].shape
     return {
         "model": name, "input": "x".join(str(d) for d in shape[1:]), "mode": tflite_file.describe_mode(graph),
         "threads": threads, "xnnpack": xnnpack, "latency_ms_median": round(timing["median"], 4),
         "latency_ms_p90": round(timing["p90"], 4), "peak_rss_mb": timing["peak_rss_mb"], "macs": macs,
-        "gmacs_per_s": round(gmacs, 2), "peak_fraction": round(gmacs / _PEAK_CACHE[threads], 3),
+        "gmacs_per_s": round(gmacs, 2), "peak_fraction": round(gmacs / peak_gmacs(threads), 3),
         "machine": machine_name(), "command": command,
     }
 
