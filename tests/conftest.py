@@ -12,9 +12,10 @@ from kerasnets.pipelines import data  # noqa: E402
 from kerasnets.pipelines.convert import calibrate_batchnorm  # noqa: E402,F401  (tests import it from here)
 
 
-# Variants whose whole-registry checks (int8 chain, pruning) are too heavy to repeat in every
-# test run: each family's other members take the same code paths at a fraction of the cost, so
-# the default run covers every family; `pytest -m slow` runs these too.
+# Variants whose whole-registry checks (build with every head, serialisation, int8 chain,
+# pruning) are too heavy to repeat in every test run: each family's other members take the same
+# code paths at a fraction of the cost, so the default run covers every family; `pytest -m slow`
+# runs these too. Published params/MACs are checked on every variant in every run.
 HEAVY_VARIANTS = {
     "g_ghost_regnetx_040", "g_ghost_regnetx_080", "g_ghost_regnetx_160", "threshnet95",
     "triplenet_b", "hardnet68ds", "hardnet85", "densenet121", "condensenet74_g8",
@@ -22,6 +23,16 @@ HEAVY_VARIANTS = {
     "shufflenetv2_200", "shufflenet_g1", "shufflenet_g2", "shufflenet_g4", "shufflenet_g8",
     "shufflenetv2_100_cifar", "shufflenetv2_150_cifar", "augshufflenet_100_cifar",
     "augshufflenet_150_cifar", "resnet56_cifar",
+}
+
+
+# The int8 chain (QAT, one or two full conversions, TFLite Micro) is the costliest check of all:
+# the default run proves it on one variant of each family (two where a family's variants take
+# different code paths); `pytest -m slow` on every variant.
+CHAIN_HEAVY_VARIANTS = HEAVY_VARIANTS | {
+    "condensenet74_g4", "condensenet86_cifar", "condensenext_cifar", "densenet_bc_100_k12_cifar",
+    "ghost_resnet56_cifar", "ghost_vgg16_cifar", "hardnet68", "mgic_mobilenet_v3_small",
+    "shufflenet_g3", "shufflenetv2_050",
 }
 
 

@@ -6,8 +6,7 @@ import tf_keras as keras
 import kerasnets
 from kerasnets.pipelines import convert, quantize
 from conftest import (assert_same_outputs, calibrate_batchnorm, int8_outputs, registry_params,
-                      HEAVY_VARIANTS,
-                      small_input_shape)
+                      CHAIN_HEAVY_VARIANTS, HEAVY_VARIANTS, small_input_shape)
 
 MODELS = kerasnets.list_models()
 SIZE_TOLERANCE = 0.05
@@ -21,13 +20,15 @@ def test_zoo_is_populated():
     assert len(MODELS) >= 30, MODELS
 
 
-def test_every_family_keeps_a_variant_in_the_default_run():
+@pytest.mark.parametrize("heavy", [HEAVY_VARIANTS, CHAIN_HEAVY_VARIANTS])
+def test_every_family_keeps_a_variant_in_the_default_run(heavy):
     families = {kerasnets.model_info(n).paper for n in MODELS}
-    light = {kerasnets.model_info(n).paper for n in MODELS if n not in HEAVY_VARIANTS}
+    light = {kerasnets.model_info(n).paper for n in MODELS if n not in heavy}
     assert families == light, families - light
+    assert heavy <= set(MODELS), heavy - set(MODELS)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", registry_params(MODELS))
 def test_builds_with_heads_and_unique_names(name):
     classes = 7
     top = _build(name, classes=classes)
@@ -44,7 +45,7 @@ def test_builds_with_heads_and_unique_names(name):
         assert pooled.output_shape == (None, channels)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", registry_params(MODELS))
 def test_config_and_keras_file_roundtrip(name, digit_batches, tmp_path):
     model = _build(name)
     images = digit_batches(model.input_shape[1:], 2)
@@ -59,7 +60,7 @@ def test_config_and_keras_file_roundtrip(name, digit_batches, tmp_path):
     assert_same_outputs(loaded(images, training=False), expected)
 
 
-@pytest.mark.parametrize("name", registry_params(MODELS))
+@pytest.mark.parametrize("name", registry_params(MODELS, CHAIN_HEAVY_VARIANTS))
 def test_int8_chain_litert_reference_equals_tflite_micro(name, digit_batches):
     """QAT wraps the model; int8 with builtin ops only; TFLite Micro == LiteRT reference kernels.
 
