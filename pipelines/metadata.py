@@ -227,22 +227,31 @@ def _child(table, slot):
     return _table_at(table.Bytes, table.Indirect(table.Pos + rel)) if rel else None
 
 
+def _first(tables):
+    return tables[0] if tables else None
+
+
 def _read_metadata(raw: bytes) -> dict:
+    """The image-classifier fields of a metadata flatbuffer; fields another writer left out
+    (or a metadata of another kind of model) read as empty."""
     if raw[4:8] != FILE_IDENTIFIER:
         raise ValueError(f"model metadata buffer has identifier {raw[4:8]!r}, expected {FILE_IDENTIFIER!r}")
     buf = bytearray(raw)
     root = _table_at(buf, flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, 0))
-    subgraph = _vector_tables(root, 3)[0]
-    image = _vector_tables(subgraph, 2)[0]
+    subgraph = _first(_vector_tables(root, 3))
+    image = _first(_vector_tables(subgraph, 2)) if subgraph else None
+    output = _first(_vector_tables(subgraph, 3)) if subgraph else None
     mean = std = ()
-    for unit in _vector_tables(image, 4):
-        if _byte(unit, 0) == _PROCESS_NORMALIZATION:
-            options = _child(unit, 1)
-            mean, std = _vector_floats(options, 0), _vector_floats(options, 1)
-    content = _child(image, 3)
-    color = _byte(_child(content, 1), 0) if content is not None and _byte(content, 0) == _CONTENT_IMAGE else 0
-    output = _vector_tables(subgraph, 3)[0]
-    files = [(_str(f, 0), _byte(f, 2)) for f in _vector_tables(output, 6)]
+    color = 0
+    if image is not None:
+        for unit in _vector_tables(image, 4):
+            if _byte(unit, 0) == _PROCESS_NORMALIZATION:
+                options = _child(unit, 1)
+                mean, std = _vector_floats(options, 0), _vector_floats(options, 1)
+        content = _child(image, 3)
+        if content is not None and _byte(content, 0) == _CONTENT_IMAGE:
+            color = _byte(_child(content, 1), 0)
+    files = [(_str(f, 0), _byte(f, 2)) for f in _vector_tables(output, 6)] if output else []
     return {"name": _str(root, 0), "description": _str(root, 1), "version": _str(root, 2),
             "author": _str(root, 4), "license": _str(root, 5), "min_parser_version": _str(root, 7),
             "mean": mean, "std": std, "color_space": {1: "RGB", 2: "GRAYSCALE"}.get(color, "UNKNOWN"),

@@ -1,0 +1,49 @@
+"""Benchmark: the profiler's peak-activation estimate against the tensor arena TFLite Micro really
+allocates, for every model in results/zoo.csv; writes results/arena-vs-profile.csv.
+
+    .venv/bin/python benchmarks/arena_vs_profile.py          # after `kerasnets zoo`
+
+The arena column comes from `kerasnets zoo` (the TFLite Micro interpreter's recording allocator
+after one inference); the estimate is `kerasnets.profile(model)["peak_activation_bytes"]` (int8
+tensor lifetimes in Keras execution order) at the same input. The arena also holds TFLite
+Micro's per-tensor and per-op bookkeeping and the kernels' scratch buffers, so a ratio above 1
+is expected; far above 1 means the converter's memory planner or op fusion keeps more alive
+than the Keras graph suggests.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from absl import app, flags
+
+import kerasnets
+from kerasnets.tools import zoo
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = ["model", "input", "peak_activation_bytes", "arena_bytes", "arena_over_estimate"]
+FLAGS = flags.FLAGS
+flags.DEFINE_string("zoo_csv", str(REPO / "results" / "zoo.csv"), "table written by kerasnets zoo")
+flags.DEFINE_string("out", str(REPO / "results" / "arena-vs-profile.csv"), "CSV to write")
+
+
+def main(argv):
+    del argv
+    rows = []
+    for row in zoo.read_csv(FLAGS.zoo_csv):
+        if not row["arena_bytes"]:
+            continue
+        shape = tuple(int(d) for d in row["input"].split("x"))
+        estimate = kerasnets.profile(kerasnets.create_model(row["model"], input_shape=shape))["peak_activation_bytes"]
+        arena = int(row["arena_bytes"])
+        rows.append({"model": row["model"], "input": row["input"], "peak_activation_bytes": estimate,
+                     "arena_bytes": arena, "arena_over_estimate": round(arena / estimate, 3)})
+        print(f"{row['model']}: estimate {estimate}, arena {arena}, ratio {arena / estimate:.2f}", flush=True)
+    with open(FLAGS.out, "w", newline="", encoding="utf-8") as table:
+        writer = csv.DictWriter(table, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    app.run(main)
