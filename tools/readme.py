@@ -9,7 +9,6 @@ import os
 import re
 import sys
 
-SECTIONS = {"zoo": "results/zoo.csv"}
 
 
 def _fmt_count(value: str) -> str:
@@ -18,8 +17,7 @@ def _fmt_count(value: str) -> str:
 
 
 def zoo_table(path: str) -> str:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = _rows(path)
     machines = sorted({r["machine"] for r in rows})
     lines = ["| model | input | params (published) | MACs (published) | size ok | int8 kB | TFLM arena B | "
              "int8 latency ms |", "|---|---|---|---|---|---|---|---|"]
@@ -34,13 +32,71 @@ def zoo_table(path: str) -> str:
     return "\n".join(lines)
 
 
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def plain_table(path: str, columns: list[str]) -> str:
+    """`columns` of every row, as recorded, and the machines that measured them."""
+    rows = _rows(path)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
+    machines = sorted({r["machine"] for r in rows if r.get("machine")})
+    lines += ["", f"From `{path}`; machine: {'; '.join(machines)}."]
+    return "\n".join(lines)
+
+
+def host_table(path: str) -> str:
+    """Latency per model: fp32 Keras, fp32 and int8 TFLite, and the int8 speed-up over Keras."""
+    rows = _rows(path)
+    by_model = {}
+    for r in rows:
+        by_model.setdefault((r["model"], r["input"]), {})[(r["mode"], r["threads"])] = r
+    lines = ["| model | input | Keras fp32 ms (1 / 2 thr) | TFLite fp32 ms | TFLite int8 ms | int8 vs Keras "
+             "(1 thr) | int8 GMAC/s (peak fraction) |", "|---|---|---|---|---|---|---|"]
+    for (model, shape), cells in sorted(by_model.items()):
+        def ms(mode):
+            return " / ".join(cells[(mode, t)]["latency_ms_median"] if (mode, t) in cells else "–" for t in ("1", "2"))
+        keras_1, int8_1 = cells.get(("keras-fp32", "1")), cells.get(("int8", "1"))
+        speedup = (f"{float(keras_1['latency_ms_median']) / float(int8_1['latency_ms_median']):.1f}x"
+                   if keras_1 and int8_1 else "–")
+        throughput = f"{int8_1['gmacs_per_s']} ({int8_1['peak_fraction']})" if int8_1 else "–"
+        lines.append(f"| {model} | {shape} | {ms('keras-fp32')} | {ms('fp32')} | {ms('int8')} | {speedup} | {throughput} |")
+    machines = sorted({r["machine"] for r in rows})
+    lines += ["", f"From `{path}` (`benchmarks/host.py`); median of repeated runs, XNNPACK for TFLite; "
+              f"machine: {'; '.join(machines)}."]
+    return "\n".join(lines)
+
+
+SECTIONS = {
+    "zoo": ("results/zoo.csv", zoo_table),
+    "condense": ("results/condense.csv", lambda p: plain_table(p, [
+        "model", "epochs", "train_images", "top1_train_model", "top1_condensed", "top1_condensed_int8",
+        "max_abs_diff", "params", "macs", "int8_kb"])),
+    "throughput": ("results/train-throughput.csv", lambda p: plain_table(p, [
+        "model", "pipeline", "images_per_s", "epochs_timed", "batch_size", "ratio_vs_plain"])),
+    "arena": ("results/arena-vs-profile.csv", lambda p: plain_table(p, [
+        "model", "input", "peak_activation_bytes", "arena_bytes", "arena_over_estimate"])),
+}
+
+
+def _host_file() -> str | None:
+    """results/bench-host-<machine>.csv (the first, when several machines recorded one)."""
+    files = sorted(f for f in os.listdir("results") if f.startswith("bench-host-")) if os.path.isdir("results") else []
+    return os.path.join("results", files[0]) if files else None
+
+
 def update(readme: str = "README.md") -> None:
     with open(readme, encoding="utf-8") as f:
         text = f.read()
-    for section, path in SECTIONS.items():
+    sections = dict(SECTIONS)
+    if _host_file():
+        sections["host"] = (_host_file(), host_table)
+    for section, (path, render) in sections.items():
         if not os.path.exists(path):
             continue
-        table = zoo_table(path)
+        table = render(path)
         text = re.sub(rf"(<!-- {section}:start -->\n).*?(<!-- {section}:end -->)",
                       lambda m: m.group(1) + table + "\n" + m.group(2), text, flags=re.S)
     with open(readme, "w", encoding="utf-8") as f:
