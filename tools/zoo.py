@@ -7,8 +7,8 @@ import tempfile
 import warnings
 
 from kerasnets import create_model, list_models, model_info, profile
-from kerasnets.micro import arena
-from kerasnets.pipelines import convert, data
+from kerasnets.micro import arena, lint
+from kerasnets.pipelines import convert, data, tflite_file
 from kerasnets.tools import bench
 
 COLUMNS = ["model", "input", "params", "macs", "published_params", "published_macs", "size_ok",
@@ -39,11 +39,7 @@ def zoo_row(name: str, input_size: int | None = None, *, runs: int = 30, machine
     # Both measurements run in child processes: TFLite Micro can abort its process, and one
     # model's interpreter must not leave state behind for the next.
     latency = bench.measure_in_child(tflite, threads=1, runs=runs, xnnpack=True)
-    try:
-        arena_bytes = arena.measure_arena_in_child(tflite)
-    except RuntimeError as error:
-        warnings.warn(f"{name}: {error}")
-        arena_bytes = ""
+    arena_bytes = _arena_or_blank(name, tflite)
     return {
         "model": name, "input": "x".join(str(d) for d in shape),
         "params": stats["params"], "macs": stats["macs"],
@@ -52,6 +48,20 @@ def zoo_row(name: str, input_size: int | None = None, *, runs: int = 30, machine
         "arena_bytes": arena_bytes, "latency_ms": round(latency["median"], 3),
         "machine": machine,
     }
+
+
+def _arena_or_blank(name: str, tflite: bytes):
+    """The TFLite Micro arena, or "" with a warning naming why TFLite Micro cannot run the model
+    (the deployment lint's errors, else the interpreter's crash)."""
+    problems = lint.errors(lint.lint(tflite_file.read_tflite(tflite, source=name)))
+    if problems:
+        warnings.warn(f"{name}: no arena, TFLite Micro cannot run it: " + "; ".join(map(str, problems)))
+        return ""
+    try:
+        return arena.measure_arena_in_child(tflite)
+    except RuntimeError as error:
+        warnings.warn(f"{name}: {error}")
+        return ""
 
 
 def read_csv(path: str) -> list[dict]:
