@@ -48,9 +48,9 @@ def measure_arena(tflite: bytes, arena_size: int | None = None) -> int:
     """Bytes of tensor arena TFLite Micro's recording allocator uses for one inference.
 
     Everything, kernels' scratch buffers included, is planned when the interpreter allocates its
-    tensors, so no inference is run: an inference's outcome depends on the input, and TFLite
-    Micro's int8 softmax asserts (aborting the process) when ~256 or more classes tie near the
-    maximum, which an untrained 1000-class net does on a zero input.
+    tensors, so no inference is run: an inference depends on the input, and TFLite Micro's int8
+    softmax aborted the whole process in Eval on the near-uniform 1000-class logits of an
+    untrained ghostnet_050 fed a zero input.
     """
     interpreter = micro_interpreter(tflite, arena_size)
     report = _capture_stderr(interpreter.print_allocations)
