@@ -4,7 +4,7 @@ allocates, for every model in results/zoo.csv; writes results/arena-vs-profile.c
     .venv/bin/python benchmarks/arena_vs_profile.py          # after `kerasnets zoo`
 
 The arena column comes from `kerasnets zoo` (the TFLite Micro interpreter's recording allocator
-after one inference); the estimate is `kerasnets.profile(model)["peak_activation_bytes"]` (int8
+once the tensors are allocated); the estimate is `kerasnets.profile(model)["peak_activation_bytes"]` (int8
 tensor lifetimes in Keras execution order) at the same input. The arena also holds TFLite
 Micro's per-tensor and per-op bookkeeping and the kernels' scratch buffers, so a ratio above 1
 is expected; far above 1 means the converter's memory planner or op fusion keeps more alive

@@ -50,16 +50,15 @@ class ImageClassifierInfo:
 # ---- writing ---------------------------------------------------------------------------------
 
 def _table(builder, fields):
-    """One flatbuffer table from (slot, kind, value) with kind in offset/bool8/uint32; None skipped."""
-    present = [(slot, kind, value) for slot, kind, value in fields if value is not None]
+    """One flatbuffer table from (slot, kind, value), kind "offset" or "byte"; None values skipped."""
     builder.StartObject(max((slot for slot, _, _ in fields), default=-1) + 1)
-    for slot, kind, value in present:
+    for slot, kind, value in fields:
+        if value is None:
+            continue
         if kind == "offset":
             builder.PrependUOffsetTRelativeSlot(slot, value, 0)
-        elif kind == "byte":
-            builder.PrependInt8Slot(slot, value, 0)
         else:
-            builder.PrependUint32Slot(slot, value, 0)
+            builder.PrependInt8Slot(slot, value, 0)
     return builder.EndObject()
 
 
