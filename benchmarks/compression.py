@@ -3,7 +3,9 @@
 One base model is trained; each (method, ratio) row compresses a copy with `kerasnets.pipelines.prune.compress`,
 fine-tunes it for the same number of epochs as every other row, and records params, MACs, the
 int8 .tflite size, host int8 latency (LiteRT, 1 thread, median) and top-1 of the float and the
-int8 model. Rows are appended as they finish, so an interrupted run keeps what it measured and a
+int8 model. A `qat` row does the same for the unpruned model after the same number of epochs of
+8-bit quantisation-aware training (its int8 top-1 against the base row's fp32 top-1 is the QAT gap;
+the base row's own int8 column is post-training quantisation). Rows are appended as they finish, so an interrupted run keeps what it measured and a
 re-run skips rows already in the file.
 
     python benchmarks/compression.py --dataset imagefolder:../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz \\
@@ -32,6 +34,8 @@ flags.DEFINE_integer("batch_size", 128, "Training batch size.")
 flags.DEFINE_float("lr", 0.05, "Peak learning rate (SGD, cosine).")
 flags.DEFINE_list("methods", ["l1", "bn", "qsfm", "slimming", "complexity_pa", "complexity_fa",
                               "complexity_ma"], "Methods to run.")
+flags.DEFINE_bool("qat", True, "Also record the unpruned model after --finetune_epochs of QAT (method 'qat').")
+flags.DEFINE_float("qat_lr", 1e-3, "QAT learning rate.")
 flags.DEFINE_list("ratios", ["0.3", "0.5"], "Pruning ratios.")
 flags.DEFINE_string("out", "results/compression.csv", "CSV file (rows are appended).")
 flags.DEFINE_string("work", "runs/compression", "Folder for checkpoints.")
@@ -52,13 +56,15 @@ def _subset(data, train_images, test_images):
                                num_test=min(test_images, data.num_test))
 
 
-def _measure(model, data, images):
+def _measure(model, data, images, stats=None):
+    """Row figures of a float or QAT model; `stats` (params, MACs) for a QAT model, whose
+    fake-quant wrappers the profiler does not count."""
     import kerasnets
     from kerasnets.pipelines import convert, train
     from kerasnets.tools import bench
 
     tflite = convert.export(model, "int8", images)
-    stats = kerasnets.profile(model)
+    stats = stats or kerasnets.profile(model)
     timing = bench.measure_in_child(tflite, threads=1, runs=50, xnnpack=True)
     return {"params": stats["params"], "macs": stats["macs"], "int8_kb": round(len(tflite) / 1024, 1),
             "latency_ms": round(timing["median"], 4), "top1_fp32": round(train.evaluate(model, data), 4),
@@ -70,16 +76,6 @@ def _done(path):
         return set()
     with open(path, newline="") as f:
         return {(r["model"], r["method"], r["ratio"], r["epochs"]) for r in csv.DictReader(f)}
-
-
-def _append(path, row):
-    new = not os.path.exists(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
 
 
 def _base_model(data, config):
@@ -95,6 +91,15 @@ def _base_model(data, config):
     run = train.fit(lambda: kerasnets.create_model(FLAGS.model, input_shape=shape, classes=len(data.classes)),
                     data, os.path.dirname(path), config={**config, "epochs": FLAGS.base_epochs}, verbose=2)
     return run["model"]
+
+
+def _qat_model(base, data, config):
+    """The unpruned model after FLAGS.finetune_epochs of 8-bit QAT at a small learning rate."""
+    from kerasnets.pipelines import quantize, train
+
+    qat_config = {**config, "epochs": FLAGS.finetune_epochs, "lr": FLAGS.qat_lr, "warmup_epochs": 0}
+    return train.fit(lambda: quantize.quantize_model(base), data, os.path.join(FLAGS.work, "qat"),
+                     config=qat_config, verbose=2)["model"]
 
 
 def main(argv):
@@ -114,7 +119,12 @@ def main(argv):
               "device": bench.machine_name(), "command": command}
     done = _done(FLAGS.out)
     if (FLAGS.model, "none", "0.0", str(FLAGS.base_epochs)) not in done:
-        _append(FLAGS.out, {**common, **base_stats, "method": "none", "ratio": 0.0, "epochs": FLAGS.base_epochs})
+        base_row = {**common, **base_stats, "method": "none", "ratio": 0.0, "epochs": FLAGS.base_epochs}
+        bench.append_rows([base_row], FLAGS.out, COLUMNS)
+    if FLAGS.qat and (FLAGS.model, "qat", "0.0", str(FLAGS.finetune_epochs)) not in done:
+        qat = _qat_model(base, data, config)
+        bench.append_rows([{**common, **_measure(qat, data, images, base_stats), "method": "qat", "ratio": 0.0}],
+                          FLAGS.out, COLUMNS)
     for method in FLAGS.methods:
         for ratio in FLAGS.ratios:
             if (FLAGS.model, method, str(float(ratio)), str(FLAGS.finetune_epochs)) in done:
@@ -122,7 +132,7 @@ def main(argv):
             pruned, _ = prune.compress(base, method, ratio=float(ratio), data=data, epochs=FLAGS.finetune_epochs,
                                        config=config, out_dir=os.path.join(FLAGS.work, f"{method}-{ratio}"))
             row = {**common, **_measure(pruned, data, images), "method": method, "ratio": float(ratio)}
-            _append(FLAGS.out, row)
+            bench.append_rows([row], FLAGS.out, COLUMNS)
             print(row, flush=True)
 
 

@@ -45,13 +45,8 @@ def _done(path: str) -> set[tuple[str, str, str]]:
 
 def _keras_row(name, model, keras_file, threads, command):
     timing = bench.keras_latency_in_child(keras_file, threads=threads, runs=FLAGS.runs)
-    macs = kerasnets.profile(model)["macs"]
-    gmacs = macs / (timing["median"] * 1e-3) / 1e9
-    return {"model": name, "input": "x".join(str(d) for d in model.input_shape[1:]), "mode": "keras-fp32",
-            "threads": threads, "xnnpack": False, "latency_ms_median": round(timing["median"], 4),
-            "latency_ms_p90": round(timing["p90"], 4), "peak_rss_mb": timing["peak_rss_mb"], "macs": macs,
-            "gmacs_per_s": round(gmacs, 2), "peak_fraction": round(gmacs / bench.peak_gmacs(threads), 3),
-            "machine": bench.machine_name(), "command": command}
+    return bench.timing_row(name, model.input_shape[1:], "keras-fp32", threads=threads, xnnpack=False,
+                            timing=timing, macs=kerasnets.profile(model)["macs"], command=command)
 
 
 def measure(name: str, threads: list[int], command: str) -> list[dict]:

@@ -13,7 +13,6 @@ augmentation first.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shlex
 import sys
@@ -30,7 +29,7 @@ import tf_keras as keras
 
 from kerasnets import condensenet as cn
 from kerasnets.pipelines import augment, convert
-from kerasnets.tools.bench import machine_name
+from kerasnets.tools.bench import append_rows, machine_name
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = Path("/work/shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz")
@@ -134,36 +133,6 @@ def compare(training_model, condensed, test):
     return correct_train / count, correct_condensed / count, max_diff
 
 
-def _tflite_top1(tflite, test):
-    """Top-1 of the full-integer model over the test images (LiteRT)."""
-    interpreter = convert.litert_interpreter(tflite)
-    details = interpreter.get_input_details()[0]
-    correct = count = 0
-    for images, labels in test:
-        logits = convert.run_litert(tflite, convert.quantize_input(images.numpy(), details))
-        correct += int((logits.argmax(-1) == labels.numpy()).sum())
-        count += len(labels)
-    return correct / count
-
-
-# --- results -------------------------------------------------------------------------------------
-
-def append_row(path: Path, row: dict) -> None:
-    """Append to the CSV through a temporary file and a rename: never a half-written table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    if path.exists():
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-    rows.append(row)
-    partial = path.with_suffix(".csv.partial")
-    with open(partial, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(partial, path)
-
-
 def run(args) -> list[dict]:
     keras.utils.set_random_seed(args.seed)
     train, test = datasets(unpack(args.archive, args.cache_dir), args)
@@ -176,13 +145,14 @@ def run(args) -> list[dict]:
         top1_train, top1_condensed, max_diff = compare(model, condensed, test)
         stats = kerasnets.profile(condensed)
         tflite = convert.to_int8(condensed, np.concatenate([x.numpy() for x, _ in train.take(3)]))
+        int8_top1 = convert.tflite_accuracy(tflite, test.unbatch().as_numpy_iterator())
         row = {"model": name, "epochs": args.epochs,
                "train_images": _steps_per_epoch(train, args) * args.batch_size * args.epochs,
                "top1_train_model": f"{top1_train:.4f}", "top1_condensed": f"{top1_condensed:.4f}",
-               "top1_condensed_int8": f"{_tflite_top1(tflite, test):.4f}", "max_abs_diff": f"{max_diff:.3g}",
+               "top1_condensed_int8": f"{int8_top1:.4f}", "max_abs_diff": f"{max_diff:.3g}",
                "params": stats["params"], "macs": stats["macs"], "int8_kb": round(len(tflite) / 1024, 1),
                "seconds": round(time.time() - start), "machine": machine_name(), "command": command}
-        append_row(args.results, row)
+        append_rows([row], str(args.results), COLUMNS)
         print(f"{name}: top-1 {top1_train:.4f} (training-time) / {top1_condensed:.4f} (condensed), "
               f"max |logit diff| {max_diff:.3g}, {time.time() - start:.0f} s", flush=True)
         rows.append(row)

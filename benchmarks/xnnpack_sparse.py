@@ -82,9 +82,7 @@ def sparse_path_available() -> tuple[bool, str]:
 
 
 def _fp32_tflite(model, *, sparse: bool) -> bytes:
-    spec = tf.TensorSpec([1, *model.input_shape[1:]], tf.float32, name="input")
-    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    converter = convert.batch1_converter(model)
     if sparse:
         converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     return converter.convert()

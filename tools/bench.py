@@ -96,6 +96,19 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60]
 
 
+def timing_row(name: str, input_shape, mode: str, *, threads: int, xnnpack: bool, timing: dict, macs: int,
+               command: str = "") -> dict:
+    """One results row (COLUMNS) from a measured timing: throughput against this machine's peak."""
+    gmacs = macs / (timing["median"] * 1e-3) / 1e9 if timing["median"] > 0 else 0.0
+    return {
+        "model": name, "input": "x".join(str(d) for d in input_shape), "mode": mode,
+        "threads": threads, "xnnpack": xnnpack, "latency_ms_median": round(timing["median"], 4),
+        "latency_ms_p90": round(timing["p90"], 4), "peak_rss_mb": timing["peak_rss_mb"], "macs": macs,
+        "gmacs_per_s": round(gmacs, 2), "peak_fraction": round(gmacs / peak_gmacs(threads), 3),
+        "machine": machine_name(), "command": command,
+    }
+
+
 def host_row(named_model, *, threads: int = 1, runs: int = 50, xnnpack: bool = True,
              command: str = "") -> dict:
     """One results row for a (name, .tflite bytes) pair on this machine."""
@@ -104,16 +117,8 @@ def host_row(named_model, *, threads: int = 1, runs: int = 50, xnnpack: bool = T
     name, tflite = named_model
     graph = tflite_file.read_tflite(tflite, source=name)
     timing = measure_in_child(tflite, threads=threads, runs=runs, xnnpack=xnnpack)
-    macs = tflite_file.graph_macs(graph)
-    gmacs = macs / (timing["median"] * 1e-3) / 1e9 if timing["median"] > 0 else 0.0
-    shape = graph.inputs[0].shape
-    return {
-        "model": name, "input": "x".join(str(d) for d in shape[1:]), "mode": tflite_file.describe_mode(graph),
-        "threads": threads, "xnnpack": xnnpack, "latency_ms_median": round(timing["median"], 4),
-        "latency_ms_p90": round(timing["p90"], 4), "peak_rss_mb": timing["peak_rss_mb"], "macs": macs,
-        "gmacs_per_s": round(gmacs, 2), "peak_fraction": round(gmacs / peak_gmacs(threads), 3),
-        "machine": machine_name(), "command": command,
-    }
+    return timing_row(name, graph.inputs[0].shape[1:], tflite_file.describe_mode(graph), threads=threads,
+                      xnnpack=xnnpack, timing=timing, macs=tflite_file.graph_macs(graph), command=command)
 
 
 def append_rows(rows: list[dict], path: str, columns=None) -> None:
