@@ -60,23 +60,44 @@ def measure_arena(tflite: bytes, arena_size: int | None = None) -> int:
     return int(match.group(1))
 
 
+def _run_child(args: list[str], what: str, timeout: float) -> str:
+    """Run this file in a fresh process with `args`; its stdout, or a RuntimeError naming the crash."""
+    # Run by path, not as a package module: the child must not import TensorFlow.
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout)
+    if done.returncode:
+        cause = (f"killed by {signal.Signals(-done.returncode).name}" if done.returncode < 0
+                 else f"exit status {done.returncode}")
+        raise RuntimeError(f"TFLite Micro {what} failed ({cause}): {done.stderr[-800:]}")
+    return done.stdout
+
+
 def measure_arena_in_child(tflite: bytes, timeout: float = 1800) -> int:
     """measure_arena in a fresh process. TFLite Micro aborts the whole process on some failures
     (and its allocator state can outlive an interpreter), so a long loop over many models, like
     `kerasnets zoo`, measures each one in isolation and turns a crash into an exception."""
-    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
-        f.write(tflite)
-        f.flush()
-        # Run by path, not as a package module: the child must not import TensorFlow.
-        done = subprocess.run([sys.executable, __file__, f.name], capture_output=True, text=True,
-                              timeout=timeout)
-    if done.returncode:
-        cause = (f"killed by {signal.Signals(-done.returncode).name}" if done.returncode < 0
-                 else f"exit status {done.returncode}")
-        raise RuntimeError(f"TFLite Micro arena measurement failed ({cause}): {done.stderr[-800:]}")
-    return int(done.stdout.split()[-1])
+    with tempfile.TemporaryDirectory() as work:
+        model_file = os.path.join(work, "model.tflite")
+        with open(model_file, "wb") as f:
+            f.write(tflite)
+        return int(_run_child([model_file], "arena measurement", timeout).split()[-1])
+
+
+def run_micro_in_child(tflite: bytes, inputs: np.ndarray, timeout: float = 1800) -> np.ndarray:
+    """run_micro in a fresh process: an abort inside a kernel (TFLite Micro asserts rather than
+    returning an error) becomes a RuntimeError instead of ending the caller."""
+    with tempfile.TemporaryDirectory() as work:
+        model_file, input_file, output_file = (os.path.join(work, n) for n in ("model.tflite", "in.npy", "out.npy"))
+        with open(model_file, "wb") as f:
+            f.write(tflite)
+        np.save(input_file, inputs)
+        _run_child([model_file, input_file, output_file], "inference", timeout)
+        return np.load(output_file)
 
 
 if __name__ == "__main__":
     with open(sys.argv[1], "rb") as model_file:
-        print(measure_arena(model_file.read()))
+        model_bytes = model_file.read()
+    if len(sys.argv) == 2:
+        print(measure_arena(model_bytes))
+    else:
+        np.save(sys.argv[3], run_micro(model_bytes, np.load(sys.argv[2])))

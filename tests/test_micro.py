@@ -166,3 +166,6 @@ def test_lint_refuses_a_softmax_tflite_micro_would_abort_on(tmp_path):
     with pytest.raises(codegen.MicroExportError, match=r"SOFTMAX \(layer head\).*softmax input scale"):
         codegen.emit(tflite, tmp_path / "out", "flat_logits")
     assert not (tmp_path / "out").exists()
+    # Without the lint, TFLite Micro would abort: in a child process that is an exception, not a dead caller.
+    with pytest.raises(RuntimeError, match="killed by SIGABRT"):
+        arena.run_micro_in_child(tflite, np.zeros((1, 8, 8, 3), np.int8))

@@ -10,7 +10,6 @@ import re
 import sys
 
 
-
 def _fmt_count(value: str) -> str:
     number = float(value)
     return f"{number / 1e6:.2f}M" if number >= 1e5 else f"{number / 1e3:.1f}k"
@@ -69,7 +68,24 @@ def host_table(path: str) -> str:
     return "\n".join(lines)
 
 
+def compression_table(path: str) -> str:
+    """Each compressed row against its unpruned base: MACs removed, top-1 change, latency ratio."""
+    rows = _rows(path)
+    lines = ["| model | method | ratio | params | MACs | MACs removed | int8 kB | int8 latency ms | top-1 fp32 | "
+             "top-1 int8 | fp32 vs base | epochs |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        removed = 1 - float(r["macs"]) / float(r["base_macs"])
+        change = 100 * (float(r["top1_fp32"]) - float(r["base_top1_fp32"]))
+        lines.append(f"| {r['model']} | {r['method']} | {r['ratio']} | {int(r['params']):,} | {_fmt_count(r['macs'])} | "
+                     f"{removed:.0%} | {r['int8_kb']} | {r['latency_ms']} | {float(r['top1_fp32']):.1%} | "
+                     f"{float(r['top1_int8']):.1%} | {change:+.1f} pt | {r['epochs']} |")
+    machines = sorted({r["device"] for r in rows})
+    lines += ["", f"From `{path}` (`benchmarks/compression.py`, command in the CSV); machine: {'; '.join(machines)}."]
+    return "\n".join(lines)
+
+
 SECTIONS = {
+    "compression": ("results/compression.csv", compression_table),
     "zoo": ("results/zoo.csv", zoo_table),
     "condense": ("results/condense.csv", lambda p: plain_table(p, [
         "model", "epochs", "train_images", "top1_train_model", "top1_condensed", "top1_condensed_int8",
