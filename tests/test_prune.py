@@ -72,6 +72,51 @@ def test_residual_channels_are_pruned_together():
         assert pruned.get_layer(name).filters == model.get_layer(name).filters - 3
 
 
+def _grouped_net():
+    """A RegNet-style block: 1x1, 3x3 grouped (4 groups of 4), 1x1 — the grouped filters prunable."""
+    L = keras.layers
+    inp = keras.Input((8, 8, 3))
+    x = L.ReLU()(L.BatchNormalization(name="bn1")(L.Conv2D(16, 1, name="c1")(inp)))
+    x = L.ReLU()(L.BatchNormalization(name="bn2")(L.Conv2D(16, 3, padding="same", groups=4, name="grouped")(x)))
+    x = L.GlobalAveragePooling2D()(L.Conv2D(12, 1, name="c3")(x))
+    model = keras.Model(inp, L.Dense(5, name="head")(x))
+    images = np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype("float32")
+    calibrate_batchnorm(model, images)
+    return model, images
+
+
+@pytest.mark.parametrize("method", ["l1", "qsfm"])
+def test_grouped_conv_loses_the_same_number_of_filters_in_every_group(method):
+    model, images = _grouped_net()
+    graph = prune.analyse(model)
+    assert graph.grouped == {"grouped": 4}
+    parts = graph.filter_groups("grouped")
+    assert [len(p) for p in parts] == [4, 4, 4, 4] and set(sum(parts, [])) <= set(graph.channels)
+    graph_remove = prune.select(graph, l1.scores(graph), 0.5)
+    pruned = (qsfm.prune(model, images, 0.5, graph=graph) if method == "qsfm"
+              else prune.prune_channels(model, graph_remove, graph=graph))
+    layer = pruned.get_layer("grouped")
+    assert layer.groups == 4 and layer.filters == 8  # 2 of 4 filters left in each group
+    assert pruned.get_layer("c3").kernel.shape[-2] == 8
+    if method == "l1":
+        masked = prune.mask_channels(model, graph_remove, graph=graph)
+        assert_same_outputs(pruned(images, training=False), masked(images, training=False), atol=1e-4)
+    uneven = parts[0][:2] + parts[1][:1]
+    with pytest.raises(ValueError, match=r"grouped conv 'grouped' would lose \[2, 1, 0, 0\] filters"):
+        prune.prune_channels(model, uneven, graph=graph)
+    assert graph.balance(uneven, rounding="down") == []
+
+
+def test_a_grouped_conv_feeding_a_residual_add_keeps_its_filters():
+    L = keras.layers
+    inp = keras.Input((8, 8, 8))
+    x = L.Add()([inp, L.Conv2D(8, 3, padding="same", groups=2, name="grouped")(L.Conv2D(8, 1, name="c1")(inp))])
+    model = keras.Model(inp, L.Dense(3)(L.GlobalAveragePooling2D()(x)))
+    graph = prune.analyse(model)
+    assert graph.grouped == {}
+    assert all(root in graph.fixed for root in graph.roots(graph.layer_out["grouped"]))
+
+
 @pytest.mark.parametrize("method", ["l1", "bn", "complexity_pa", "complexity_fa", "complexity_ma"])
 def test_data_free_methods_shrink_the_model(method):
     model, images = _resnet8()

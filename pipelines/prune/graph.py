@@ -6,7 +6,10 @@ called twice) unify ids, Concatenate and Flatten rearrange them, and convolution
 layers start new ones. After the walk each union of ids is one *prunable channel*: removing it
 deletes a filter from every layer that produces it, the matching BatchNorm/depthwise entries,
 and an input slice from every layer that consumes it. Channels that reach a Reshape, Permute,
-channel slice, grouped convolution, the model's inputs or outputs are *fixed* (kept as they are).
+channel slice, the input of a grouped convolution, the model's inputs or outputs are *fixed*
+(kept as they are). A grouped convolution's filters stay prunable when they feed nothing but
+per-channel layers and ordinary consumers: every group must then lose the same number of filters
+(`ChannelGraph.balance`), so the kept count stays a multiple of `groups`.
 """
 from __future__ import annotations
 
@@ -85,6 +88,7 @@ class ChannelGraph:
     fixed: set                # roots that must stay
     producers: dict           # root -> [(layer name, output index)]
     _uf: _UnionFind
+    grouped: dict = dataclasses.field(default_factory=dict)  # grouped conv name -> groups (filters prunable)
 
     def roots(self, ids) -> np.ndarray:
         return np.array([self._uf.find(int(i)) for i in np.asarray(ids).ravel()], dtype=np.int64)
@@ -101,6 +105,40 @@ class ChannelGraph:
             key = tuple(sorted({name for name, _ in self.producers[root]}))
             sets.setdefault(key, []).append(root)
         return list(sets.values())
+
+    def filter_groups(self, name: str) -> list[list[int]]:
+        """The prunable channels of grouped conv `name`, one list per group, in filter order."""
+        roots = self.roots(self.layer_out[name])
+        return [list(map(int, part)) for part in np.split(roots, self.grouped[name])]
+
+    def balance(self, remove, scores: dict | None = None, *, rounding: str = "nearest") -> list[int]:
+        """`remove` with each grouped conv's filters evened out over its groups: k per group,
+        k = the mean removed per group (`rounding="nearest"`, lowest `scores` first) or the
+        fewest removed in any group (`"down"`: only channels already in `remove` go), and every
+        group keeps one filter."""
+        chosen = {int(r) for r in remove}
+        for name in self.grouped:
+            parts = self.filter_groups(name)
+            marked = [[r for r in part if r in chosen] for part in parts]
+            if rounding == "down":
+                k = min(len(m) for m in marked)
+                ranked = [sorted(m, key=lambda r: scores[r]) if scores else m for m in marked]
+            else:
+                k = int(round(sum(len(m) for m in marked) / len(parts)))
+                ranked = [sorted(part, key=lambda r: scores[r]) for part in parts]
+            k = min(k, len(parts[0]) - 1)
+            members = {r for part in parts for r in part}
+            chosen -= members
+            chosen |= {r for part in ranked for r in part[:k]}
+        return sorted(chosen)
+
+    def check_balanced(self, removed: set) -> None:
+        """ValueError unless every grouped conv loses the same number of filters in each group."""
+        for name in self.grouped:
+            counts = [sum(r in removed for r in part) for part in self.filter_groups(name)]
+            if len(set(counts)) > 1:
+                raise ValueError(f"grouped conv {name!r} would lose {counts} filters per group; every "
+                                 "group must lose the same number (use ChannelGraph.balance)")
 
     def kept_mask(self, ids, removed: set) -> np.ndarray:
         return np.array([r not in removed for r in self.roots(ids)], dtype=bool)
@@ -168,9 +206,13 @@ def _propagate(state, layer, inputs, output):
         _fix(state, first)
         return _new_output(state, layer, channels, fixed=True)
     if kind in (L.Conv2D, L.SeparableConv2D, L.Dense):
-        if getattr(layer, "groups", 1) > 1 or getattr(layer, "depth_multiplier", 1) > 1:
-            _fix(state, first)  # grouped: kept whole (whole-group pruning is not implemented)
+        if getattr(layer, "depth_multiplier", 1) > 1:
+            _fix(state, first)
             return _new_output(state, layer, channels, fixed=True)
+        if getattr(layer, "groups", 1) > 1:
+            _fix(state, first)  # each group reads its own slice of the input: kept whole
+            state["grouped"][layer.name] = layer.groups
+            return _new_output(state, layer, channels)
         _shared_weights_ids(state, state["layer_in"], layer, first)
         return _new_output(state, layer, channels)
     if isinstance(layer, MERGES):
@@ -210,7 +252,7 @@ def analyse(model: keras.Model, *, opaque=()) -> ChannelGraph:
         raise TypeError(f"channel pruning needs a functional tf_keras Model, got {type(model).__name__}")
     opaque_types = {type(layer) for layer in model.layers if type(layer).__name__ in set(opaque)}
     state = {"uf": _UnionFind(), "tensor_ids": {}, "layer_in": {}, "layer_out": {},
-             "fixed_ids": [], "opaque": opaque_types, "spatial": {}}
+             "fixed_ids": [], "opaque": opaque_types, "spatial": {}, "grouped": {}}
     for node in _nodes_in_order(model):
         layer = node.outbound_layer
         outputs = tf.nest.flatten(node.outputs)
@@ -232,10 +274,19 @@ def analyse(model: keras.Model, *, opaque=()) -> ChannelGraph:
     for output in model.outputs:
         _fix(state, state["tensor_ids"][id(output)])
     uf = state["uf"]
-    fixed = {uf.find(i) for i in state["fixed_ids"]}
     producers: dict = {}
     for name, ids in state["layer_out"].items():
         for index, i in enumerate(ids):
             producers.setdefault(uf.find(int(i)), []).append((name, index))
+    fixed = {uf.find(i) for i in state["fixed_ids"]}
+    grouped = {}
+    for name, groups in state["grouped"].items():
+        roots = [uf.find(int(i)) for i in state["layer_out"][name]]
+        # a filter tied to other producers (a residual Add), to its own other filters or to a
+        # fixed channel could not be removed evenly per group: such a grouped conv keeps them all
+        if len(set(roots)) == len(roots) and all(len(producers[r]) == 1 and r not in fixed for r in roots):
+            grouped[name] = groups
+        else:
+            fixed.update(roots)
     return ChannelGraph(model, state["layer_in"], state["layer_out"], state["tensor_ids"],
-                        state["spatial"], fixed, producers, uf)
+                        state["spatial"], fixed, producers, uf, grouped)

@@ -74,7 +74,7 @@ def prune(model: keras.Model, images: np.ndarray, ratio: float, *, graph: Channe
     fallback = filter_norms(graph)
     updated: dict = {}  # layer name -> compensated weights
     remove = []
-    for channels in graph.channel_sets():
+    for channels in (part for channel_set in graph.channel_sets() for part in _even_parts(graph, channel_set)):
         count = min(int(ratio * len(channels)), len(channels) - 1)
         if count == 0:
             continue
@@ -90,6 +90,14 @@ def prune(model: keras.Model, images: np.ndarray, ratio: float, *, graph: Channe
                 kernel = weights[1 if isinstance(layer, L.SeparableConv2D) else 0]
                 kernel[..., positions[keep], :] += scale * kernel[..., positions[drop], :]
     return _pruned_with(model, updated, remove, graph)
+
+
+def _even_parts(graph, channels):
+    """The groups of a grouped conv's filters (each loses the same number), else the set itself."""
+    names = {name for root in channels for name, _ in graph.producers[root]}
+    if len(names) == 1 and next(iter(names)) in graph.grouped:
+        return graph.filter_groups(next(iter(names)))
+    return [channels]
 
 
 def _read_whole(graph, by_tensor, channels):

@@ -305,7 +305,8 @@ def channel_scores(masked_model: keras.Model, graph: ChannelGraph) -> dict:
 
 def learned_channels(masked_model: keras.Model, graph: ChannelGraph) -> list[int]:
     """Prunable channels (keys of graph.channels) whose mask is 0 in every layer that reads them;
-    in a channel set with every channel off, the highest-scoring one stays."""
+    in a channel set with every channel off, the highest-scoring one stays; a grouped conv loses
+    as many filters from each group as its sparsest-kept group has off."""
     scores = channel_scores(masked_model, graph)
     remove = []
     for channels in graph.channel_sets():
@@ -314,7 +315,7 @@ def learned_channels(masked_model: keras.Model, graph: ChannelGraph) -> list[int
         if off and len(off) == len(channels):
             off.remove(max(off, key=lambda r: scores[r][0]))
         remove += off
-    return sorted(remove)
+    return graph.balance(remove, rounding="down")
 
 
 def export(masked_model: keras.Model, original_model: keras.Model, graph: ChannelGraph) -> keras.Model:

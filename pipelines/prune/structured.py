@@ -75,7 +75,8 @@ def select(graph: ChannelGraph, scores: dict, ratio: float, *, scope: str = "lay
            set_ratios: dict | None = None) -> list[int]:
     """Channels to remove: the lowest-scoring `ratio` of each channel set (`scope="layer"`, or
     per-set ratios in `set_ratios` keyed by set index), or of all prunable channels with one
-    global threshold (`scope="global"`); every set keeps at least one channel."""
+    global threshold (`scope="global"`); every set keeps at least one channel, and a grouped
+    conv loses the same number of filters from each group (`ChannelGraph.balance`)."""
     ratio = check_ratio(ratio)
     sets = graph.channel_sets()
     if scope == "global":
@@ -87,7 +88,7 @@ def select(graph: ChannelGraph, scores: dict, ratio: float, *, scope: str = "lay
             if len(gone) == len(channels):  # keep the set's best channel
                 gone.remove(max(gone, key=lambda r: scores[r]))
             remove += gone
-        return remove
+        return graph.balance(remove, scores)
     if scope != "layer":
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
     remove = []
@@ -96,7 +97,7 @@ def select(graph: ChannelGraph, scores: dict, ratio: float, *, scope: str = "lay
         ranked = sorted((r for r in channels if math.isfinite(scores[r])), key=lambda r: scores[r])
         count = min(int(share * len(channels)), len(channels) - 1, len(ranked))
         remove += ranked[:count]
-    return remove
+    return graph.balance(remove, scores)
 
 
 def prune_by_scores(model, scores: dict, ratio: float, *, scope="layer", graph=None,

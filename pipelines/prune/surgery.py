@@ -35,7 +35,7 @@ def _slice_weights(layer, weights, keep_in, keep_out):
         depthwise, pointwise, *bias = weights
         return [depthwise[:, :, keep_in], pointwise[:, :, keep_in][..., keep_out]] + \
                [b[keep_out] for b in bias]
-    if isinstance(layer, L.Conv2D) and layer.groups > 1:  # depthwise-like: per-channel kernel
+    if isinstance(layer, L.Conv2D) and layer.groups > 1 and keep_in is not None:  # depthwise-like
         return [weights[0][..., keep_in]] + [b[keep_in] for b in weights[1:]]
     if isinstance(layer, (L.Conv2D, L.Dense)):
         kernel, *bias = weights
@@ -69,6 +69,7 @@ def _removed_set(graph, remove) -> set:
         raise ValueError(f"{len(fixed)} of the channels to remove are fixed (they reach a reshape, "
                          "slice, grouped conv or the model's inputs/outputs); choose from "
                          "graph.channels")
+    graph.check_balanced(removed)
     return removed
 
 
