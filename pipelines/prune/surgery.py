@@ -25,6 +25,9 @@ def _masks(graph: ChannelGraph, layer, removed):
 def _slice_weights(layer, weights, keep_in, keep_out):
     """Weights of `layer` restricted to the kept input/output channels (None: all)."""
     every = slice(None)
+    # a depthwise-like grouped conv reads and writes one prunable channel per group; an ordinary
+    # grouped conv has fixed inputs and only its filters pruned
+    depthwise_like = isinstance(layer, L.Conv2D) and layer.groups > 1 and keep_in is not None
     keep_in = every if keep_in is None else keep_in
     keep_out = every if keep_out is None else keep_out
     if isinstance(layer, L.BatchNormalization):
@@ -35,7 +38,7 @@ def _slice_weights(layer, weights, keep_in, keep_out):
         depthwise, pointwise, *bias = weights
         return [depthwise[:, :, keep_in], pointwise[:, :, keep_in][..., keep_out]] + \
                [b[keep_out] for b in bias]
-    if isinstance(layer, L.Conv2D) and layer.groups > 1 and keep_in is not None:  # depthwise-like
+    if depthwise_like:
         return [weights[0][..., keep_in]] + [b[keep_in] for b in weights[1:]]
     if isinstance(layer, (L.Conv2D, L.Dense)):
         kernel, *bias = weights
