@@ -1,5 +1,6 @@
 """The README's results tables are regenerated from results/*.csv between their markers."""
 import csv
+import json
 
 from kerasnets.tools import readme
 
@@ -34,3 +35,20 @@ def test_tables_are_rewritten_between_their_markers_only(tmp_path, monkeypatch):
     assert "machine: test machine" in out
     assert out.startswith("# title\n") and "-->\nkept\n" in out
     assert "zoo table without a csv" in out  # no results file: its section is left as it was
+
+
+def test_run_section_quotes_the_manifest(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "results" / "runs" / "resnet8-cifar10-jpeg"
+    folder.mkdir(parents=True)
+    manifest = {"metrics": {"top1_fp32": 0.81, "top1_int8": 0.809, "int8_kb": 95.4, "arena_bytes": 55936,
+                            "latency_ms": 0.08, "params": 78042, "macs": 12501632},
+                "config": {"model": "resnet8", "data": {"dataset": "imagefolder:cifar10"},
+                           "train": {"epochs": 30, "batch_size": 128, "augment": ["crop", "flip"]}},
+                "machine": "test machine"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "README.md").write_text("<!-- run:start -->\n<!-- run:end -->\n")
+    readme.update("README.md")
+    out = (tmp_path / "README.md").read_text()
+    assert "| 0.81 | 0.809 | 95.4 | 55936 | 0.08 | 78042 | 12501632 |" in out
+    assert "30 epochs, batch 128, augment crop,flip" in out and "machine: test machine" in out

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import sys
@@ -84,7 +85,25 @@ def compression_table(path: str) -> str:
     return "\n".join(lines)
 
 
+RUN_METRICS = ("top1_fp32", "top1_int8", "int8_kb", "arena_bytes", "latency_ms", "params", "macs")
+
+
+def run_table(path: str) -> str:
+    """The headline metrics of a `kerasnets run` manifest, with what produced them."""
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    metrics, config = manifest["metrics"], manifest["config"]
+    lines = ["| " + " | ".join(RUN_METRICS) + " |", "|" + "---|" * len(RUN_METRICS),
+             "| " + " | ".join(str(metrics.get(key, "–")) for key in RUN_METRICS) + " |", "",
+             f"From `{path}`: `{config['model']}` on `{config['data']['dataset']}`, "
+             f"{config['train']['epochs']} epochs, batch {config['train']['batch_size']}, augment "
+             f"{','.join(config['train']['augment']) or 'none'}; latency: host int8, LiteRT; "
+             f"machine: {manifest['machine']}."]
+    return "\n".join(lines)
+
+
 SECTIONS = {
+    "run": ("results/runs/resnet8-cifar10-jpeg/manifest.json", run_table),
     "compression": ("results/compression.csv", compression_table),
     "zoo": ("results/zoo.csv", zoo_table),
     "condense": ("results/condense.csv", lambda p: plain_table(p, [
