@@ -5,8 +5,8 @@ fine-tunes it for the same number of epochs as every other row, and records para
 int8 .tflite size, host int8 latency (LiteRT, 1 thread, median) and top-1 of the float and the
 int8 model. A `qat` row does the same for the unpruned model after the same number of epochs of
 8-bit quantisation-aware training (its int8 top-1 against the base row's fp32 top-1 is the QAT gap;
-the base row's own int8 column is post-training quantisation). Rows are appended as they finish, so an interrupted run keeps what it measured and a
-re-run skips rows already in the file.
+the base row's own int8 column is post-training quantisation). Rows are appended as they finish,
+so an interrupted run keeps what it measured and a re-run skips rows already in the file.
 
     python benchmarks/compression.py --dataset imagefolder:../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz \\
         --model resnet20_cifar --base_epochs 10 --finetune_epochs 2 --train_images 20000

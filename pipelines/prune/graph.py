@@ -113,16 +113,15 @@ class ChannelGraph:
 
     def balance(self, remove, scores: dict | None = None, *, rounding: str = "nearest") -> list[int]:
         """`remove` with each grouped conv's filters evened out over its groups: k per group,
-        k = the mean removed per group (`rounding="nearest"`, lowest `scores` first) or the
-        fewest removed in any group (`"down"`: only channels already in `remove` go), and every
-        group keeps one filter."""
+        k = the mean removed per group (`rounding="nearest"`, lowest `scores` first; scores
+        required) or the fewest removed in any group (`"down"`: only channels already in `remove`
+        go, in filter order), and every group keeps one filter."""
         chosen = {int(r) for r in remove}
         for name in self.grouped:
             parts = self.filter_groups(name)
             marked = [[r for r in part if r in chosen] for part in parts]
             if rounding == "down":
-                k = min(len(m) for m in marked)
-                ranked = [sorted(m, key=lambda r: scores[r]) if scores else m for m in marked]
+                k, ranked = min(len(m) for m in marked), marked
             else:
                 k = int(round(sum(len(m) for m in marked) / len(parts)))
                 ranked = [sorted(part, key=lambda r: scores[r]) for part in parts]
