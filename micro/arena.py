@@ -79,7 +79,7 @@ def measure_arena_in_child(tflite: bytes, timeout: float = 1800) -> int:
         model_file = os.path.join(work, "model.tflite")
         with open(model_file, "wb") as f:
             f.write(tflite)
-        return int(_run_child([model_file], "arena measurement", timeout).split()[-1])
+        return int(_run_child(["arena", model_file], "arena measurement", timeout).split()[-1])
 
 
 def run_micro_in_child(tflite: bytes, inputs: np.ndarray, timeout: float = 1800) -> np.ndarray:
@@ -90,14 +90,21 @@ def run_micro_in_child(tflite: bytes, inputs: np.ndarray, timeout: float = 1800)
         with open(model_file, "wb") as f:
             f.write(tflite)
         np.save(input_file, inputs)
-        _run_child([model_file, input_file, output_file], "inference", timeout)
+        _run_child(["run", model_file, input_file, output_file], "inference", timeout)
         return np.load(output_file)
 
 
-if __name__ == "__main__":
-    with open(sys.argv[1], "rb") as model_file:
+def _child_main(command: str, model_path: str, *paths: str) -> None:
+    """`arena MODEL` prints the arena; `run MODEL IN.npy OUT.npy` saves the outputs."""
+    with open(model_path, "rb") as model_file:
         model_bytes = model_file.read()
-    if len(sys.argv) == 2:
+    if command == "arena":
         print(measure_arena(model_bytes))
+    elif command == "run":
+        np.save(paths[1], run_micro(model_bytes, np.load(paths[0])))
     else:
-        np.save(sys.argv[3], run_micro(model_bytes, np.load(sys.argv[2])))
+        raise SystemExit(f"unknown child command {command!r}: expected arena or run")
+
+
+if __name__ == "__main__":
+    _child_main(*sys.argv[1:])

@@ -2,6 +2,7 @@
 formats, and the adb command sequence against a FAKE adb (no phone can exist here)."""
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -79,6 +80,14 @@ elif args[-2:-1] == ["shell"] and "benchmark_model " in args[-1]:
     if "--use_gpu=true" in args[-1]:
         sys.stderr.write("ERROR: GPU delegate unavailable\\n"); sys.exit(1)
     sys.stdout.write({log_text!r})
+elif args[-3:] == ["-d", "-s", "tflite:V"]:  # logcat of the last activity start
+    with open({log!r}) as f:
+        starts = [c for c in map(json.loads, f) if "am start" in c[-1]]
+    if "--use_gpu=true" in starts[-1][-1]:
+        print("11-27 10:00:03.000  4242  4260 E tflite  : ERROR: Failed to apply GPU delegate.")
+        print("11-27 10:00:03.001  4242  4260 E tflite  : Benchmarking failed.")
+    else:
+        sys.stdout.write({logcat_text!r})
 """
 
 
@@ -86,7 +95,7 @@ def _fake_adb(tmp_path, state="device"):
     log = tmp_path / "calls.jsonl"
     script = tmp_path / "adb"
     script.write_text(FAKE_ADB.format(python=sys.executable, log=str(log), state=state,
-                                      log_text=NATIVE_LOG))
+                                      log_text=NATIVE_LOG, logcat_text=LOGCAT_LOG))
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return str(script), log
 
@@ -112,6 +121,90 @@ def test_adb_runner_command_sequence_with_fake_adb(tmp_path):
     assert len(ok) == 4 and ok[0]["latency_ms_median"] == 1.107 and ok[0]["device"] == "Pixel 7"
     failed = [r for r in rows if "error" in r]
     assert failed[0]["config"] == "gpu" and "GPU delegate unavailable" in failed[0]["error"]
+
+
+def test_apk_runner_command_sequence_with_fake_adb(tmp_path):
+    adb_path, log = _fake_adb(tmp_path)
+    apk = tmp_path / "kerasnets_benchmark.apk"
+    apk.write_bytes(b"x")
+    pushed = tmp_path / "pushed.tflite"
+    pushed.write_bytes(b"x")
+    rows = android.run_apk_benchmarks(android.Adb(adb_path), ["asset:resnet8.tflite", str(pushed)],
+                                      str(apk), threads=(1, 4), configs=("xnnpack", "gpu"), runs=20,
+                                      poll=0.01)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert ["install", "-r", "-d", "-g", str(apk)] in calls
+    assert [c for c in calls if c[0] == "push"] == [["push", str(pushed), "/data/local/tmp/pushed.tflite"]]
+    starts = [c[1] for c in calls if c[0] == "shell" and c[1].startswith("am start")]
+    assert len(starts) == 6  # 2 models x (xnnpack x2 threads + gpu x1)
+    # One intent extra carrying every flag, quoted once for the device's shell.
+    assert starts[0] == ("am start -S -n com.kerasnets.benchmark/.BenchmarkActivity --es args "
+                         "'--graph=asset:resnet8.tflite --num_threads=1 --num_runs=20 "
+                         "--report_peak_memory_footprint=true --use_xnnpack=true'")
+    assert "--graph=/data/local/tmp/pushed.tflite" in starts[3]
+    assert calls.index(["logcat", "-c"]) < calls.index(["shell", starts[0]])
+    ok = [r for r in rows if "error" not in r]
+    assert [(r["model"], r["threads"]) for r in ok] == [("resnet8", 1), ("resnet8", 4), ("pushed", 1), ("pushed", 4)]
+    assert ok[0]["latency_ms_avg"] == 2.05 and ok[0]["init_ms"] == 12.5
+    failed = [r for r in rows if "error" in r]
+    assert [r["config"] for r in failed] == ["gpu", "gpu"]
+    assert "Failed to apply GPU delegate" in failed[0]["error"]
+    spaced = tmp_path / "my model.tflite"
+    spaced.write_bytes(b"x")
+    with pytest.raises(ValueError, match="has a space"):
+        android.run_apk_benchmarks(android.Adb(adb_path), [str(spaced)], str(apk))
+    with pytest.raises(ValueError, match="APK .*missing.apk does not exist"):
+        android.run_apk_benchmarks(android.Adb(adb_path), [str(pushed)], str(tmp_path / "missing.apk"))
+
+
+def test_apk_sources_agree_with_each_other_and_the_runner():
+    """The JNI symbol, Java class, manifest and Bazel target must name the same things, or the APK
+    builds but dies with UnsatisfiedLinkError / ActivityNotFoundException on the phone."""
+    root = android.APK_SOURCES
+    read = lambda *p: open(os.path.join(root, *p), encoding="utf-8").read()  # noqa: E731
+    java = read("src", "com", "kerasnets", "benchmark", "BenchmarkActivity.java")
+    package = re.search(r"^package ([\w.]+);", java, re.M).group(1)
+    cls = re.search(r"public class (\w+) extends Activity", java).group(1)
+    native = re.search(r"private static native void (\w+)\(String", java).group(1)
+    library = re.search(r'System.loadLibrary\("(\w+)"\)', java).group(1)
+    assert f"Java_{package.replace('.', '_')}_{cls}_{native}(" in read("jni", "benchmark_jni.cc")
+    build = read("BUILD")
+    assert f'name = "lib{library}.so"' in build and f'custom_package = "{package}"' in build
+    manifest = read("AndroidManifest.xml")
+    assert f'package="{package}"' in manifest and f'android:name="{package}.{cls}"' in manifest
+    assert android.APK_ACTIVITY == f"{package}/.{cls}"
+    assert "asset:" in java and android.PACKAGED == "asset:"
+
+
+def test_stage_apk_packages_the_models_into_a_tensorflow_checkout(tmp_path):
+    from kerasnets.pipelines import convert
+    import tf_keras as keras
+
+    tf_root = tmp_path / "tensorflow"
+    with pytest.raises(ValueError, match="not a TensorFlow source checkout"):
+        android.stage_apk(str(tf_root), [])
+    (tf_root / "tensorflow/lite/tools/benchmark").mkdir(parents=True)
+    (tf_root / "tensorflow/lite/tools/benchmark/BUILD").write_text("")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    good = tmp_path / "tiny.tflite"
+    good.write_bytes(convert.export(model, "fp32"))
+    bad = tmp_path / "notes.tflite"
+    bad.write_text("not a model")
+    with pytest.raises(ValueError, match="notes.tflite"):
+        android.stage_apk(str(tf_root), [str(good), str(bad)])
+    staged = android.stage_apk(str(tf_root), [str(good)])
+    package = tf_root / "tensorflow/lite/kerasnets_benchmark"
+    assert staged["target"] == "//tensorflow/lite/kerasnets_benchmark:kerasnets_benchmark"
+    assert staged["build"].startswith("bazel build -c opt --config=android_arm64 //tensorflow/lite/")
+    assert staged["models"] == ["asset:tiny.tflite"]
+    assert (package / "assets/models/tiny.tflite").read_bytes() == good.read_bytes()
+    for source in ("BUILD", "AndroidManifest.xml", "jni/benchmark_jni.cc",
+                   "src/com/kerasnets/benchmark/BenchmarkActivity.java"):
+        assert (package / source).is_file(), source
+    other = tmp_path / "other.tflite"
+    other.write_bytes(good.read_bytes())
+    android.stage_apk(str(tf_root), [str(other)])  # a re-stage replaces the packaged models
+    assert sorted(p.name for p in (package / "assets/models").iterdir()) == ["other.tflite"]
 
 
 def test_adb_errors_name_the_problem(tmp_path, monkeypatch):

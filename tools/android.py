@@ -11,8 +11,15 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 
 DEVICE_DIR = "/data/local/tmp"
+# The benchmark APK of tools/android_apk/ and TFLite's own one (models pushed, not packaged).
+APK_ACTIVITY = "com.kerasnets.benchmark/.BenchmarkActivity"
+STOCK_APK_ACTIVITY = "org.tensorflow.lite.benchmark/.BenchmarkModelActivity"
+APK_SOURCES = os.path.join(os.path.dirname(__file__), "android_apk")
+APK_PACKAGE = "tensorflow/lite/kerasnets_benchmark"  # where the sources go in a TensorFlow checkout
+PACKAGED = "asset:"  # --tflite asset:NAME.tflite: a model packaged in the kerasnets APK
 _NUM = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _COUNT = re.compile(r"count=(\d+)(.*)")
 _FIELD = re.compile(rf"(\w+)=({_NUM})")
@@ -138,32 +145,155 @@ class Adb:
         return self.call("shell", " ".join(shlex.quote(str(a)) for a in args))
 
 
+def _benchmark_args(graph: str, threads: int, runs: int, config: str) -> list[str]:
+    return [f"--graph={graph}", f"--num_threads={threads}", f"--num_runs={runs}",
+            "--report_peak_memory_footprint=true", *CONFIGS[config]]
+
+
+def _sweep(configs, threads):
+    """(config, threads) pairs: thread counts only matter on the CPU paths."""
+    return [(c, n) for c in configs for n in (threads if c in ("cpu", "xnnpack") else threads[:1])]
+
+
+def _run_rows(device, name, runs_to_do, run_one) -> list[dict]:
+    """A delegate the phone lacks (no GPU/NNAPI driver) fails in benchmark_model: that config's row
+    carries the error instead of figures, and the others still run."""
+    rows = []
+    for config, n in runs_to_do:
+        try:
+            rows.append(result_row(parse_benchmark_log(run_one(config, n)), model=name, config=config,
+                                   threads=n, device=device))
+        except (RuntimeError, ValueError) as error:
+            rows.append({"model": name, "config": config, "threads": n, "device": device,
+                         "error": str(error)[:300]})
+    return rows
+
+
+def _model_name(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _require_file(local: str) -> None:
+    if not os.path.isfile(local):
+        raise ValueError(f"model file {local} does not exist")
+
+
 def run_benchmarks(adb: Adb, models: list[str], benchmark_binary: str, *, threads=(1, 4),
                    configs=("cpu", "xnnpack", "gpu", "nnapi"), runs: int = 50) -> list[dict]:
-    """Push benchmark_model and the models, run every config, return parsed rows.
-
-    A delegate the phone lacks (no GPU/NNAPI driver) fails in benchmark_model: that config's row
-    carries the error instead of figures, and the others still run.
-    """
+    """Push the native benchmark_model and the models, run every config, return parsed rows."""
     device = adb.require_device()
     remote_binary = f"{DEVICE_DIR}/benchmark_model"
     adb.push(benchmark_binary, remote_binary)
     adb.shell("chmod", "755", remote_binary)
     rows = []
     for local in models:
-        if not os.path.isfile(local):
-            raise ValueError(f"model file {local} does not exist")
+        _require_file(local)
         remote = f"{DEVICE_DIR}/{os.path.basename(local)}"
         adb.push(local, remote)
-        name = os.path.splitext(os.path.basename(local))[0]
-        for config in configs:
-            for n in (threads if config in ("cpu", "xnnpack") else threads[:1]):
-                args = [remote_binary, f"--graph={remote}", f"--num_threads={n}", f"--num_runs={runs}",
-                        "--report_peak_memory_footprint=true", *CONFIGS[config]]
-                try:
-                    parsed = parse_benchmark_log(adb.shell(*args))
-                    rows.append(result_row(parsed, model=name, config=config, threads=n, device=device))
-                except (RuntimeError, ValueError) as error:
-                    rows.append({"model": name, "config": config, "threads": n, "device": device,
-                                 "error": str(error)[:300]})
+        rows += _run_rows(device, _model_name(local), _sweep(configs, threads),
+                          lambda c, n: adb.shell(remote_binary, *_benchmark_args(remote, n, runs, c)))
     return rows
+
+
+def run_apk_benchmarks(adb: Adb, models: list[str], apk: str, *, activity: str = APK_ACTIVITY,
+                       threads=(1, 4), configs=("cpu", "xnnpack", "gpu", "nnapi"), runs: int = 50,
+                       timeout: float = 600, poll: float = 1.0, start_grace: float = 10.0) -> list[dict]:
+    """Install a benchmark APK and run every config from its activity, reading logcat.
+
+    `models` are local .tflite files (pushed to /data/local/tmp) or `asset:NAME.tflite` for a model
+    packaged in the kerasnets APK. `am start` returns before the benchmark ends, so the runner
+    polls logcat until the timings line or a failure line appears.
+    """
+    if not os.path.isfile(apk):
+        raise ValueError(f"APK {apk} does not exist: build it (see tools/android_apk/BUILD) or pass "
+                         "TFLite's benchmark_model.apk with --apk_activity " + STOCK_APK_ACTIVITY)
+    device = adb.require_device()
+    adb.call("install", "-r", "-d", "-g", apk)
+    rows = []
+    for model in models:
+        if model.startswith(PACKAGED):
+            graph = model
+        else:
+            _require_file(model)
+            graph = f"{DEVICE_DIR}/{os.path.basename(model)}"
+        if any(c.isspace() for c in graph):
+            raise ValueError(f"model name {graph!r} has a space: the benchmark APK splits its arguments "
+                             "on whitespace, so rename the file")
+        if not model.startswith(PACKAGED):
+            adb.push(model, graph)
+        run_one = lambda c, n: _run_activity(adb, activity, _benchmark_args(graph, n, runs, c),
+                                             timeout, poll, start_grace)  # noqa: E731
+        rows += _run_rows(device, _model_name(model.removeprefix(PACKAGED)), _sweep(configs, threads), run_one)
+    return rows
+
+
+_TIMINGS = "Inference timings in us"
+_FAILED = "Benchmarking failed"
+
+
+def _run_activity(adb: Adb, activity: str, args: list[str], timeout: float, poll: float,
+                  start_grace: float) -> str:
+    """Start the activity and return its logcat once the benchmark has finished.
+
+    Finished means the timings line, a failure line, or the app's process gone (TFLite's own APK
+    ends silently on some failures) after `start_grace` seconds to start.
+    """
+    adb.call("logcat", "-c")
+    # The argument string travels as one extra; adb.shell quotes it once for the device's shell.
+    adb.shell("am", "start", "-S", "-n", activity, "--es", "args", " ".join(args))
+    started, deadline = time.monotonic(), time.monotonic() + timeout
+    while True:
+        log = adb.call("logcat", "-d", "-s", "tflite:V")
+        if _TIMINGS in log:
+            return log
+        ended = _FAILED in log or (time.monotonic() - started > start_grace
+                                   and not _running(adb, activity.split("/")[0]))
+        if ended:
+            errors = [line.split("tflite", 1)[-1].lstrip(" :") for line in log.splitlines()
+                      if "ERROR" in line or _FAILED in line]
+            raise RuntimeError("benchmark ended without timings: " + (" | ".join(errors) or
+                               "no error in logcat (is the model readable by the app?)"))
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no benchmark result in logcat after {timeout:.0f} s "
+                               f"({activity} {' '.join(args)}): is the screen on and unlocked?")
+        time.sleep(poll)
+
+
+def _running(adb: Adb, package: str) -> bool:
+    try:
+        return bool(adb.shell("pidof", package).strip())
+    except RuntimeError:  # pidof exits 1 when there is no such process
+        return False
+
+
+def stage_apk(tf_root: str, tflite_files: list[str]) -> dict:
+    """Copy the kerasnets benchmark APK package into a TensorFlow checkout with the models packaged.
+
+    Returns the Bazel target, the build command and where the APK lands. Models are checked to be
+    TFLite files first; the staged package's old models are replaced, not merged.
+    """
+    from kerasnets.pipelines import tflite_file
+
+    if not os.path.isfile(os.path.join(tf_root, "tensorflow", "lite", "tools", "benchmark", "BUILD")):
+        raise ValueError(f"{tf_root} is not a TensorFlow source checkout (no tensorflow/lite/tools/"
+                         "benchmark/BUILD): `git clone https://github.com/tensorflow/tensorflow`, run its "
+                         "./configure with the Android SDK/NDK, and pass that folder")
+    if not tflite_files:
+        raise ValueError("no models to package: pass --tflite a.tflite[,b.tflite]")
+    names = [os.path.basename(f) for f in tflite_files]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two models share a file name ({names}); assets are looked up by name")
+    for path in tflite_files:
+        tflite_file.read_tflite_file(path)
+    package = os.path.join(tf_root, APK_PACKAGE)
+    shutil.copytree(APK_SOURCES, package, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    models_dir = os.path.join(package, "assets", "models")
+    shutil.rmtree(models_dir, ignore_errors=True)
+    os.makedirs(models_dir)
+    for path in tflite_files:
+        shutil.copyfile(path, os.path.join(models_dir, os.path.basename(path)))
+    target = f"//{APK_PACKAGE}:kerasnets_benchmark"
+    return {"package": package, "models": [PACKAGED + n for n in names], "target": target,
+            "build": f"bazel build -c opt --config=android_arm64 {target}",
+            "apk": f"bazel-bin/{APK_PACKAGE}/kerasnets_benchmark.apk"}

@@ -40,6 +40,12 @@ flags.DEFINE_string("serial", None, "bench --target android: device serial (adb 
 flags.DEFINE_string("benchmark_binary", None, "bench --target android: TFLite benchmark_model binary "
                     "built for the phone (bazel build -c opt --config=android_arm64 "
                     "//tensorflow/lite/tools/benchmark:benchmark_model).")
+flags.DEFINE_string("apk", None, "bench --target android: benchmark APK to install and run instead of "
+                    "--benchmark_binary (the kerasnets APK, or TFLite's with --apk_activity).")
+flags.DEFINE_string("apk_activity", None, "bench --target android: activity of --apk (default the "
+                    "kerasnets APK's; TFLite's: org.tensorflow.lite.benchmark/.BenchmarkModelActivity).")
+flags.DEFINE_string("stage_apk", None, "bench --target android: TensorFlow checkout to stage the kerasnets "
+                    "benchmark APK package into, with the --tflite models (comma-separated) packaged.")
 flags.DEFINE_string("config", None, "run: YAML or JSON file of run config keys.")
 flags.DEFINE_enum("from_stage", None, ["data", "train", "qat", "export", "micro", "bench", "report"],
                   "run: re-run this stage and every later one.")
@@ -172,12 +178,20 @@ def _bench() -> int:
                 raise ValueError(f"--parse {FLAGS.parse}: {error.strerror}") from None
             print(json.dumps(android.parse_benchmark_log(text)))
             return 0
-        if not (FLAGS.tflite and FLAGS.benchmark_binary):
-            raise app.UsageError("bench --target android needs --tflite FILE and --benchmark_binary FILE "
-                                 "(or --parse LOGFILE)")
+        if FLAGS.stage_apk:
+            models = FLAGS.tflite.split(",") if FLAGS.tflite else []
+            print(json.dumps(android.stage_apk(FLAGS.stage_apk, models)))
+            return 0
+        if not FLAGS.tflite or bool(FLAGS.benchmark_binary) == bool(FLAGS.apk):
+            raise app.UsageError("bench --target android needs --tflite FILE and one of --benchmark_binary "
+                                 "FILE or --apk FILE (or --parse LOGFILE, or --stage_apk TF_DIR)")
         adb = android.Adb(FLAGS.adb, FLAGS.serial)
-        rows = android.run_benchmarks(adb, [FLAGS.tflite], FLAGS.benchmark_binary,
-                                      threads=(1, max(FLAGS.threads, 4)), runs=FLAGS.runs)
+        sweep = {"threads": (1, max(FLAGS.threads, 4)), "runs": FLAGS.runs}
+        if FLAGS.apk:
+            rows = android.run_apk_benchmarks(adb, [FLAGS.tflite], FLAGS.apk,
+                                              activity=FLAGS.apk_activity or android.APK_ACTIVITY, **sweep)
+        else:
+            rows = android.run_benchmarks(adb, [FLAGS.tflite], FLAGS.benchmark_binary, **sweep)
         for row in rows:
             print(json.dumps(row))
         if FLAGS.record:
