@@ -5,8 +5,10 @@ fine-tunes it for the same number of epochs as every other row, and records para
 int8 .tflite size, host int8 latency (LiteRT, 1 thread, median) and top-1 of the float and the
 int8 model. A `qat` row does the same for the unpruned model after the same number of epochs of
 8-bit quantisation-aware training (its int8 top-1 against the base row's fp32 top-1 is the QAT gap;
-the base row's own int8 column is post-training quantisation). Rows are appended as they finish,
-so an interrupted run keeps what it measured and a re-run skips rows already in the file.
+the base row's own int8 column is post-training quantisation). SCL rows (method `scl`, trained
+with its masks for the same epochs) carry the regulariser strength in the ratio column. Rows are
+appended as they finish, so an interrupted run keeps what it measured and a re-run skips rows
+already in the file.
 
     python benchmarks/compression.py --dataset imagefolder:../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz \\
         --model resnet20_cifar --base_epochs 10 --finetune_epochs 2 --train_images 20000
@@ -37,6 +39,8 @@ flags.DEFINE_list("methods", ["l1", "bn", "qsfm", "slimming", "complexity_pa", "
 flags.DEFINE_bool("qat", True, "Also record the unpruned model after --finetune_epochs of QAT (method 'qat').")
 flags.DEFINE_float("qat_lr", 1e-3, "QAT learning rate.")
 flags.DEFINE_list("ratios", ["0.3", "0.5"], "Pruning ratios.")
+flags.DEFINE_list("scl_strengths", ["0.5", "2.0"], "Connection-count strengths of the scl rows (their "
+                  "ratio column holds the strength: SCL learns how many channels to remove).")
 flags.DEFINE_string("out", "results/compression.csv", "CSV file (rows are appended).")
 flags.DEFINE_string("work", "runs/compression", "Folder for checkpoints.")
 
@@ -126,12 +130,15 @@ def main(argv):
         bench.append_rows([{**common, **_measure(qat, data, images, base_stats), "method": "qat", "ratio": 0.0}],
                           FLAGS.out, COLUMNS)
     for method in FLAGS.methods:
-        for ratio in FLAGS.ratios:
-            if (FLAGS.model, method, str(float(ratio)), str(FLAGS.finetune_epochs)) in done:
+        # SCL learns how much to remove: it is swept over its regulariser strength instead
+        settings = FLAGS.scl_strengths if method == "scl" else FLAGS.ratios
+        for setting in settings:
+            if (FLAGS.model, method, str(float(setting)), str(FLAGS.finetune_epochs)) in done:
                 continue
-            pruned, _ = prune.compress(base, method, ratio=float(ratio), data=data, epochs=FLAGS.finetune_epochs,
-                                       config=config, out_dir=os.path.join(FLAGS.work, f"{method}-{ratio}"))
-            row = {**common, **_measure(pruned, data, images), "method": method, "ratio": float(ratio)}
+            amount = {"strength": float(setting)} if method == "scl" else {"ratio": float(setting)}
+            pruned, _ = prune.compress(base, method, **amount, data=data, epochs=FLAGS.finetune_epochs,
+                                       config=config, out_dir=os.path.join(FLAGS.work, f"{method}-{setting}"))
+            row = {**common, **_measure(pruned, data, images), "method": method, "ratio": float(setting)}
             bench.append_rows([row], FLAGS.out, COLUMNS)
             print(row, flush=True)
 
