@@ -130,8 +130,9 @@ def main(argv):
         bench.append_rows([{**common, **_measure(qat, data, images, base_stats), "method": "qat", "ratio": 0.0}],
                           FLAGS.out, COLUMNS)
     for method in FLAGS.methods:
-        # SCL learns how much to remove: it is swept over its regulariser strength instead
-        settings = FLAGS.scl_strengths if method == "scl" else FLAGS.ratios
+        # SCL learns how much to remove: it is swept over its regulariser strength instead;
+        # 2:4 sparsity is 50% by construction
+        settings = {"scl": FLAGS.scl_strengths, "m_by_n": ["0.5"]}.get(method, FLAGS.ratios)
         for setting in settings:
             if (FLAGS.model, method, str(float(setting)), str(FLAGS.finetune_epochs)) in done:
                 continue
