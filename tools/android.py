@@ -211,15 +211,13 @@ def run_apk_benchmarks(adb: Adb, models: list[str], apk: str, *, activity: str =
     adb.call("install", "-r", "-d", "-g", apk)
     rows = []
     for model in models:
-        if model.startswith(PACKAGED):
-            graph = model
-        else:
-            _require_file(model)
-            graph = f"{DEVICE_DIR}/{os.path.basename(model)}"
+        packaged = model.startswith(PACKAGED)
+        graph = model if packaged else f"{DEVICE_DIR}/{os.path.basename(model)}"
         if any(c.isspace() for c in graph):
             raise ValueError(f"model name {graph!r} has a space: the benchmark APK splits its arguments "
                              "on whitespace, so rename the file")
-        if not model.startswith(PACKAGED):
+        if not packaged:
+            _require_file(model)
             adb.push(model, graph)
         run_one = lambda c, n: _run_activity(adb, activity, _benchmark_args(graph, n, runs, c),
                                              timeout, poll, start_grace)  # noqa: E731
