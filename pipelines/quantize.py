@@ -3,8 +3,14 @@ that TFMOT's default registry does not know (Multiply in squeeze-excite, hard ac
 channel slices, BatchNorm that follows no conv)."""
 from __future__ import annotations
 
+import contextlib
+
+import numpy as np
+
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
+# the input QuantizeLayer is not in TFMOT's public API; its loading needs a fix (below)
+from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer as _quantize_layer
 
 _Q = tfmot.quantization.keras
 _quantizers = _Q.quantizers
@@ -67,10 +73,73 @@ def _config_for(layer):
     return None if spec is None else LayerQuantizeConfig(*spec)
 
 
+def _variable_key(variable) -> str:
+    """A QAT layer's variable by its own name ("kernel", "kernel_min"): the name scope in front of
+    it differs between a model built by `quantize_apply` and the same model loaded from a file."""
+    return variable.name.split("/")[-1].split(":")[0]
+
+
+class _SavedByName:
+    """Saving for TFMOT's QAT layers that survives the .keras format. TFMOT's layers are filed by
+    position there, but their variable lists differ between a model built by `quantize_apply` (the
+    wrapper lists the kernel twice and the bias too) and the same model rebuilt from its config (the
+    input QuantizeLayer was even built twice), so a saved QAT model did not load
+    (tensorflow/model-optimization#1123). Here each variable is filed under its own name, and the
+    layer is built only when the graph calls it, as when it was saved."""
+
+    def build_from_config(self, config):
+        del config  # built when the functional graph calls the layer
+
+    def save_own_variables(self, store):
+        saved = {}
+        for variable in self._trainable_weights + self._non_trainable_weights:
+            key = _variable_key(variable)
+            if key in saved:
+                if saved[key] is not variable:
+                    raise ValueError(f"QAT layer {self.name}: two variables named {key!r}; cannot save it "
+                                     "in the .keras format, save the model as .h5")
+                continue  # the wrapper lists its kernel twice
+            saved[key] = variable
+            store[key] = variable.numpy()
+
+    def load_own_variables(self, store):
+        keys = set(store.keys())
+        if keys and all(key.isdigit() for key in keys):
+            raise ValueError(f"QAT layer {self.name} was saved by TFMOT's own layer, whose .keras files do not "
+                             "load (tensorflow/model-optimization#1123): save QAT models made by "
+                             "kerasnets.pipelines.quantize.quantize_model, or use the .h5 format")
+        for variable in self._trainable_weights + self._non_trainable_weights:
+            key = _variable_key(variable)
+            if key not in keys:
+                raise ValueError(f"QAT layer {self.name}: no saved value for {key!r} (saved: {sorted(keys)})")
+            variable.assign(np.asarray(store[key]))
+
+
+# Same class names as TFMOT's: the .keras format files a layer's variables under its class name.
+_SAVED_BY_NAME = {tfmot_class: type(tfmot_class.__name__, (_SavedByName, tfmot_class), {})
+                  for tfmot_class in (_quantize_layer.QuantizeLayer, _Q.QuantizeWrapper, _Q.QuantizeWrapperV2)}
+
+
+def _save_by_name(model: keras.Model) -> keras.Model:
+    """`model` (fresh from `quantize_apply`) with TFMOT's QAT layers switched to `_SavedByName`:
+    same objects and weights, only the saving and loading methods differ."""
+    for layer in model.layers:
+        layer.__class__ = _SAVED_BY_NAME.get(type(layer), type(layer))
+    return model
+
+
+def _zoo_scope():
+    """TFMOT's quantisation scope plus the zoo's layers and configs."""
+    return _Q.quantize_scope({**keras.saving.get_custom_objects(), "LayerQuantizeConfig": LayerQuantizeConfig})
+
+
+@contextlib.contextmanager
 def quantize_scope():
-    """Scope that deserialises QAT models holding the zoo's layers and configs."""
-    return _Q.quantize_scope({**keras.saving.get_custom_objects(),
-                              "LayerQuantizeConfig": LayerQuantizeConfig})
+    """Scope that loads QAT models holding the zoo's layers and configs (.keras and .h5)."""
+    # TFMOT's own objects override the ones passed to its scope, so the fixed layer goes inside it
+    loadable = {cls.__name__: cls for cls in _SAVED_BY_NAME.values()}
+    with _zoo_scope(), keras.utils.custom_object_scope(loadable):
+        yield
 
 
 def _annotate(layer):
@@ -92,7 +161,6 @@ def quantize_model(model: keras.Model, scheme=None) -> keras.Model:
                          "replace them with serialisable layers")
     # The wrappers hold the original layer objects, so the weights carry over (as in TFMOT).
     annotated = keras.models.clone_model(model, clone_function=_annotate)
-    with quantize_scope():
-        if scheme is None:
-            return _Q.quantize_apply(annotated)
-        return _Q.quantize_apply(annotated, scheme)
+    with _zoo_scope():
+        applied = _Q.quantize_apply(annotated) if scheme is None else _Q.quantize_apply(annotated, scheme)
+    return _save_by_name(applied)

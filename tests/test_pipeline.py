@@ -68,6 +68,17 @@ def test_run_on_digits_writes_every_artefact_and_reruns_only_what_changed(tmp_pa
     assert metrics["int8_kb"] < manifest["metrics"]["int8_kb"]
 
 
+def test_run_with_qat_exports_from_the_saved_qat_model(tmp_path):
+    """The export stage loads qat/last.keras from disk: a QAT model must survive the .keras format."""
+    out = tmp_path / "run"
+    result = kerasnets("run", *QUICK, f"--out={out}", "--qat.enabled=true", "--micro.enabled=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, manifest = _stage_seconds(out)
+    assert 0 <= manifest["metrics"]["top1_qat"] <= 1 and 0 <= manifest["metrics"]["top1_int8"] <= 1
+    assert "qat/last.keras" in manifest["stages"]["qat"]["artefacts"]
+    assert (out / "export" / "model_int8.tflite").exists()
+
+
 def test_config_file_keys_are_validated(tmp_path):
     good = tmp_path / "run.yaml"
     good.write_text("model: resnet8\ntrain:\n  epochs: 2\n  optimizer: adamw\ndata:\n  input_size: 16\n")

@@ -26,7 +26,7 @@ def load_keras(path):
             return keras.models.load_model(path, compile=False)
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise ValueError(f"--keras {path} is not a loadable Keras model ({type(error).__name__}: "
-                         f"{str(error)[:200]})") from None
+                         f"{str(error)[:600]})") from None
 
 
 def load_saved_model(path):

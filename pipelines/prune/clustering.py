@@ -171,5 +171,5 @@ def strip_cqat(model: keras.Model) -> keras.Model:
     """A CQAT/PCQAT model without its training-only variables (centroids, cluster indices, original
     weights): the QAT model that `convert.export` takes, its kernels holding the clustered values."""
     _check_model(model, "strip_cqat")
-    with quantize.quantize_scope():
+    with quantize.quantize_scope():  # the stripped copy is rebuilt from the config
         return _COMBINE.strip_clustering_cqat(model)

@@ -1,0 +1,52 @@
+"""QAT models saved and loaded again: the .keras format (the pipeline's checkpoints) and .h5, after
+training has moved every quantiser range away from its initial value."""
+import numpy as np
+import pytest
+import tensorflow_model_optimization as tfmot
+import tf_keras as keras
+
+import kerasnets
+from kerasnets.pipelines import data, quantize
+from kerasnets.tools.export import load_keras
+
+SHAPE = (32, 32, 3)
+# one per kind of QAT layer the zoo produces: conv/BN/Add, hard activations and squeeze-excite
+# Multiply, Ghost slices and depthwise convs, channel shuffle and split
+MODELS = ["resnet8", "mobilenet_v3_small_100", "ghostnet_050", "shufflenetv2_050_cifar"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = data.digits_images(SHAPE, 64)
+    return x, keras.utils.to_categorical(y, 10)
+
+
+def _trained_qat(name, digits):
+    qat = quantize.quantize_model(kerasnets.create_model(name, input_shape=SHAPE, classes=10))
+    qat.compile(keras.optimizers.SGD(0.05, momentum=0.9), "categorical_crossentropy")
+    qat.fit(*digits, batch_size=16, epochs=1, verbose=0)
+    return qat
+
+
+@pytest.mark.parametrize("name, suffix", [(name, ".keras") for name in MODELS] + [("resnet8", ".h5")])
+def test_trained_qat_model_loads_back_with_its_ranges(name, suffix, digits, tmp_path):
+    qat = _trained_qat(name, digits)
+    input_range = next(layer for layer in qat.layers if type(layer).__name__ == "QuantizeLayer").weights
+    assert input_range[0].numpy() != -6.0  # training moved the input range off its initial value
+    path = str(tmp_path / f"qat{suffix}")
+    qat.save(path)
+    loaded = load_keras(path)
+    x = digits[0][:8]
+    np.testing.assert_array_equal(loaded(x, training=False), qat(x, training=False))
+    # and once more: a loaded model saves and loads like a fresh one
+    loaded.save(path)
+    np.testing.assert_array_equal(load_keras(path)(x, training=False), qat(x, training=False))
+
+
+def test_qat_file_saved_with_tfmot_own_layers_is_refused_with_the_way_out(tmp_path):
+    plain = tfmot.quantization.keras.quantize_model(
+        kerasnets.create_model("resnet8", input_shape=SHAPE, classes=10))
+    path = str(tmp_path / "plain.keras")
+    plain.save(path)
+    with pytest.raises(ValueError, match=r"quantize_model, or use the \.h5 format"):
+        load_keras(path)
