@@ -8,10 +8,14 @@ int8 model. A `qat` row does the same for the unpruned model after the same numb
 the base row's own int8 column is post-training quantisation). SCL rows (method `scl`, trained
 with its masks for the same epochs) carry the regulariser strength in the ratio column. Rows are
 appended as they finish, so an interrupted run keeps what it measured and a re-run skips rows
-already in the file.
+already in the file. Every row keeps its int8 model (`WORK/MODEL/ROW/int8.tflite`), so `--retime`
+can time all rows of a model again later, alone and interleaved over several rounds, and rewrite
+their latency column: training runs for hours, and a latency taken while anything else shares the
+CPU is not worth keeping.
 
     python benchmarks/compression.py --dataset imagefolder:../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz \\
         --model resnet20_cifar --base_epochs 10 --finetune_epochs 2 --train_images 20000
+    python benchmarks/compression.py --model resnet20_cifar --retime
 """
 from __future__ import annotations
 
@@ -42,7 +46,11 @@ flags.DEFINE_list("ratios", ["0.3", "0.5"], "Pruning ratios.")
 flags.DEFINE_list("scl_strengths", ["0.5", "2.0"], "Connection-count strengths of the scl rows (their "
                   "ratio column holds the strength: SCL learns how many channels to remove).")
 flags.DEFINE_string("out", "results/compression.csv", "CSV file (rows are appended).")
-flags.DEFINE_string("work", "runs/compression", "Folder for checkpoints.")
+flags.DEFINE_string("work", "runs/compression", "Folder for checkpoints (one sub-folder per model).")
+flags.DEFINE_bool("retime", False, "Only re-time the int8 latency of --model's rows from their saved "
+                  "int8.tflite and rewrite that column of --out.")
+flags.DEFINE_integer("retime_rounds", 5, "Rounds of --retime; each times every row once (fresh process, "
+                     "50 runs); a row's latency is the median of its rounds.")
 
 COLUMNS = ["model", "method", "ratio", "params", "macs", "int8_kb", "latency_ms", "top1_fp32", "top1_int8",
            "base_params", "base_macs", "base_top1_fp32", "epochs", "device", "command"]
@@ -60,14 +68,23 @@ def _subset(data, train_images, test_images):
                                num_test=min(test_images, data.num_test))
 
 
-def _measure(model, data, images, stats=None):
-    """Row figures of a float or QAT model; `stats` (params, MACs) for a QAT model, whose
-    fake-quant wrappers the profiler does not count."""
+def _row_dir(method, ratio):
+    """Checkpoints and int8 model of one row: WORK/MODEL/{base, qat, METHOD-RATIO}."""
+    name = {"none": "base", "qat": "qat"}.get(method) or f"{method}-{float(ratio)}"
+    return os.path.join(FLAGS.work, FLAGS.model, name)
+
+
+def _measure(model, data, images, row_dir, stats=None):
+    """Row figures of a float or QAT model, its int8 model kept in `row_dir`; `stats` (params,
+    MACs) for a QAT model, whose fake-quant wrappers the profiler does not count."""
     import kerasnets
     from kerasnets.pipelines import convert, train
     from kerasnets.tools import bench
 
     tflite = convert.export(model, "int8", images)
+    os.makedirs(row_dir, exist_ok=True)
+    with open(os.path.join(row_dir, "int8.tflite"), "wb") as f:
+        f.write(tflite)
     stats = stats or kerasnets.profile(model)
     timing = bench.measure_in_child(tflite, threads=1, runs=50, xnnpack=True)
     return {"params": stats["params"], "macs": stats["macs"], "int8_kb": round(len(tflite) / 1024, 1),
@@ -88,7 +105,7 @@ def _base_model(data, config):
     import kerasnets
     from kerasnets.pipelines import train
 
-    path = os.path.join(FLAGS.work, f"{FLAGS.model}-base", "last.keras")
+    path = os.path.join(_row_dir("none", 0), "last.keras")
     if os.path.exists(path):
         return keras.models.load_model(path, compile=False)
     shape = (FLAGS.input_size, FLAGS.input_size, data.image_shape[-1])
@@ -102,12 +119,44 @@ def _qat_model(base, data, config):
     from kerasnets.pipelines import quantize, train
 
     qat_config = {**config, "epochs": FLAGS.finetune_epochs, "lr": FLAGS.qat_lr, "warmup_epochs": 0}
-    return train.fit(lambda: quantize.quantize_model(base), data, os.path.join(FLAGS.work, "qat"),
+    return train.fit(lambda: quantize.quantize_model(base), data, _row_dir("qat", 0),
                      config=qat_config, verbose=2)["model"]
+
+
+def _retime():
+    """Re-time every row of FLAGS.model that has its int8 model, interleaving rows over rounds so
+    that a slow spell of the machine spreads over all of them, and rewrite the latency column."""
+    import numpy as np
+
+    from kerasnets.tools import bench
+
+    with open(FLAGS.out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    files = {i: os.path.join(_row_dir(r["method"], r["ratio"]), "int8.tflite")
+             for i, r in enumerate(rows) if r["model"] == FLAGS.model}
+    files = {i: path for i, path in files.items() if os.path.exists(path)}
+    if not files:
+        raise SystemExit(f"no int8.tflite for {FLAGS.model} under {FLAGS.work}/{FLAGS.model}: "
+                         "run the benchmark for this model first")
+    models = {i: open(path, "rb").read() for i, path in files.items()}
+    medians = {i: [] for i in files}
+    for round_ in range(FLAGS.retime_rounds):
+        for i, tflite in models.items():
+            medians[i].append(bench.measure_in_child(tflite, threads=1, runs=50, xnnpack=True)["median"])
+        print(f"round {round_ + 1}/{FLAGS.retime_rounds} done", flush=True)
+    for i, values in medians.items():
+        rows[i]["latency_ms"] = round(float(np.median(values)), 4)
+        print(rows[i]["method"], rows[i]["ratio"], [round(v, 3) for v in values], flush=True)
+    with open(FLAGS.out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def main(argv):
     del argv
+    if FLAGS.retime:
+        return _retime()
     from kerasnets.pipelines import data as data_mod, prune
     from kerasnets.tools import bench
 
@@ -116,7 +165,7 @@ def main(argv):
     images = data_mod.representative_images(data, 100)
     config = {"batch_size": FLAGS.batch_size, "lr": FLAGS.lr, "optimizer": "sgd"}
     base = _base_model(data, config)
-    base_stats = _measure(base, data, images)
+    base_stats = _measure(base, data, images, _row_dir("none", 0))
     command = " ".join([os.path.basename(sys.executable), *sys.argv])
     common = {"model": FLAGS.model, "base_params": base_stats["params"], "base_macs": base_stats["macs"],
               "base_top1_fp32": base_stats["top1_fp32"], "epochs": FLAGS.finetune_epochs,
@@ -127,8 +176,8 @@ def main(argv):
         bench.append_rows([base_row], FLAGS.out, COLUMNS)
     if FLAGS.qat and (FLAGS.model, "qat", "0.0", str(FLAGS.finetune_epochs)) not in done:
         qat = _qat_model(base, data, config)
-        bench.append_rows([{**common, **_measure(qat, data, images, base_stats), "method": "qat", "ratio": 0.0}],
-                          FLAGS.out, COLUMNS)
+        qat_stats = _measure(qat, data, images, _row_dir("qat", 0), base_stats)
+        bench.append_rows([{**common, **qat_stats, "method": "qat", "ratio": 0.0}], FLAGS.out, COLUMNS)
     for method in FLAGS.methods:
         # SCL learns how much to remove: it is swept over its regulariser strength instead;
         # 2:4 sparsity is 50% by construction
@@ -138,8 +187,9 @@ def main(argv):
                 continue
             amount = {"strength": float(setting)} if method == "scl" else {"ratio": float(setting)}
             pruned, _ = prune.compress(base, method, **amount, data=data, epochs=FLAGS.finetune_epochs,
-                                       config=config, out_dir=os.path.join(FLAGS.work, f"{method}-{setting}"))
-            row = {**common, **_measure(pruned, data, images), "method": method, "ratio": float(setting)}
+                                       config=config, out_dir=_row_dir(method, setting))
+            row = {**common, **_measure(pruned, data, images, _row_dir(method, setting)), "method": method,
+                   "ratio": float(setting)}
             bench.append_rows([row], FLAGS.out, COLUMNS)
             print(row, flush=True)
 
