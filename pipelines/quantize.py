@@ -9,7 +9,7 @@ import numpy as np
 
 import tensorflow_model_optimization as tfmot
 import tf_keras as keras
-# the input QuantizeLayer is not in TFMOT's public API; its loading needs a fix (below)
+# the input QuantizeLayer is not in TFMOT's public API; its saving needs a fix (below)
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer as _quantize_layer
 
 _Q = tfmot.quantization.keras
@@ -136,7 +136,7 @@ def _zoo_scope():
 @contextlib.contextmanager
 def quantize_scope():
     """Scope that loads QAT models holding the zoo's layers and configs (.keras and .h5)."""
-    # TFMOT's own objects override the ones passed to its scope, so the fixed layer goes inside it
+    # TFMOT's own objects override the ones passed to its scope, so the fixed layers go inside it
     loadable = {cls.__name__: cls for cls in _SAVED_BY_NAME.values()}
     with _zoo_scope(), keras.utils.custom_object_scope(loadable):
         yield
