@@ -54,12 +54,14 @@ class LayerQuantizeConfig(_Q.QuantizeConfig):
 _SPEC_FOR_KERAS_LAYER = {keras.layers.Multiply: ((), True)}
 
 
-_FOLDS_BATCHNORM = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+# TFMOT folds BatchNorm into these only; a Dense-BN pair (VGG's classifier) is not folded in QAT
+# and, left to TFMOT's registry, converted to int8 without its BatchNorm's effect
+_FOLDS_BATCHNORM = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
 def _is_standalone_batchnorm(layer) -> bool:
-    """A BatchNorm TFMOT cannot fold into the conv before it (pre-activation nets: BN-ReLU-Conv);
-    TFLite runs it as an int8 MUL + ADD, so it gets an output quantiser like any other op."""
+    """A BatchNorm TFMOT cannot fold into the layer before it (pre-activation nets: BN-ReLU-Conv;
+    Dense-BN); it gets an output quantiser like any other op, and TFLite's int8 then matches."""
     if type(layer) is not keras.layers.BatchNormalization:
         return False
     source = layer.inbound_nodes[0].inbound_layers

@@ -6,7 +6,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 
 import kerasnets
-from kerasnets.pipelines import data, quantize
+from kerasnets.pipelines import convert, data, quantize
 from kerasnets.tools.export import load_keras
 
 SHAPE = (32, 32, 3)
@@ -50,3 +50,22 @@ def test_qat_file_saved_with_tfmot_own_layers_is_refused_with_the_way_out(tmp_pa
     plain.save(path)
     with pytest.raises(ValueError, match=r"quantize_model, or use the \.h5 format"):
         load_keras(path)
+
+
+def test_batchnorm_after_dense_survives_qat_int8_conversion(digits):
+    """VGG's classifier (Dense-BN-ReLU-Dense): TFMOT folds BN only into convs; the int8 model must
+    still apply the BatchNorm, within 2 steps of the output scale of the QAT model."""
+    layers = keras.layers
+    inputs = keras.Input(SHAPE)
+    x = layers.GlobalAveragePooling2D()(inputs)
+    x = layers.ReLU()(layers.BatchNormalization()(layers.Dense(32)(x)))
+    model = keras.Model(inputs, layers.Dense(10)(x))
+    rng = np.random.default_rng(0)  # BN far from identity, as after training
+    model.layers[3].set_weights([rng.uniform(0.05, 0.2, 32), rng.normal(0, 0.1, 32), rng.normal(0, 1, 32),
+                                 rng.uniform(20, 50, 32)])
+    qat = quantize.quantize_model(model)
+    qat.compile(keras.optimizers.SGD(0.01), "categorical_crossentropy")
+    qat.fit(*digits, batch_size=16, epochs=1, verbose=0)
+    tflite = convert.export(qat, "int8", digits[0][:16])
+    scale = convert.litert_interpreter(tflite).get_output_details()[0]["quantization"][0]
+    assert convert.parity(qat, tflite, digits[0])["max_abs_diff"] <= 2 * scale
