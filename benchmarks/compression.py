@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import os
+import pathlib
 import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -130,6 +131,8 @@ def _retime():
 
     from kerasnets.tools import bench
 
+    if not os.path.exists(FLAGS.out):
+        raise SystemExit(f"--retime: no {FLAGS.out}; run the benchmark first")
     with open(FLAGS.out, newline="") as f:
         rows = list(csv.DictReader(f))
     files = {i: os.path.join(_row_dir(r["method"], r["ratio"]), "int8.tflite")
@@ -138,7 +141,7 @@ def _retime():
     if not files:
         raise SystemExit(f"no int8.tflite for {FLAGS.model} under {FLAGS.work}/{FLAGS.model}: "
                          "run the benchmark for this model first")
-    models = {i: open(path, "rb").read() for i, path in files.items()}
+    models = {i: pathlib.Path(path).read_bytes() for i, path in files.items()}
     medians = {i: [] for i in files}
     for round_ in range(FLAGS.retime_rounds):
         for i, tflite in models.items():
