@@ -75,21 +75,28 @@ def _row_dir(method, ratio):
     return os.path.join(FLAGS.work, FLAGS.model, name)
 
 
+def _int8_latency_ms(tflite) -> float:
+    """A row's latency: median of 50 runs in a fresh process, LiteRT 1 thread, XNNPACK (the same for
+    the first measurement and --retime)."""
+    from kerasnets.tools import bench
+
+    return bench.measure_in_child(tflite, threads=1, runs=50, xnnpack=True)["median"]
+
+
 def _measure(model, data, images, row_dir, stats=None):
     """Row figures of a float or QAT model, its int8 model kept in `row_dir`; `stats` (params,
     MACs) for a QAT model, whose fake-quant wrappers the profiler does not count."""
     import kerasnets
     from kerasnets.pipelines import convert, train
-    from kerasnets.tools import bench
 
     tflite = convert.export(model, "int8", images)
     os.makedirs(row_dir, exist_ok=True)
     with open(os.path.join(row_dir, "int8.tflite"), "wb") as f:
         f.write(tflite)
     stats = stats or kerasnets.profile(model)
-    timing = bench.measure_in_child(tflite, threads=1, runs=50, xnnpack=True)
+    latency = _int8_latency_ms(tflite)
     return {"params": stats["params"], "macs": stats["macs"], "int8_kb": round(len(tflite) / 1024, 1),
-            "latency_ms": round(timing["median"], 4), "top1_fp32": round(train.evaluate(model, data), 4),
+            "latency_ms": round(latency, 4), "top1_fp32": round(train.evaluate(model, data), 4),
             "top1_int8": round(convert.tflite_top1(tflite, data), 4)}
 
 
@@ -129,8 +136,6 @@ def _retime():
     that a slow spell of the machine spreads over all of them, and rewrite the latency column."""
     import numpy as np
 
-    from kerasnets.tools import bench
-
     if not os.path.exists(FLAGS.out):
         raise SystemExit(f"--retime: no {FLAGS.out}; run the benchmark first")
     with open(FLAGS.out, newline="") as f:
@@ -145,7 +150,7 @@ def _retime():
     medians = {i: [] for i in files}
     for round_ in range(FLAGS.retime_rounds):
         for i, tflite in models.items():
-            medians[i].append(bench.measure_in_child(tflite, threads=1, runs=50, xnnpack=True)["median"])
+            medians[i].append(_int8_latency_ms(tflite))
         print(f"round {round_ + 1}/{FLAGS.retime_rounds} done", flush=True)
     for i, values in medians.items():
         rows[i]["latency_ms"] = round(float(np.median(values)), 4)
