@@ -70,6 +70,8 @@ class ChannelGather(keras.layers.Layer):
     (the paper's Index layer). Repeats are allowed: two groups may keep the same input."""
 
     qat_spec = ((), False)  # moves values only: keeps its input's scale
+    prune_role = "fixed"  # selects channels by index
+    tflite_ops = ("GATHER",)
 
     def __init__(self, indices, **kwargs):
         super().__init__(**kwargs)
@@ -113,6 +115,8 @@ class LearnedGroupConv(keras.layers.Layer):
     """
 
     qat_spec = (("kernel",), True)  # the masked kernel is quantised per output channel
+    prune_role = "fixed"  # its mask ties input channels to groups
+    tflite_ops = ("CONV_2D",)
 
     def __init__(self, filters, *, groups, condense_factor=None, group_lasso=0.0,
                  kernel_initializer=None, **kwargs):
@@ -202,6 +206,8 @@ class CondensingDense(keras.layers.Dense):
     features with the largest L1 weight (the official CondensingLinear keeps half)."""
 
     qat_spec = (("kernel",), True)
+    prune_role = "fixed"  # its mask selects input features
+    tflite_ops = ("FULLY_CONNECTED",)
 
     def __init__(self, units, *, keep=0.5, **kwargs):
         super().__init__(units, **kwargs)
@@ -266,6 +272,8 @@ class BlockDiagonalConv2D(keras.layers.Conv2D):
     with G times the work. Training-time models use it; `condense` turns it into a Conv2D."""
 
     qat_spec = (("kernel",), True)
+    prune_role = "fixed"  # training-time only: condense it first
+    tflite_ops = ("CONV_2D",)
 
     def call(self, inputs):
         outputs = self.convolution_op(inputs, block_diagonal(self.kernel, self.groups))

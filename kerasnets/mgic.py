@@ -62,6 +62,8 @@ class Difference(L.Subtract):
     registry has no entry for Subtract."""
 
     qat_spec = ((), True)
+    prune_role = "merge"
+    tflite_ops = ("SUB",)
 
 
 # ---------------------------------------------------------------------------------------------
