@@ -215,10 +215,11 @@ def test_from_scratch_strategy_reinitialises():
     ({"method": "l1", "ratio": 0.0}, "in \\(0, 1\\)"),
     ({"method": "l1", "ratio": 1.0}, "in \\(0, 1\\)"),
     ({"method": "nope", "ratio": 0.5}, "unknown compression method"),
-    ({"method": "l1"}, "exactly one of ratio"),
+    ({"method": "l1"}, "exactly one of `ratio`"),
     ({"method": "l1", "target": "flops=3"}, "KEY=VALUE"),
-    ({"method": "magnitude", "target": "macs=3M"}, "cannot prune to a target"),
-    ({"method": "qsfm", "ratio": 0.5}, "needs training data"),
+    ({"method": "magnitude", "target": "macs=3M"}, "cannot prune to a `target`"),
+    ({"method": "qsfm", "ratio": 0.5}, "needs training data: pass `data`"),
+    ({"method": "scl", "ratio": 0.5}, r"set the connection-count strength instead \(`strength`, default 0.5\)"),
 ])
 def test_bad_requests_are_clear_errors(kwargs, message):
     model, _ = _resnet8()

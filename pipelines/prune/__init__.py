@@ -3,81 +3,41 @@
 `compress(model, method, ratio=... | target=..., data=..., epochs=...)` is the one entry point
 (`kerasnets compress` calls it). Structured methods return a physically smaller functional model;
 the TFMOT sparsity methods return a same-shape model with zeroed weights (stripped of wrappers).
+Each method is one registered `Criterion` (see `criteria`); `methods()` lists them with a
+description, and METHODS, STRUCTURED, SPARSITY, NEEDS_DATA and TARGETABLE are read from the
+registry when asked for, so a criterion registered later appears in them.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 
 import tf_keras as keras
 
 import kerasnets
-from kerasnets.pipelines.prune import bn, complexity, l1, qsfm, slimming, structured, surgery
+from kerasnets.pipelines.prune import criteria
+from kerasnets.pipelines.prune.criteria import (STRATEGIES, Context, Criterion, Request, methods,
+                                                register_criterion, unregister_criterion)
 from kerasnets.pipelines.prune.graph import ChannelGraph, UnsupportedLayerError, analyse
+from kerasnets.pipelines.prune.handlers import Handler, register_handler, unregister_handler
 from kerasnets.pipelines.prune.structured import Target, prune_by_scores, prune_to_target, select
 from kerasnets.pipelines.prune.surgery import mask_channels, prune_channels
 
-STRUCTURED = ("l1", "bn", "complexity_pa", "complexity_fa", "complexity_ma", "qsfm", "slimming", "scl")
-SPARSITY = ("magnitude", "m_by_n")
-METHODS = (*SPARSITY, *STRUCTURED)
-NEEDS_DATA = ("magnitude", "m_by_n", "qsfm", "slimming", "scl")
-STRATEGIES = ("finetune", "scratch")
-TARGETABLE = ("l1", "bn", "complexity_pa", "complexity_fa", "complexity_ma", "qsfm")
-
 __all__ = ["compress", "analyse", "prune_channels", "mask_channels", "select", "prune_by_scores",
-           "prune_to_target", "Target", "ChannelGraph", "UnsupportedLayerError", "METHODS"]
+           "prune_to_target", "Target", "ChannelGraph", "UnsupportedLayerError", "METHODS",
+           "STRUCTURED", "SPARSITY", "NEEDS_DATA", "TARGETABLE", "STRATEGIES", "Request",
+           "Criterion", "Context", "register_criterion", "unregister_criterion", "methods",
+           "Handler", "register_handler", "unregister_handler"]
+
+# name -> the registry query it stands for, answered when the name is read (PEP 562)
+_DERIVED = {"METHODS": {}, "STRUCTURED": {"kind": "structured"}, "SPARSITY": {"kind": "sparsity"},
+            "NEEDS_DATA": {"needs_data": True}, "TARGETABLE": {"targetable": True}}
 
 
-@dataclasses.dataclass
-class Request:
-    """What `compress` was asked to do, checked before any work starts."""
-    method: str
-    ratio: float | None = None
-    target: Target | None = None
-    epochs: int = 0
-    strategy: str = "finetune"
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown compression method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.method == "scl":
-            if self.ratio is not None or self.target is not None:
-                raise ValueError("scl learns how many channels to remove: leave out ratio/target and "
-                                 "set the connection-count strength instead (--strength, default 0.5)")
-        elif (self.ratio is None) == (self.target is None):
-            raise ValueError("give exactly one of ratio (fraction of prunable channels/weights to "
-                             "remove) or target (e.g. macs=20M, peak_ram=64kB)")
-        if self.ratio is not None:
-            self.ratio = structured.check_ratio(self.ratio)
-        if isinstance(self.target, str):
-            self.target = Target.parse(self.target)
-        if self.target is not None and self.method not in TARGETABLE:
-            raise ValueError(f"{self.method} cannot prune to a target (it keeps the model's shape or "
-                             f"learns its own amount); use one of {', '.join(TARGETABLE)}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-
-
-_DATA_FREE_SCORES = {"l1": l1.scores, "bn": bn.scores}
-
-
-def _data_free(model, request: Request, graph):
-    if request.method.startswith("complexity_"):
-        mode = request.method.split("_")[1]
-        pruner = lambda ratio: complexity.prune(model, ratio, mode, graph=graph)  # noqa: E731
-    else:
-        scores = _DATA_FREE_SCORES[request.method](graph)
-        pruner = lambda ratio: prune_by_scores(model, scores, ratio, graph=graph)  # noqa: E731
-    return _ratio_or_target(model, pruner, request)
-
-
-def _ratio_or_target(model, pruner, request: Request):
-    if request.target is not None:
-        return prune_to_target(model, pruner, request.target)
-    return pruner(request.ratio), request.ratio
+def __getattr__(name):
+    if name in _DERIVED:
+        return criteria.names(**_DERIVED[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _train(model, data, out_dir, epochs, config):
@@ -87,26 +47,24 @@ def _train(model, data, out_dir, epochs, config):
                      verbose=0)["model"]
 
 
-def _qsfm(model, request, graph, data):
-    from kerasnets.pipelines.data import representative_images
+def _channel_graph(model):
+    graph = analyse(model)
+    if not graph.channels:
+        raise ValueError(f"{model.name} has no prunable channels: every channel reaches a "
+                         "reshape, slice, grouped conv or the model's output")
+    return graph
 
-    images = representative_images(data, 64)
-    return _ratio_or_target(model, lambda ratio: qsfm.prune(model, images, ratio, graph=graph), request)
 
-
-def _sparsity(model, request, data, work, config):
-    from kerasnets.pipelines import train
-    from kerasnets.pipelines.prune import sparsity
-
-    epochs = max(request.epochs, 1)
-    steps = epochs * max(data.num_train // int((config or {}).get("batch_size", 64)), 1)
-    options = {"sparsity_m_by_n": (2, 4)} if request.method == "m_by_n" else {}
-    # masks update every `frequency` steps: often enough that short fine-tunes reach the target
-    wrapped = sparsity.prune_magnitude(model, sparsity=request.ratio, end_step=steps,
-                                       frequency=max(1, min(100, steps // 10)), **options)
-    run = train.fit(lambda: wrapped, data, work, config={**(config or {}), "epochs": epochs},
-                    verbose=0, extra_callbacks=sparsity.callbacks())
-    return sparsity.strip(run["model"])
+def _summary(model, result, before, request, used) -> dict:
+    after = kerasnets.profile(result)
+    target = request.target
+    return {"model": model.name, "method": request.method, "ratio": used,
+            "target": None if target is None else f"{target.key}={target.value:g}",
+            "params_before": before["params"], "params_after": after["params"],
+            "macs_before": before["macs"], "macs_after": after["macs"],
+            "peak_ram_before": before["peak_activation_bytes"],
+            "peak_ram_after": after["peak_activation_bytes"], "epochs": request.epochs,
+            "strategy": request.strategy}
 
 
 def compress(model: keras.Model, method: str, *, ratio=None, target=None, data=None, epochs: int = 0,
@@ -119,46 +77,17 @@ def compress(model: keras.Model, method: str, *, ratio=None, target=None, data=N
     trains it from scratch for `epochs` instead of fine-tuning the surviving weights.
     """
     request = Request(method, ratio, target, int(epochs), strategy)
-    if data is None and (method in NEEDS_DATA or request.epochs):
-        raise ValueError(f"{method} with epochs={request.epochs} needs training data: pass data "
-                         "(--dataset digits | cifar10 | imagefolder:PATH)")
+    criterion = request.criterion
+    if data is None and (criterion.needs_data or request.epochs):
+        raise ValueError(f"{method} with epochs={request.epochs} needs training data: pass `data` "
+                         "(a pipelines.data.ImageData)")
     work = out_dir or tempfile.mkdtemp(prefix=f"compress-{method}-")
     before = kerasnets.profile(model)
-    trained_already = False
-    if method in SPARSITY:
-        result, used = _sparsity(model, request, data, os.path.join(work, "sparsity"), config), request.ratio
-        trained_already = True
-    else:
-        graph = analyse(model)
-        if not graph.channels:
-            raise ValueError(f"{model.name} has no prunable channels: every channel reaches a "
-                             "reshape, slice, grouped conv or the model's output")
-        if method == "qsfm":
-            result, used = _qsfm(model, request, graph, data)
-        elif method == "slimming":
-            result, _ = slimming.slim(model, data, work, ratio=request.ratio or 0.5,
-                                      epochs=max(request.epochs, 1), strength=strength or 1e-4,
-                                      finetune_epochs=request.epochs, config=config)
-            used, trained_already = request.ratio, True
-        elif method == "scl":
-            from kerasnets.pipelines.prune import scl
-
-            result, _ = scl.train(model, data, work, epochs=max(request.epochs, 1),
-                                  strength=0.5 if strength is None else strength, config=config,
-                                  verbose=0)
-            used, trained_already = None, True
-        else:
-            result, used = _data_free(model, request, graph)
-    if request.epochs and not trained_already:
+    context = Context(data=data, out_dir=work, config=config, strength=strength,
+                      graph=_channel_graph(model) if criterion.kind == "structured" else None)
+    result, used = criterion.run(model, request, context)
+    if request.epochs and not criterion.trains:
         if strategy == "scratch":
             result = keras.models.clone_model(result)  # same architecture, fresh initialisation
         result = _train(result, data, os.path.join(work, strategy), request.epochs, config)
-    after = kerasnets.profile(result)
-    summary = {"model": model.name, "method": method, "ratio": used,
-               "target": None if request.target is None else f"{request.target.key}={request.target.value:g}",
-               "params_before": before["params"], "params_after": after["params"],
-               "macs_before": before["macs"], "macs_after": after["macs"],
-               "peak_ram_before": before["peak_activation_bytes"],
-               "peak_ram_after": after["peak_activation_bytes"], "epochs": request.epochs,
-               "strategy": strategy}
-    return result, summary
+    return result, _summary(model, result, before, request, used)

@@ -12,7 +12,7 @@ import numpy as np
 import kerasnets
 from kerasnets.profile import peak_live_layers
 from kerasnets.pipelines.prune.graph import ChannelGraph
-from kerasnets.pipelines.prune.structured import check_ratio, filter_norms
+from kerasnets.pipelines.prune.structured import check_ratio, filter_norms, ratio_or_target
 
 MODES = {"pa": "params", "fa": "macs", "ma": "peak_ram"}
 
@@ -57,7 +57,7 @@ def set_ratios(graph: ChannelGraph, ratio: float, mode: str) -> dict:
     return {i: float(min(0.9, ratio * w)) for i, w in enumerate(weight)}
 
 
-def scores(graph: ChannelGraph) -> dict:
+def scores(graph: ChannelGraph, context=None) -> dict:
     return filter_norms(graph, order=1)
 
 
@@ -76,3 +76,10 @@ def prune(model, ratio: float, mode: str, *, graph: ChannelGraph | None = None, 
                                 set_ratios=set_ratios(graph, per_round, mode))
         graph = None
     return model
+
+
+def apply(model, request, context, *, mode: str):
+    """The registered entry (see `criteria`): complexity-driven pruning in `mode` to the
+    request's ratio or target."""
+    pruner = lambda ratio: prune(model, ratio, mode, graph=context.graph)  # noqa: E731
+    return ratio_or_target(model, pruner, request.ratio, request.target)

@@ -19,34 +19,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-L = keras.layers
+from kerasnets.pipelines.prune.functional import is_functional, nodes_in_order
+from kerasnets.pipelines.prune.handlers import (FIXED, UnsupportedLayerError, handler_for,
+                                                supported_layers)
 
-# Layers that move or transform values per channel without mixing channels or holding weights.
-PASS_THROUGH = (
-    L.ReLU, L.Activation, L.LeakyReLU, L.ELU, L.Softmax, L.Dropout, L.SpatialDropout2D,
-    L.GaussianNoise, L.GaussianDropout, L.MaxPooling2D, L.AveragePooling2D, L.ZeroPadding2D,
-    L.Cropping2D, L.UpSampling2D, L.GlobalAveragePooling2D, L.GlobalMaxPooling2D,
-    L.ActivityRegularization,
-)
-# Element-wise merges: every input carries the same channels.
-MERGES = (L.Add, L.Subtract, L.Multiply, L.Maximum, L.Minimum, L.Average)
-# Layers whose channel layout the analysis keeps intact (input and output channels fixed).
-LAYOUT_CHANGING = (L.Reshape, L.Permute)
-# Zoo layers by class name: element-wise ones, and ones kept intact.
-PASS_THROUGH_NAMES = {"HardSwish", "HardSigmoid"}
-FIXED_NAMES = {"ChannelSlice", "ChannelGather", "LearnedGroupConv", "CondensingDense",
-               "BlockDiagonalConv2D"}
-
-
-class UnsupportedLayerError(ValueError):
-    """A layer the dependency analysis cannot reason about."""
-
-
-def supported_layers() -> list[str]:
-    kinds = [c.__name__ for c in (*PASS_THROUGH, *MERGES, *LAYOUT_CHANGING)]
-    kinds += ["InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense",
-              "BatchNormalization", "Concatenate", "Flatten"]
-    return sorted({*kinds, *PASS_THROUGH_NAMES, *FIXED_NAMES})
+__all__ = ["ChannelGraph", "UnsupportedLayerError", "analyse", "supported_layers"]
 
 
 class _UnionFind:
@@ -143,149 +120,89 @@ class ChannelGraph:
         return np.array([r not in removed for r in self.roots(ids)], dtype=bool)
 
 
-def _ids(state, tensor):
-    return state["tensor_ids"][id(tensor)]
+class _Walk:
+    """The analysis in progress, as the layer handlers see it (see `handlers`)."""
+
+    def __init__(self):
+        self.uf = _UnionFind()
+        self.tensor_ids: dict = {}
+        self.spatial: dict = {}
+        self.layer_in: dict = {}
+        self.layer_out: dict = {}
+        self.fixed_ids: list = []
+        self.grouped: dict = {}
+
+    def ids(self, tensor):
+        return self.tensor_ids[id(tensor)]
+
+    def new(self, count: int) -> np.ndarray:
+        return self.uf.new(count)
+
+    def union(self, a, b) -> None:
+        self.uf.union(a, b)
+
+    def fix(self, ids) -> None:
+        self.fixed_ids.extend(int(i) for i in np.asarray(ids).ravel())
+
+    def shared_in(self, layer, ids):
+        """Ids a layer's weights read, unified over every call of a shared layer."""
+        if layer.name in self.layer_in:
+            self.uf.union(self.layer_in[layer.name], ids)
+        else:
+            self.layer_in[layer.name] = ids
+        return self.layer_in[layer.name]
+
+    def new_output(self, layer, channels, *, fixed=False):
+        if layer.name in self.layer_out:  # shared layer: the same filters in every call
+            return self.layer_out[layer.name]
+        ids = self.uf.new(channels)
+        self.layer_out[layer.name] = ids
+        if fixed:
+            self.fix(ids)
+        return ids
+
+    def record(self, tensor, ids) -> None:
+        self.tensor_ids[id(tensor)] = ids
+        self.spatial[id(tensor)] = int(np.prod(tensor.shape[1:-1])) if len(tensor.shape) > 2 else 1
 
 
-def _channel_axis_ok(layer, rank) -> bool:
-    axis = getattr(layer, "axis", -1)
-    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
-    return axis in (-1, rank - 1)
-
-
-def _shared_weights_ids(state, table, layer, ids):
-    """Ids a layer's weights read or write, unified over every call of a shared layer."""
-    if layer.name in table:
-        state["uf"].union(table[layer.name], ids)
-    else:
-        table[layer.name] = ids
-    return table[layer.name]
-
-
-def _fix(state, ids):
-    state["fixed_ids"].extend(int(i) for i in np.asarray(ids).ravel())
-
-
-def _new_output(state, layer, channels, *, fixed=False):
-    if layer.name in state["layer_out"]:  # shared layer: the same filters in every call
-        return state["layer_out"][layer.name]
-    ids = state["uf"].new(channels)
-    state["layer_out"][layer.name] = ids
-    if fixed:
-        _fix(state, ids)
-    return ids
-
-
-def _is_depthwise_like(layer, in_channels) -> bool:
-    return (type(layer) is L.Conv2D and layer.groups > 1 and layer.groups == in_channels
-            == layer.filters)
-
-
-def _propagate(state, layer, inputs, output):
-    """Ids of `output` (one node of `layer`) from the ids of its inputs."""
-    uf = state["uf"]
-    kind = type(layer)
-    name = layer.__class__.__name__
-    channels = output.shape[-1]
-    first = _ids(state, inputs[0]) if inputs else None
-    if name in FIXED_NAMES or isinstance(layer, LAYOUT_CHANGING) or kind in state["opaque"]:
-        for tensor in inputs:
-            _fix(state, _ids(state, tensor))
-        return _new_output(state, layer, channels, fixed=True)
-    if isinstance(layer, PASS_THROUGH) or name in PASS_THROUGH_NAMES:
-        return first
-    if kind is L.BatchNormalization:
-        if not _channel_axis_ok(layer, len(inputs[0].shape)):
-            raise UnsupportedLayerError(f"layer {layer.name!r}: BatchNormalization over axis "
-                                        f"{layer.axis} (only the last, channel axis is supported)")
-        return _shared_weights_ids(state, state["layer_in"], layer, first)
-    if kind is L.DepthwiseConv2D or _is_depthwise_like(layer, inputs[0].shape[-1]):
-        if getattr(layer, "depth_multiplier", 1) == 1:
-            return _shared_weights_ids(state, state["layer_in"], layer, first)
-        _fix(state, first)
-        return _new_output(state, layer, channels, fixed=True)
-    if kind in (L.Conv2D, L.SeparableConv2D, L.Dense):
-        if getattr(layer, "depth_multiplier", 1) > 1:
-            _fix(state, first)
-            return _new_output(state, layer, channels, fixed=True)
-        if getattr(layer, "groups", 1) > 1:
-            _fix(state, first)  # each group reads its own slice of the input: kept whole
-            state["grouped"][layer.name] = layer.groups
-            return _new_output(state, layer, channels)
-        _shared_weights_ids(state, state["layer_in"], layer, first)
-        return _new_output(state, layer, channels)
-    if isinstance(layer, MERGES):
-        full = [_ids(state, t) for t in inputs if t.shape[-1] == channels]
-        for other in full[1:]:
-            uf.union(full[0], other)
-        return full[0]
-    if kind is L.Concatenate:
-        if _channel_axis_ok(layer, len(output.shape)):
-            return np.concatenate([_ids(state, t) for t in inputs])
-        for tensor in inputs[1:]:
-            uf.union(first, _ids(state, tensor))
-        return first
-    if kind is L.Flatten:  # NHWC row-major: every spatial position repeats the channel ids
-        return np.tile(first, int(np.prod(inputs[0].shape[1:-1]))) if len(inputs[0].shape) > 2 else first
-    raise UnsupportedLayerError(
-        f"layer {layer.name!r} of type {name} is not known to the channel dependency analysis. "
-        f"Supported: {', '.join(supported_layers())}. Pass opaque=({name!r},) to keep its input "
-        "and output channels as they are.")
-
-
-def _spatial(tensor) -> int:
-    return int(np.prod(tensor.shape[1:-1])) if len(tensor.shape) > 2 else 1
-
-
-def _nodes_in_order(model):
-    nodes = []
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        nodes.extend(model._nodes_by_depth[depth])
-    return nodes
-
-
-def analyse(model: keras.Model, *, opaque=()) -> ChannelGraph:
-    """Channel dependency graph of a functional model; `opaque` names extra layer classes whose
-    channels are kept intact. Raises UnsupportedLayerError for layers it does not know."""
-    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
-        raise TypeError(f"channel pruning needs a functional tf_keras Model, got {type(model).__name__}")
-    opaque_types = {type(layer) for layer in model.layers if type(layer).__name__ in set(opaque)}
-    state = {"uf": _UnionFind(), "tensor_ids": {}, "layer_in": {}, "layer_out": {},
-             "fixed_ids": [], "opaque": opaque_types, "spatial": {}, "grouped": {}}
-    for node in _nodes_in_order(model):
-        layer = node.outbound_layer
-        outputs = tf.nest.flatten(node.outputs)
-        if isinstance(layer, keras.Model):
-            raise UnsupportedLayerError(f"layer {layer.name!r} is a nested model; flatten it into "
-                                        "one functional model before pruning")
-        if isinstance(layer, L.InputLayer):
-            ids = state["uf"].new(outputs[0].shape[-1])
-            _fix(state, ids)
-            state["tensor_ids"][id(outputs[0])] = ids
-            state["spatial"][id(outputs[0])] = _spatial(outputs[0])
-            continue
-        if len(outputs) != 1:
-            raise UnsupportedLayerError(f"layer {layer.name!r} has {len(outputs)} outputs; only "
-                                        "single-output layers are supported")
-        inputs = tf.nest.flatten(node.keras_inputs)
-        state["tensor_ids"][id(outputs[0])] = _propagate(state, layer, inputs, outputs[0])
-        state["spatial"][id(outputs[0])] = _spatial(outputs[0])
-    for output in model.outputs:
-        _fix(state, state["tensor_ids"][id(output)])
-    uf = state["uf"]
-    producers: dict = {}
-    for name, ids in state["layer_out"].items():
-        for index, i in enumerate(ids):
-            producers.setdefault(uf.find(int(i)), []).append((name, index))
-    fixed = {uf.find(i) for i in state["fixed_ids"]}
+def _grouped_and_fixed(walk, producers):
+    """Grouped convs whose filters stay prunable, and every fixed root."""
+    uf = walk.uf
+    fixed = {uf.find(i) for i in walk.fixed_ids}
     grouped = {}
-    for name, groups in state["grouped"].items():
-        roots = [uf.find(int(i)) for i in state["layer_out"][name]]
+    for name, groups in walk.grouped.items():
+        roots = [uf.find(int(i)) for i in walk.layer_out[name]]
         # a filter tied to other producers (a residual Add), to its own other filters or to a
         # fixed channel could not be removed evenly per group: such a grouped conv keeps them all
         if len(set(roots)) == len(roots) and all(len(producers[r]) == 1 and r not in fixed for r in roots):
             grouped[name] = groups
         else:
             fixed.update(roots)
-    return ChannelGraph(model, state["layer_in"], state["layer_out"], state["tensor_ids"],
-                        state["spatial"], fixed, producers, uf, grouped)
+    return grouped, fixed
+
+
+def analyse(model: keras.Model, *, opaque=()) -> ChannelGraph:
+    """Channel dependency graph of a functional model; `opaque` names extra layer classes whose
+    channels are kept intact. Raises UnsupportedLayerError for layers it does not know."""
+    if not is_functional(model):
+        raise TypeError(f"model must be a functional tf_keras Model (channel pruning follows its "
+                        f"graph), got {type(model).__name__}")
+    opaque = set(opaque)
+    walk = _Walk()
+    for node in nodes_in_order(model):
+        layer = node.outbound_layer
+        handler = FIXED if type(layer).__name__ in opaque else handler_for(layer)
+        outputs = tf.nest.flatten(node.outputs)
+        handler.validate(layer, outputs)
+        inputs = tf.nest.flatten(node.keras_inputs)
+        walk.record(outputs[0], handler.propagate(walk, layer, inputs, outputs[0]))
+    for output in model.outputs:
+        walk.fix(walk.ids(output))
+    producers: dict = {}
+    for name, ids in walk.layer_out.items():
+        for index, i in enumerate(ids):
+            producers.setdefault(walk.uf.find(int(i)), []).append((name, index))
+    grouped, fixed = _grouped_and_fixed(walk, producers)
+    return ChannelGraph(model, walk.layer_in, walk.layer_out, walk.tensor_ids, walk.spatial,
+                        fixed, producers, walk.uf, grouped)

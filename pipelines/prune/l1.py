@@ -5,6 +5,6 @@ from kerasnets.pipelines.prune.graph import ChannelGraph
 from kerasnets.pipelines.prune.structured import filter_norms
 
 
-def scores(graph: ChannelGraph) -> dict:
+def scores(graph: ChannelGraph, context=None) -> dict:
     """Sum of |w| over each channel's filters in every layer that produces it."""
     return filter_norms(graph, order=1)

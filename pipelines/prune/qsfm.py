@@ -12,7 +12,8 @@ import tf_keras as keras
 
 from kerasnets.pipelines.prune import surgery
 from kerasnets.pipelines.prune.graph import ChannelGraph, analyse
-from kerasnets.pipelines.prune.structured import check_ratio, filter_norms
+from kerasnets.pipelines.prune.handlers import handler_for
+from kerasnets.pipelines.prune.structured import check_ratio, filter_norms, ratio_or_target
 
 L = keras.layers
 MAX_ROWS = 8192  # feature samples per channel kept for the similarity
@@ -22,8 +23,7 @@ def _consumers(model, graph):
     """(layer, input tensor) of every layer that mixes channels it reads."""
     found = []
     for layer in model.layers:
-        mixes = isinstance(layer, (L.Conv2D, L.SeparableConv2D, L.Dense)) and getattr(layer, "groups", 1) == 1
-        if mixes and layer.name in graph.layer_in and len(layer.inbound_nodes) == 1:
+        if handler_for(layer).mixes_inputs(layer) and layer.name in graph.layer_in and len(layer.inbound_nodes) == 1:
             found.append((layer, layer.input))
     return found
 
@@ -87,7 +87,7 @@ def prune(model: keras.Model, images: np.ndarray, ratio: float, *, graph: Channe
             remove.append(int(roots[positions[drop]]))
             for layer in readers:
                 weights = updated.setdefault(layer.name, layer.get_weights())
-                kernel = weights[1 if isinstance(layer, L.SeparableConv2D) else 0]
+                kernel = weights[handler_for(layer).kernel_index]
                 kernel[..., positions[keep], :] += scale * kernel[..., positions[drop], :]
     return _pruned_with(model, updated, remove, graph)
 
@@ -121,3 +121,13 @@ def _pruned_with(model, updated, remove, graph):
     finally:
         for name, weights in saved.items():
             model.get_layer(name).set_weights(weights)
+
+
+def apply(model, request, context):
+    """The registered entry (see `criteria`): QSFM on 64 representative training images, to the
+    request's ratio or target."""
+    from kerasnets.pipelines.data import representative_images
+
+    images = representative_images(context.data, 64)
+    pruner = lambda ratio: prune(model, images, ratio, graph=context.graph)  # noqa: E731
+    return ratio_or_target(model, pruner, request.ratio, request.target)

@@ -28,7 +28,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kerasnets.pipelines.prune import surgery
+from kerasnets.pipelines.prune.functional import is_functional
 from kerasnets.pipelines.prune.graph import ChannelGraph, analyse
+from kerasnets.pipelines.prune.handlers import handler_for
 
 L = keras.layers
 _PACKAGE = "kerasnets"
@@ -171,7 +173,7 @@ _MASKED = {L.Conv2D: MaskedConv2D, L.SeparableConv2D: MaskedSeparableConv2D, L.D
 
 
 def _check_functional(model, argument):
-    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+    if not is_functional(model):
         raise TypeError(f"{argument} must be a functional tf_keras Model (keras.Model(inputs, "
                         f"outputs)), got {type(model).__name__}")
 
@@ -187,7 +189,7 @@ def _check_strength(strength) -> float:
 
 
 def _is_maskable(layer) -> bool:
-    return type(layer) in _MASKED and getattr(layer, "groups", 1) == 1
+    return type(layer) in _MASKED and handler_for(layer).mixes_inputs(layer)
 
 
 def readers(graph: ChannelGraph) -> dict:
@@ -207,17 +209,6 @@ def readers(graph: ChannelGraph) -> dict:
         if order:
             result[layer.name] = (index, list(order))
     return result
-
-
-def _connections_per_input(layer) -> int:
-    """Weights that read one input channel of `layer`."""
-    if isinstance(layer, L.SeparableConv2D):
-        kh, kw, _, multiplier = layer.depthwise_kernel.shape
-        return int(kh * kw * multiplier + multiplier * layer.filters)
-    if isinstance(layer, L.Conv2D):
-        kh, kw = layer.kernel_size
-        return int(kh * kw * layer.filters)
-    return int(layer.units)
 
 
 def _copy_weights(source, target):
@@ -253,7 +244,8 @@ def attach_masks(model: keras.Model, graph: ChannelGraph | None = None, *, init:
                          "a prunable channel: nothing to mask")
     counts = {}
     for name, (index, roots) in plan.items():
-        per_input = _connections_per_input(model.get_layer(name))
+        layer = model.get_layer(name)
+        per_input = handler_for(layer).connections_per_input(layer)
         index = np.asarray(index)
         counts[name] = [per_input * int(np.sum(index == j)) for j in range(len(roots))]
     total = float(sum(sum(c) for c in counts.values()))
@@ -411,3 +403,12 @@ def train(model: keras.Model, data, out_dir: str, *, epochs: int, strength: floa
         "recalibrated_batches": used, "history": result["history"], "model_path": path,
     }
     return pruned, info
+
+
+def apply(model, request, context):
+    """The registered entry (see `criteria`): `train` for `max(epochs, 1)` epochs at the
+    context's strength (default 0.5); SCL learns its own amount, so no ratio is reported."""
+    strength = 0.5 if context.strength is None else context.strength
+    pruned, _ = train(model, context.data, context.out_dir, epochs=max(request.epochs, 1),
+                      strength=strength, config=context.config, verbose=0)
+    return pruned, None

@@ -18,7 +18,7 @@ from kerasnets.pipelines.prune.structured import batchnorm_scores, check_ratio, 
 L = keras.layers
 
 
-def scores(graph: ChannelGraph) -> dict:
+def scores(graph: ChannelGraph, context=None) -> dict:
     return batchnorm_scores(graph, lambda gamma, beta: abs(gamma))
 
 
@@ -65,3 +65,13 @@ def slim(model: keras.Model, data, out_dir: str, *, ratio: float, epochs: int, s
             histories.append(run["history"])
             model = run["model"]
     return model, histories
+
+
+def apply(model, request, context):
+    """The registered entry (see `criteria`): `slim` at the request's ratio (default 0.5) with
+    `max(epochs, 1)` sparsity epochs and `epochs` of fine-tuning."""
+    result, _ = slim(model, context.data, context.out_dir, ratio=request.ratio or 0.5,
+                     epochs=max(request.epochs, 1),
+                     strength=context.strength or 1e-4, finetune_epochs=request.epochs,
+                     config=context.config)
+    return result, request.ratio

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -18,6 +19,8 @@ import tf_keras as keras
 # TFMOT's own tables of which weights of which built-in layers it prunes (pinned TFMOT 0.8.1).
 from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
+
+from kerasnets.pipelines.prune.functional import is_functional
 
 _S = tfmot.sparsity.keras
 log = logging.getLogger("kerasnets.prune")
@@ -44,7 +47,7 @@ _XNNPACK_LAYOUT = (
 def _check_model(model, what: str) -> None:
     if not isinstance(model, keras.Model):
         raise ValueError(f"{what} needs a tf_keras Model, got {type(model).__name__}")
-    if not getattr(model, "_is_graph_network", False):
+    if not is_functional(model):
         raise ValueError(f"{what} needs a functional (or Sequential) tf_keras model with known inputs; "
                          f"{model.name!r} is a subclassed model: build it with keras.Model(inputs, outputs)")
 
@@ -375,3 +378,20 @@ def verify_m_by_n(model: keras.Model, m: int = 2, n: int = 4, *, per_layer: bool
     if not result:
         raise ValueError(f"{model.name!r} has no Conv2D/Dense kernel to check")
     return result if per_layer else all(result.values())
+
+
+def apply(model, request, context):
+    """The registered entry of `magnitude` and `m_by_n` (see `criteria`): magnitude pruning to
+    the request's ratio (2:4 for m_by_n) while fine-tuning `max(epochs, 1)` epochs, stripped."""
+    from kerasnets.pipelines import train
+
+    config = context.config or {}
+    epochs = max(request.epochs, 1)
+    steps = epochs * max(context.data.num_train // int(config.get("batch_size", 64)), 1)
+    options = {"sparsity_m_by_n": (2, 4)} if request.method == "m_by_n" else {}
+    # masks update every `frequency` steps: often enough that short fine-tunes reach the target
+    wrapped = prune_magnitude(model, sparsity=request.ratio, end_step=steps,
+                              frequency=max(1, min(100, steps // 10)), **options)
+    run = train.fit(lambda: wrapped, context.data, os.path.join(context.out_dir, "sparsity"),
+                    config={**config, "epochs": epochs}, verbose=0, extra_callbacks=callbacks())
+    return strip(run["model"]), request.ratio

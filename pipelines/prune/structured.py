@@ -16,6 +16,7 @@ import tf_keras as keras
 import kerasnets
 from kerasnets.pipelines.prune import surgery
 from kerasnets.pipelines.prune.graph import ChannelGraph, analyse
+from kerasnets.pipelines.prune.handlers import handler_for
 
 L = keras.layers
 TARGET_KEYS = ("params", "macs", "int8_kb", "peak_ram")
@@ -24,7 +25,7 @@ TARGET_KEYS = ("params", "macs", "int8_kb", "peak_ram")
 def check_ratio(ratio) -> float:
     ratio = float(ratio)
     if not 0.0 < ratio < 1.0:
-        raise ValueError(f"pruning ratio must be in (0, 1), got {ratio}")
+        raise ValueError(f"pruning ratio `ratio` must be in (0, 1), got {ratio}")
     return ratio
 
 
@@ -41,7 +42,7 @@ def filter_norms(graph: ChannelGraph, order: int = 1) -> dict:
         total = 0.0
         for layer, index in producer_kernel_columns(graph, root):
             if layer.name not in cache:
-                kernel = layer.get_weights()[1 if isinstance(layer, L.SeparableConv2D) else 0]
+                kernel = layer.get_weights()[handler_for(layer).kernel_index]
                 flat = np.abs(kernel.reshape(-1, kernel.shape[-1]))
                 cache[layer.name] = (flat ** order).sum(0) ** (1.0 / order)
             total += float(cache[layer.name][index])
@@ -177,3 +178,10 @@ def prune_to_target(model, pruner: Callable, target: Target, *, max_ratio=0.95,
         else:
             low = mid
     return best, high
+
+
+def ratio_or_target(model, pruner: Callable, ratio: float | None, target: Target | None):
+    """(pruned model, ratio used): `pruner(ratio)`, or the least pruning that meets `target`."""
+    if target is not None:
+        return prune_to_target(model, pruner, target)
+    return pruner(ratio), ratio

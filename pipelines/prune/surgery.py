@@ -7,12 +7,10 @@ the surgery is tested.
 """
 from __future__ import annotations
 
-import numpy as np
 import tf_keras as keras
 
 from kerasnets.pipelines.prune.graph import ChannelGraph, analyse
-
-L = keras.layers
+from kerasnets.pipelines.prune.handlers import handler_for
 
 
 def _masks(graph: ChannelGraph, layer, removed):
@@ -20,41 +18,6 @@ def _masks(graph: ChannelGraph, layer, removed):
     outs = graph.layer_out.get(layer.name)
     return (None if ins is None else graph.kept_mask(ins, removed),
             None if outs is None else graph.kept_mask(outs, removed))
-
-
-def _slice_weights(layer, weights, keep_in, keep_out):
-    """Weights of `layer` restricted to the kept input/output channels (None: all)."""
-    every = slice(None)
-    # a depthwise-like grouped conv reads and writes one prunable channel per group; an ordinary
-    # grouped conv has fixed inputs and only its filters pruned
-    depthwise_like = isinstance(layer, L.Conv2D) and layer.groups > 1 and keep_in is not None
-    keep_in = every if keep_in is None else keep_in
-    keep_out = every if keep_out is None else keep_out
-    if isinstance(layer, L.BatchNormalization):
-        return [w[keep_in] for w in weights]
-    if isinstance(layer, L.DepthwiseConv2D):
-        return [weights[0][:, :, keep_in]] + [b[keep_in] for b in weights[1:]]
-    if isinstance(layer, L.SeparableConv2D):
-        depthwise, pointwise, *bias = weights
-        return [depthwise[:, :, keep_in], pointwise[:, :, keep_in][..., keep_out]] + \
-               [b[keep_out] for b in bias]
-    if depthwise_like:
-        return [weights[0][..., keep_in]] + [b[keep_in] for b in weights[1:]]
-    if isinstance(layer, (L.Conv2D, L.Dense)):
-        kernel, *bias = weights
-        return [kernel[..., keep_in, :][..., keep_out]] + [b[keep_out] for b in bias]
-    return weights
-
-
-def _new_config(layer, keep_in, keep_out):
-    config = layer.get_config()
-    if isinstance(layer, L.Conv2D) and layer.groups > 1 and keep_in is not None:
-        config["filters"] = config["groups"] = int(keep_in.sum())
-    elif isinstance(layer, (L.Conv2D, L.SeparableConv2D)) and keep_out is not None:
-        config["filters"] = int(keep_out.sum())
-    elif isinstance(layer, L.Dense) and keep_out is not None:
-        config["units"] = int(keep_out.sum())
-    return config
 
 
 def _check_nothing_emptied(graph, model, removed):
@@ -85,8 +48,9 @@ def prune_channels(model: keras.Model, remove, *, graph: ChannelGraph | None = N
 
     def rebuild(layer):
         keep_in, keep_out = _masks(graph, layer, removed)
-        assignments[layer.name] = _slice_weights(layer, layer.get_weights(), keep_in, keep_out)
-        return layer.__class__.from_config(_new_config(layer, keep_in, keep_out))
+        handler = handler_for(layer)
+        assignments[layer.name] = handler.slice_weights(layer, layer.get_weights(), keep_in, keep_out)
+        return layer.__class__.from_config(handler.new_config(layer, keep_in, keep_out))
 
     pruned = keras.models.clone_model(model, clone_function=rebuild)
     for layer in pruned.layers:
@@ -104,12 +68,7 @@ def mask_channels(model: keras.Model, remove, *, graph: ChannelGraph | None = No
     masked.set_weights(model.get_weights())
     for layer in masked.layers:
         keep_in, _ = _masks(graph, layer, removed)
-        is_consumer = isinstance(layer, (L.Conv2D, L.SeparableConv2D, L.Dense)) and \
-            getattr(layer, "groups", 1) == 1
-        if keep_in is None or not is_consumer:
-            continue
-        weights = layer.get_weights()
-        index = 1 if isinstance(layer, L.SeparableConv2D) else 0  # the kernel that mixes channels
-        weights[index][..., ~keep_in, :] = 0.0
-        layer.set_weights(weights)
+        handler = handler_for(layer)
+        if keep_in is not None and handler.mixes_inputs(layer):
+            layer.set_weights(handler.mask_inputs(layer, layer.get_weights(), keep_in))
     return masked
