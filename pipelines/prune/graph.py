@@ -9,7 +9,9 @@ and an input slice from every layer that consumes it. Channels that reach a Resh
 channel slice, the input of a grouped convolution, the model's inputs or outputs are *fixed*
 (kept as they are). A grouped convolution's filters stay prunable when they feed nothing but
 per-channel layers and ordinary consumers: every group must then lose the same number of filters
-(`ChannelGraph.balance`), so the kept count stays a multiple of `groups`.
+(`ChannelGraph.balance`), so the kept count stays a multiple of `groups`. What each layer type
+does to the ids is its handler's (`handlers`); the walk visits the model's nodes in the order
+`functional.nodes_in_order` gives.
 """
 from __future__ import annotations
 

@@ -160,6 +160,7 @@ class Mixing(Handler):
     """Dense, Conv2D, SeparableConv2D: read channels through a kernel, write new ones."""
 
     kernel_index = 0
+    width = "filters"  # the config key counting the output channels
 
     def propagate(self, walk, layer, inputs, output):
         first = walk.ids(inputs[0])
@@ -178,16 +179,18 @@ class Mixing(Handler):
         keep_out = _all(keep_out)
         return [kernel[..., _all(keep_in), :][..., keep_out]] + [b[keep_out] for b in bias]
 
+    def new_config(self, layer, keep_in, keep_out):
+        config = layer.get_config()
+        if keep_out is not None:
+            config[self.width] = int(keep_out.sum())
+        return config
+
     def mixes_inputs(self, layer):
         return getattr(layer, "groups", 1) == 1
 
 
 class Dense(Mixing):
-    def new_config(self, layer, keep_in, keep_out):
-        config = layer.get_config()
-        if keep_out is not None:
-            config["units"] = int(keep_out.sum())
-        return config
+    width = "units"
 
     def connections_per_input(self, layer):
         return int(layer.units)
@@ -209,12 +212,9 @@ class Conv2D(Mixing):
         return super().slice_weights(layer, weights, keep_in, keep_out)
 
     def new_config(self, layer, keep_in, keep_out):
-        config = layer.get_config()
-        if layer.groups > 1 and keep_in is not None:
-            config["filters"] = config["groups"] = int(keep_in.sum())
-        elif keep_out is not None:
-            config["filters"] = int(keep_out.sum())
-        return config
+        if layer.groups > 1 and keep_in is not None:  # depthwise-like: one filter per group
+            return {**layer.get_config(), "filters": int(keep_in.sum()), "groups": int(keep_in.sum())}
+        return super().new_config(layer, keep_in, keep_out)
 
     def connections_per_input(self, layer):
         kh, kw = layer.kernel_size
@@ -229,12 +229,6 @@ class SeparableConv2D(Mixing):
         keep_in, keep_out = _all(keep_in), _all(keep_out)
         return [depthwise[:, :, keep_in], pointwise[:, :, keep_in][..., keep_out]] + \
                [b[keep_out] for b in bias]
-
-    def new_config(self, layer, keep_in, keep_out):
-        config = layer.get_config()
-        if keep_out is not None:
-            config["filters"] = int(keep_out.sum())
-        return config
 
     def connections_per_input(self, layer):
         kh, kw, _, multiplier = layer.depthwise_kernel.shape

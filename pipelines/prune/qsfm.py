@@ -15,7 +15,6 @@ from kerasnets.pipelines.prune.graph import ChannelGraph, analyse
 from kerasnets.pipelines.prune.handlers import handler_for
 from kerasnets.pipelines.prune.structured import check_ratio, filter_norms, ratio_or_target
 
-L = keras.layers
 MAX_ROWS = 8192  # feature samples per channel kept for the similarity
 
 

@@ -30,7 +30,7 @@ import tf_keras as keras
 from kerasnets.pipelines.prune import surgery
 from kerasnets.pipelines.prune.functional import is_functional
 from kerasnets.pipelines.prune.graph import ChannelGraph, analyse
-from kerasnets.pipelines.prune.handlers import handler_for
+from kerasnets.pipelines.prune.handlers import Unsupported, handler_for, register_handler
 
 L = keras.layers
 _PACKAGE = "kerasnets"
@@ -166,6 +166,10 @@ class MaskedDense(_InputMask, L.Dense):
 
 # The layers whose input channels a mask gates (the readers surgery narrows) and their twins.
 _MASKED = {L.Conv2D: MaskedConv2D, L.SeparableConv2D: MaskedSeparableConv2D, L.Dense: MaskedDense}
+for _twin in _MASKED.values():  # not its parent's handler: the mask score is one more weight
+    register_handler(_twin, Unsupported("is an SCL masked layer; prune the model scl.export makes "
+                                        "from it instead"))
+del _twin
 
 
 # ---------------------------------------------------------------------------------------------
