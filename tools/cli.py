@@ -1,4 +1,10 @@
-"""The `kerasnets` command line (absl): `kerasnets run | zoo | profile | export | bench | compress`."""
+"""The `kerasnets` command line (absl): `kerasnets run | zoo | profile | export | bench | compress`.
+
+Each subcommand defines only its own flags (absl module `kerasnets <command>`), so one flag name can
+mean different things in different commands and `kerasnets <command> --help` lists exactly them.
+Library errors name function arguments in backquotes (`name`, `name=value`); `translate` turns
+those into the command's flags before printing `kerasnets <command>: <message>`.
+"""
 from __future__ import annotations
 
 import csv
