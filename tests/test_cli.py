@@ -62,6 +62,8 @@ def test_profile_json_and_csv():
     (("nosuch",), "usage: kerasnets"),
     (("profile",), "needs --model"),
     (("profile", "--model=resnet_8"), "did you mean resnet8"),
+    (("compress", "--model=resnet8", "--out=small.keras"), "compress needs --method (one of "),
+    (("bench", "--target=phone"), "<host|android>"),
 ])
 def test_cli_errors_are_clear(args, message):
     result = kerasnets(*args)

@@ -347,12 +347,13 @@ def _strategy():
 
 
 def _compress() -> int:
+    from kerasnets.pipelines import prune
     from kerasnets.tools import compress
 
     if bool(FLAGS.model) == bool(FLAGS.keras):
         raise app.UsageError("compress needs exactly one of --model NAME or --keras FILE")
     if not FLAGS.method:
-        raise app.UsageError(f"compress needs --method (one of {', '.join(FLAGS['method'].enum_values)})")
+        raise app.UsageError(f"compress needs --method (one of {', '.join(prune.METHODS)})")
     if not FLAGS.out or not FLAGS.out.endswith(".keras"):
         raise app.UsageError("compress needs --out FILE.keras")
     summary = compress.run(model=FLAGS.model, keras_file=FLAGS.keras, method=FLAGS.method,
