@@ -39,9 +39,9 @@ class _Definer:
 # flags shared by several subcommands (one definition each; the meaning is the same everywhere)
 
 
-def _model_flags(d, *, classes=False):
+def _model_flags(d, *, classes=False, size_default="the model's default"):
     d.string("model", None, "Registered model name (see kerasnets zoo).")
-    d.integer("input_size", None, "Square input size instead of the model's default.", lower_bound=1)
+    d.integer("input_size", None, f"Square input size instead of {size_default}.", lower_bound=1)
     if classes:
         d.integer("classes", None, "Number of classes (default: the model's).", lower_bound=1)
 
@@ -163,7 +163,7 @@ def _run_flags(d):
     d.enum("from_stage", None, run.STAGES, "Re-run this stage and every later one.")
     d.bool("resume", False, "Continue an interrupted training from its last epoch.")
     d.enum("strategy", "default", _STRATEGIES, "tf.distribute strategy (multiworker reads TF_CONFIG).")
-    _model_flags(d)
+    _model_flags(d, size_default="data.input_size")
     _training_flags(d)
     d.integer("channels", None, "Input channels (default: follow the data).", lower_bound=1)
     d.string("data_dir", None, "tensorflow-datasets data folder.")
