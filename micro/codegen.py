@@ -172,7 +172,7 @@ def _golden_output(tflite: bytes, golden: np.ndarray, name: str) -> np.ndarray:
         raise RuntimeError(
             f"TFLite Micro crashed running {name} on the golden input, so nothing was written: {crash}\n"
             "If the model is untrained or its logits are near-uniform, export a trained model or "
-            "pass a real golden input (kerasnets export --calibration DATASET).") from None
+            "pass a real `golden_input`.") from None
 
 
 def emit(tflite: bytes, out_dir, name: str, *, labels=None, max_arena: int | None = None,
@@ -193,8 +193,8 @@ def emit(tflite: bytes, out_dir, name: str, *, labels=None, max_arena: int | Non
     headroom = scratch_headroom(graph, measured)
     if max_arena is not None and measured + headroom > max_arena:
         raise ValueError(f"{name} needs a {measured + headroom}-byte tensor arena ({measured} measured + "
-                         f"{headroom} headroom), above --max-arena={max_arena}: prune or shrink the "
-                         "input (kerasnets compress) or raise the limit")
+                         f"{headroom} headroom), above `max_arena={max_arena}`: prune or shrink the "
+                         "input (kerasnets.pipelines.prune) or raise the limit")
     ident = c_identifier(name)
     classes = graph.outputs[0].shape[-1]
     labels = [str(i) for i in range(classes)] if labels is None else list(labels)

@@ -62,10 +62,10 @@ def _check_op(op: Op) -> list[Finding]:
         if floats and weights_int8:
             found.append(Finding("error", op.name, layer, "hybrid op (float activations, int8 weights): "
                                  "TFLite Micro rejects dynamic-range models.",
-                                 "export with --mode int8 and a calibration set"))
+                                 "export with `mode=int8` and a calibration set"))
         elif floats:
             found.append(Finding("error", op.name, layer, "float op in an integer model.",
-                                 "export with --mode int8 (full integer, int8 input/output)"))
+                                 "export with `mode=int8` (full integer, int8 input/output)"))
     if base == "SOFTMAX" and op.inputs and op.inputs[0].dtype == "int8" and \
             op.inputs[0].scale is not None and op.inputs[0].scale <= _SOFTMAX_MIN_INPUT_SCALE:
         found.append(Finding("error", op.name, layer,

@@ -24,6 +24,7 @@ def batch1_converter(model: keras.Model) -> tf.lite.TFLiteConverter:
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 _IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8}
+IO_TYPES = tuple(_IO_TYPES)  # input/output types of a full-integer model
 
 
 def _as_images(calibration, input_shape) -> np.ndarray:

@@ -6,7 +6,7 @@ Sources (`spec` strings, as on the command line):
                      PATH may also be a .tar.gz of such a folder (unpacked once into a cache)
   npz:PATH           arrays x_train, y_train, x_test, y_test (or x, y with a seeded split)
   cifar10, cifar100  keras.datasets (downloaded to ~/.keras/datasets when online)
-  svhn, caltech101   tensorflow-datasets (`pip install tensorflow-datasets`, online or --data_dir)
+  svhn, caltech101   tensorflow-datasets (`pip install tensorflow-datasets`, online or `data_dir`)
 Images come out as float32 in [-1, 1] at (height, width, channels); labels as int64.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ log = logging.getLogger("kerasnets.data")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"BM", b"GIF8")
 FOLDER_LAYOUT = ("  PATH/train/<class>/*.jpg   and  PATH/test/<class>/*.jpg   (or val/)\n"
-                 "  or PATH/<class>/*.jpg   (split by --seed)")
+                 "  or PATH/<class>/*.jpg   (split by `seed`)")
 NAMED = ("cifar10", "cifar100", "svhn", "caltech101")
 
 
@@ -180,7 +180,7 @@ def _scan(folder, classes, strict, skipped):
             reason = check_image_file(path)
             if reason:
                 if strict:
-                    raise ValueError(f"{path}: {reason} (--strict); remove it or drop --strict to skip it")
+                    raise ValueError(f"{path}: {reason} (`strict=True`); remove it or drop `strict` to skip it")
                 skipped.append((path, reason))
                 continue
             paths.append(path)
@@ -250,7 +250,7 @@ def _load_folder(root, shape, test_fraction, seed, strict):
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
     if skipped:
-        log.warning("%d unreadable images skipped (use --strict to stop on them)", len(skipped))
+        log.warning("%d unreadable images skipped (use `strict` to stop on them)", len(skipped))
     first = _first_image_shape(train[0][0])
     full = (shape[0] if shape and shape[0] else first[0], shape[1] if shape and shape[1] else first[1],
             shape[2] if shape and shape[2] else first[2])
@@ -269,20 +269,20 @@ def _load_named(name, shape, data_dir):
             raise ValueError(
                 f"{name} could not be downloaded ({type(error).__name__}). Without internet, put the "
                 f"files in ~/.keras/datasets (keras.datasets cache) or pass an image folder: "
-                f"--dataset imagefolder:PATH (e.g. a CIFAR-10 JPEG folder or .tar.gz)") from None
+                f"`spec=imagefolder:PATH` (e.g. a CIFAR-10 JPEG folder or .tar.gz)") from None
         classes = [str(c) for c in range(10 if name == "cifar10" else 100)]
         return _from_arrays((xtr, ytr.ravel()), (xte, yte.ravel()), classes, _shape(shape, xtr), name)
     try:
         import tensorflow_datasets as tfds
     except ImportError:
         raise ValueError(f"{name} is read through tensorflow-datasets: pip install tensorflow-datasets "
-                         "(and be online, or pass --data_dir with its prepared files)") from None
+                         "(and be online, or pass `data_dir` with its prepared files)") from None
     try:
         (train, test), info = tfds.load(name, split=["train", "test"], as_supervised=True,
                                         with_info=True, data_dir=data_dir)
     except Exception as error:
         raise ValueError(f"{name} could not be loaded by tensorflow-datasets ({error}); prepare it "
-                         f"online once or pass --data_dir to its files") from None
+                         f"online once or pass `data_dir` to its files") from None
     import tensorflow as tf
 
     full = _shape(shape, np.zeros((1, *info.features["image"].shape)))

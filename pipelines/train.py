@@ -237,7 +237,7 @@ def fit(build_model, data, out_dir, *, config=None, resume=False, strategy=None,
         raise TrainingStopped(
             f"loss became NaN/inf at batch {nan_guard.bad_batch}; training stopped. Last good checkpoint: "
             f"{last if os.path.exists(last) else 'none (failed in the first epoch)'}. Lower the learning "
-            "rate or add warm-up (--train.warmup_epochs).")
+            "rate or add warm-up (`warmup_epochs`).")
     return {"history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
             "model_path": last, "model": student}
 

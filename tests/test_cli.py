@@ -62,6 +62,8 @@ def test_profile_json_and_csv():
     (("nosuch",), "usage: kerasnets"),
     (("profile",), "needs --model"),
     (("profile", "--model=resnet_8"), "did you mean resnet8"),
+    (("compress", "--model=resnet8", "--out=small.keras"), "compress needs --method (one of "),
+    (("bench", "--target=phone"), "<host|android>"),
 ])
 def test_cli_errors_are_clear(args, message):
     result = kerasnets(*args)
@@ -95,3 +97,73 @@ def test_export_fp32_parity_gate(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.splitlines()[-1])
     assert summary["parity"]["max_abs_diff"] <= 1e-4 and summary["mode"] == "fp32"
+
+
+@pytest.mark.parametrize("command, shown, not_shown", [
+    ("export", ["--io_type: <int8|uint8>", "--mode: <fp32|fp16|dynamic|int8|int16x8>", "--calibration",
+                "--max_arena", "--input_size"], ["--filter", "--target", "--helpfull"]),
+    ("compress", ["--target: A budget KEY=VALUE", "--method: <", "scl", "--strength"], ["--io_type"]),
+    ("bench", ["--target: <host|android>: Where to run", "--tflite", "--threads"], ["--method"]),
+    ("run", ["--from_stage: <data|train|compress|qat|export|micro|bench|report>", "--train.epochs",
+             "--dataset"], ["--io_type"]),
+])
+def test_subcommand_help_lists_its_own_flags(command, shown, not_shown):
+    result = kerasnets(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: kerasnets {command} [flags]")
+    for text in shown:
+        assert text in result.stdout, text
+    for text in not_shown:
+        assert text not in result.stdout, text
+
+
+def test_run_accepts_every_stage_for_from_stage(tmp_path):
+    """--from_stage=compress passes flag parsing; the unknown model then stops the run before any work."""
+    result = kerasnets("run", "--from_stage=compress", "--model=resnet_8", f"--out={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "did you mean resnet8" in result.stderr
+
+
+def test_export_builds_the_model_at_input_size(tmp_path):
+    from kerasnets.pipelines import tflite_file
+
+    result = kerasnets("export", "--model=resnet8", "--input_size=24", "--mode=fp32", f"--out={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    _, graph = tflite_file.read_tflite_file(str(tmp_path / "resnet8.tflite"))
+    assert list(graph.inputs[0].shape) == [1, 24, 24, 3]
+
+
+def test_library_errors_name_the_argument_and_the_cli_names_the_flag(tmp_path):
+    from kerasnets.pipelines import saving
+    from kerasnets.tools import run
+
+    missing = tmp_path / "missing.keras"
+    with pytest.raises(ValueError, match=r"`keras_file=.*missing.keras`: no such file") as error:
+        saving.load_keras(str(missing))
+    assert "--" not in str(error.value)
+    with pytest.raises(ValueError, match=r"`config_file=.*nothing.yaml`") as error:
+        run.load_config_file(str(tmp_path / "nothing.yaml"))
+    assert "--" not in str(error.value)
+    result = kerasnets("export", f"--keras={missing}", f"--out={tmp_path}")
+    assert result.returncode == 2 and f"kerasnets export: --keras={missing}: no such file" in result.stderr
+    result = kerasnets("run", f"--config={tmp_path / 'nothing.yaml'}")
+    assert result.returncode == 2 and f"kerasnets run: --config={tmp_path / 'nothing.yaml'}:" in result.stderr
+
+
+def test_micro_error_through_the_cli_names_the_flag(tmp_path):
+    result = kerasnets("export", "--model=resnet8", "--input_size=16", "--micro", "--max_arena=1000",
+                       f"--out={tmp_path}")
+    assert result.returncode == 2
+    assert "above --max_arena=1000" in result.stderr and "`" not in result.stderr.splitlines()[-1]
+
+
+def test_translation_uses_each_commands_table_and_keeps_unknown_names():
+    from kerasnets.tools import cli
+
+    message = "`spec=imagefolder:PATH` is empty; set `seed` or `nosuch=3`"
+    assert cli.translate(message, cli.COMMANDS["export"].renames) == \
+        "--calibration=imagefolder:PATH is empty; set `seed` or `nosuch=3`"
+    assert cli.translate(message, cli.COMMANDS["run"].renames) == \
+        "--dataset=imagefolder:PATH is empty; set --data.seed or `nosuch=3`"
+    assert cli.translate("`strength` and `data`", cli.COMMANDS["compress"].renames | {"strength": "strength"}) \
+        == "--strength and --dataset"

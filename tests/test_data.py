@@ -56,7 +56,7 @@ def test_corrupt_images_are_skipped_and_counted_or_rejected_with_strict(tmp_path
     d = data.load(f"imagefolder:{root}")
     assert len(d.skipped) == 2 and {os.path.basename(p) for p, _ in d.skipped} == {"broken.jpg", "empty.png"}
     assert len(list(d.train.as_numpy_iterator())) == 18  # the truncated JPEG is dropped at decode
-    with pytest.raises(ValueError, match=r"broken.jpg: not a JPEG.*--strict"):
+    with pytest.raises(ValueError, match=r"broken.jpg: not a JPEG.*`strict=True`"):
         data.load(f"imagefolder:{root}", strict=True)
 
 

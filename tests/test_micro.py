@@ -142,7 +142,7 @@ def test_lint_refuses_float_and_hybrid_models(mode, problem, tmp_path, digit_bat
 
 def test_max_arena_is_enforced(exported, tmp_path):
     name, tflite, _, report = exported
-    with pytest.raises(ValueError, match=r"max-arena=1000"):
+    with pytest.raises(ValueError, match=r"`max_arena=1000`"):
         codegen.emit(tflite, tmp_path / "o", name, max_arena=1000)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasnets.pipelines import pipeline
+from kerasnets.tools import run
 
 METRICS = ("top1_fp32", "top1_int8", "int8_kb", "arena_bytes", "latency_ms", "params", "macs")
 QUICK = ["--model=resnet8", "--input_size=16", "--epochs=1", "--batch_size=32", "--bench.runs=3",
@@ -82,7 +82,7 @@ def test_run_with_qat_exports_from_the_saved_qat_model(tmp_path):
 def test_config_file_keys_are_validated(tmp_path):
     good = tmp_path / "run.yaml"
     good.write_text("model: resnet8\ntrain:\n  epochs: 2\n  optimizer: adamw\ndata:\n  input_size: 16\n")
-    cfg = pipeline.apply_overrides(pipeline.default_config(), pipeline.load_config_file(str(good)))
+    cfg = run.apply_overrides(run.default_config(), run.load_config_file(str(good)))
     assert (cfg.train.epochs, cfg.train.optimizer, cfg.data.input_size) == (2, "adamw", 16)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train": {"epochz": 3}}))

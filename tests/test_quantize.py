@@ -7,7 +7,7 @@ import tf_keras as keras
 
 import kerasnets
 from kerasnets.pipelines import convert, data, quantize
-from kerasnets.tools.export import load_keras
+from kerasnets.pipelines.saving import load_keras
 
 SHAPE = (32, 32, 3)
 # one per kind of QAT layer the zoo produces: conv/BN/Add, hard activations and squeeze-excite

@@ -112,7 +112,7 @@ class Adb:
         self.adb = adb or os.environ.get("ADB") or shutil.which("adb")
         if not self.adb:
             raise ValueError("adb not found: install Android platform-tools and put adb on PATH "
-                             "(or pass --adb /path/to/adb)")
+                             "(or pass `adb=/path/to/adb`)")
         self.serial = serial
         self._run = run
 
@@ -131,7 +131,7 @@ class Adb:
             state = self.call("get-state", timeout=30).strip()
         except RuntimeError as error:
             raise ValueError(f"no Android device reachable over adb ({error}); connect one with USB "
-                             "debugging enabled, or pass --serial") from None
+                             "debugging enabled, or pass `serial`") from None
         if state != "device":
             raise ValueError(f"adb device state is {state!r}, not 'device': unlock it and accept "
                              "the USB debugging prompt")
@@ -206,7 +206,7 @@ def run_apk_benchmarks(adb: Adb, models: list[str], apk: str, *, activity: str =
     """
     if not os.path.isfile(apk):
         raise ValueError(f"APK {apk} does not exist: build it (see tools/android_apk/BUILD) or pass "
-                         "TFLite's benchmark_model.apk with --apk_activity " + STOCK_APK_ACTIVITY)
+                         f"TFLite's benchmark_model.apk with `activity={STOCK_APK_ACTIVITY}`")
     device = adb.require_device()
     adb.call("install", "-r", "-d", "-g", apk)
     rows = []
@@ -277,7 +277,7 @@ def stage_apk(tf_root: str, tflite_files: list[str]) -> dict:
                          "benchmark/BUILD): `git clone https://github.com/tensorflow/tensorflow`, run its "
                          "./configure with the Android SDK/NDK, and pass that folder")
     if not tflite_files:
-        raise ValueError("no models to package: pass --tflite a.tflite[,b.tflite]")
+        raise ValueError("no models to package: pass `tflite_files`")
     names = [os.path.basename(f) for f in tflite_files]
     if len(set(names)) != len(names):
         raise ValueError(f"two models share a file name ({names}); assets are looked up by name")

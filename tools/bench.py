@@ -19,6 +19,7 @@ import numpy as np
 from kerasnets.tools import bench_child
 from kerasnets.tools.bench_child import time_invokes
 
+TARGETS = ("host", "android")  # where `kerasnets bench` runs a model
 COLUMNS = ["model", "input", "mode", "threads", "xnnpack", "latency_ms_median", "latency_ms_p90",
            "peak_rss_mb", "macs", "gmacs_per_s", "peak_fraction", "machine", "command"]
 

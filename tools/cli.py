@@ -1,77 +1,177 @@
-"""The `kerasnets` command line (absl): `kerasnets run | zoo | profile | export | bench | compress`."""
+"""The `kerasnets` command line (absl): `kerasnets run | zoo | profile | export | bench | compress`.
+
+Each subcommand defines only its own flags (absl module `kerasnets <command>`), so one flag name can
+mean different things in different commands and `kerasnets <command> --help` lists exactly them.
+Library errors name function arguments in backquotes (`name`, `name=value`); `translate` turns
+those into the command's flags before printing `kerasnets <command>: <message>`.
+"""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
+import re
 import sys
+from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("filter", "*", "zoo: wildcard over model names, e.g. 'ghostnet_*'.")
-flags.DEFINE_integer("input_size", None, "Square input size instead of each model's default.", lower_bound=1)
-flags.DEFINE_integer("runs", 30, "zoo/bench: timed runs per model (the median is reported).", lower_bound=1)
-flags.DEFINE_string("out", None, "zoo: CSV file (default results/zoo.csv); export: output folder.")
-flags.DEFINE_string("model", None, "profile: registered model name.")
-flags.DEFINE_integer("classes", None, "profile: number of classes (default: the model's).", lower_bound=1)
-flags.DEFINE_bool("json", False, "profile: print the full profile as JSON.")
-flags.DEFINE_bool("csv", False, "profile: print the per-layer table as CSV.")
-flags.DEFINE_string("keras", None, "export: a .keras model file (float or QAT) instead of --model.")
-flags.DEFINE_string("saved_model", None, "export: a SavedModel folder instead of --model.")
-flags.DEFINE_enum("mode", "int8", ["fp32", "fp16", "dynamic", "int8", "int16x8"], "export: TFLite mode.")
-flags.DEFINE_enum("io_type", "int8", ["int8", "uint8"], "export: input/output type of --mode int8.")
-flags.DEFINE_bool("micro", False, "export: also write TFLite Micro sources to OUT/micro/.")
-flags.DEFINE_string("calibration", "digits", "export: data set for int8 calibration and the parity "
-                    "gates (digits, imagefolder:PATH, npz:PATH, cifar10, ...).")
-flags.DEFINE_string("labels", None, "export: text file with one class label per line.")
-flags.DEFINE_string("target", None, "bench: where to run, host (default) or android; compress: a "
-                    "budget KEY=VALUE instead of --ratio (params=50k, macs=20M, int8_kb=40, "
-                    "peak_ram=64kB).")
-flags.DEFINE_string("tflite", None, "bench: a .tflite file instead of --model.")
-flags.DEFINE_integer("threads", 1, "bench: interpreter threads (host).", lower_bound=1)
-flags.DEFINE_bool("xnnpack", True, "bench: use LiteRT's default XNNPACK delegate (host).")
-flags.DEFINE_bool("record", False, "bench: append the row to results/bench-<target>-<machine>.csv.")
-flags.DEFINE_string("parse", None, "bench --target android: parse a saved benchmark_model log.")
-flags.DEFINE_string("adb", None, "bench --target android: adb binary (default: adb on PATH).")
-flags.DEFINE_string("serial", None, "bench --target android: device serial (adb -s).")
-flags.DEFINE_string("benchmark_binary", None, "bench --target android: TFLite benchmark_model binary "
-                    "built for the phone (bazel build -c opt --config=android_arm64 "
-                    "//tensorflow/lite/tools/benchmark:benchmark_model).")
-flags.DEFINE_string("apk", None, "bench --target android: benchmark APK to install and run instead of "
-                    "--benchmark_binary (the kerasnets APK, or TFLite's with --apk_activity).")
-flags.DEFINE_string("apk_activity", None, "bench --target android: activity of --apk (default the "
-                    "kerasnets APK's; TFLite's: org.tensorflow.lite.benchmark/.BenchmarkModelActivity).")
-flags.DEFINE_string("stage_apk", None, "bench --target android: TensorFlow checkout to stage the kerasnets "
-                    "benchmark APK package into, with the --tflite models (comma-separated) packaged.")
-flags.DEFINE_string("config", None, "run: YAML or JSON file of run config keys.")
-flags.DEFINE_enum("from_stage", None, ["data", "train", "qat", "export", "micro", "bench", "report"],
-                  "run: re-run this stage and every later one.")
-flags.DEFINE_bool("resume", False, "run: continue an interrupted training from its last epoch.")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multiworker"],
-                  "run: tf.distribute strategy (multiworker reads TF_CONFIG).")
-flags.DEFINE_string("dataset", None, "run: digits, cifar10, cifar100, svhn, caltech101, imagefolder:PATH, npz:PATH.")
-flags.DEFINE_integer("epochs", None, "run: training epochs.", lower_bound=1)
-flags.DEFINE_integer("batch_size", None, "run: training batch size.", lower_bound=1)
-flags.DEFINE_integer("channels", None, "run: input channels (default: follow the data).", lower_bound=1)
-flags.DEFINE_string("data_dir", None, "run: tensorflow-datasets data folder.")
-flags.DEFINE_bool("strict", None, "run: stop on an unreadable image instead of skipping it.")
-flags.DEFINE_integer("max_arena", None, "export: refuse a model whose TFLite Micro arena exceeds this "
-                     "many bytes.", lower_bound=1)
 
-flags.DEFINE_string("method", None, "compress: magnitude, m_by_n, slimming, bn, qsfm, complexity_pa, "
-                    "complexity_fa, complexity_ma, scl or l1.")
-flags.DEFINE_float("ratio", None, "compress: fraction in (0, 1) of the prunable channels (structured "
-                   "methods) or weights (magnitude, m_by_n) to remove.")
-flags.DEFINE_bool("from_scratch", False, "compress: train the pruned architecture from a fresh "
-                  "initialisation for --epochs instead of fine-tuning the surviving weights.")
-flags.DEFINE_float("strength", None, "compress: sparsity regulariser strength (slimming: L1 on BN "
-                   "scales, default 1e-4; scl: connection count, default 0.5).", lower_bound=0)
 
-SUBCOMMANDS = ("run", "zoo", "profile", "export", "bench", "compress")
-USAGE = f"usage: kerasnets {{{','.join(SUBCOMMANDS)}}} [flags]   (kerasnets <subcommand> --help)"
+class _Definer:
+    """Defines the flags one subcommand owns: `d.string("out", None, "...")` is
+    flags.DEFINE_string(..., module_name="kerasnets <command>"), so that `kerasnets <command> --help`
+    can list exactly them."""
+
+    def __init__(self, command: str):
+        self.module = f"kerasnets {command}"
+
+    def __getattr__(self, kind):
+        define = getattr(flags, f"DEFINE_{kind}")
+        return lambda *args, **kwargs: define(*args, module_name=self.module, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# flags shared by several subcommands (one definition each; the meaning is the same everywhere)
+
+
+def _model_flags(d, *, classes=False, size_default="the model's default"):
+    d.string("model", None, "Registered model name (see kerasnets zoo).")
+    d.integer("input_size", None, f"Square input size instead of {size_default}.", lower_bound=1)
+    if classes:
+        d.integer("classes", None, "Number of classes (default: the model's).", lower_bound=1)
+
+
+def _keras_flag(d):
+    d.string("keras", None, "A .keras/.h5 model file (float or QAT) instead of --model.")
+
+
+def _dataset_help():
+    from kerasnets.pipelines import data
+
+    return ", ".join(("digits", *data.NAMED, "imagefolder:PATH", "npz:PATH"))
+
+
+def _mode_flag(d, help_text):
+    from kerasnets.pipelines import convert
+
+    d.enum("mode", "int8", convert.MODES, help_text)
+
+
+def _runs_flag(d, runs):
+    d.integer("runs", runs, "Timed runs per model (the median is reported).", lower_bound=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# each subcommand's own flags
+
+
+def _zoo_flags(d):
+    d.string("filter", "*", "Wildcard over model names, e.g. 'ghostnet_*'.")
+    d.integer("input_size", None, "Square input size instead of each model's default.", lower_bound=1)
+    _runs_flag(d, 30)
+    d.string("out", None, "CSV file the rows are merged into (default results/zoo.csv).")
+
+
+def _profile_flags(d):
+    _model_flags(d, classes=True)
+    d.bool("json", False, "Print the full profile as JSON.")
+    d.bool("csv", False, "Print the per-layer table as CSV.")
+
+
+def _export_flags(d):
+    from kerasnets.pipelines import convert
+
+    _model_flags(d)
+    _keras_flag(d)
+    d.string("saved_model", None, "A SavedModel folder instead of --model.")
+    d.string("out", None, "Output folder: OUT/<name>.tflite (and OUT/micro/ with --micro).")
+    _mode_flag(d, "TFLite mode.")
+    d.enum("io_type", "int8", convert.IO_TYPES, "Input/output type of --mode int8.")
+    d.bool("micro", False, "Also write TFLite Micro sources to OUT/micro/.")
+    d.string("calibration", "digits", "Data set for int8 calibration and the parity gates "
+             f"({_dataset_help()}).")
+    d.string("labels", None, "Text file with one class label per line.")
+    d.integer("max_arena", None, "Refuse a model whose TFLite Micro arena exceeds this many bytes.",
+              lower_bound=1)
+
+
+def _bench_flags(d):
+    from kerasnets.tools import bench
+
+    d.enum("target", "host", bench.TARGETS, "Where to run the model.")
+    d.string("tflite", None, "A .tflite file instead of --model.")
+    _model_flags(d)
+    _mode_flag(d, "TFLite mode --model is exported in.")
+    _runs_flag(d, 30)
+    d.integer("threads", 1, "Interpreter threads.", lower_bound=1)
+    d.bool("xnnpack", True, "Use LiteRT's default XNNPACK delegate (host).")
+    d.bool("record", False, "Append the row to results/bench-<target>-<machine>.csv.")
+    android = "--target android: "
+    d.string("parse", None, android + "parse a saved benchmark_model log.")
+    d.string("adb", None, android + "adb binary (default: adb on PATH).")
+    d.string("serial", None, android + "device serial (adb -s).")
+    d.string("benchmark_binary", None, android + "TFLite benchmark_model binary built for the phone "
+             "(bazel build -c opt --config=android_arm64 //tensorflow/lite/tools/benchmark:benchmark_model).")
+    d.string("apk", None, android + "benchmark APK to install and run instead of --benchmark_binary "
+             "(the kerasnets APK, or TFLite's with --apk_activity).")
+    d.string("apk_activity", None, android + "activity of --apk (default the kerasnets APK's; TFLite's: "
+             "org.tensorflow.lite.benchmark/.BenchmarkModelActivity).")
+    d.string("stage_apk", None, android + "TensorFlow checkout to stage the kerasnets benchmark APK "
+             "package into, with the --tflite models (comma-separated) packaged.")
+
+
+def _training_flags(d):
+    d.string("dataset", None, f"Training data: {_dataset_help()}.")
+    d.integer("epochs", None, "Training epochs.", lower_bound=1)
+    d.integer("batch_size", None, "Training batch size.", lower_bound=1)
+
+
+def _compress_flags(d):
+    from kerasnets.pipelines import prune
+
+    _model_flags(d, classes=True)
+    _keras_flag(d)
+    d.enum("method", None, prune.METHODS, "Compression method.")
+    d.float("ratio", None, "Fraction in (0, 1) of the prunable channels (structured methods) or "
+            "weights (magnitude, m_by_n) to remove.")
+    d.string("target", None, "A budget KEY=VALUE instead of --ratio (params=50k, macs=20M, int8_kb=40, "
+             "peak_ram=64kB).")
+    _training_flags(d)
+    d.bool("from_scratch", False, "Train the pruned architecture from a fresh initialisation for "
+           "--epochs instead of fine-tuning the surviving weights.")
+    d.float("strength", None, "Sparsity regulariser strength (slimming: L1 on BN scales, default 1e-4; "
+            "scl: connection count, default 0.5).", lower_bound=0)
+    d.string("out", None, "The compressed model, FILE.keras.")
+
+
+_STRATEGIES = ("default", "mirrored", "multiworker")
+# Shortcut flags of the run command -> run config keys (every key is also a --dotted.key flag).
+_RUN_SHORTCUTS = {"model": "model", "dataset": "data.dataset", "input_size": "data.input_size",
+                  "channels": "data.channels", "epochs": "train.epochs", "batch_size": "train.batch_size",
+                  "out": "out", "data_dir": "data.data_dir", "strict": "data.strict"}
+
+
+def _run_flags(d):
+    from kerasnets.tools import run
+
+    d.string("config", None, "YAML or JSON file of run config keys.")
+    d.enum("from_stage", None, run.STAGES, "Re-run this stage and every later one.")
+    d.bool("resume", False, "Continue an interrupted training from its last epoch.")
+    d.enum("strategy", "default", _STRATEGIES, "tf.distribute strategy (multiworker reads TF_CONFIG).")
+    _model_flags(d, size_default="data.input_size")
+    _training_flags(d)
+    d.integer("channels", None, "Input channels (default: follow the data).", lower_bound=1)
+    d.string("data_dir", None, "tensorflow-datasets data folder.")
+    d.bool("strict", None, "Stop on an unreadable image instead of skipping it.")
+    d.string("out", None, "Run folder (default runs/<model>-<dataset>).")
+    for key, default in sorted(run.flatten(run.default_config().to_dict()).items()):
+        if key not in FLAGS:
+            d.string(key, None, f"Run config key (default: {default!r}).")
 
 
 def _zoo() -> int:
@@ -109,14 +209,11 @@ def _print_table(rows, columns):
 
 def _profile() -> int:
     import kerasnets
+    from kerasnets.pipelines import saving
 
     if not FLAGS.model:
         raise app.UsageError("profile needs --model NAME (see kerasnets zoo or kerasnets.list_models())")
-    shape = None
-    if FLAGS.input_size:
-        channels = kerasnets.model_info(FLAGS.model).input_shape[2]
-        shape = (FLAGS.input_size, FLAGS.input_size, channels)
-    stats = kerasnets.profile(kerasnets.create_model(FLAGS.model, input_shape=shape, classes=FLAGS.classes))
+    stats = kerasnets.profile(saving.create_at_size(FLAGS.model, FLAGS.input_size, FLAGS.classes))
     if FLAGS.json:
         print(json.dumps(stats, indent=1))
     elif FLAGS.csv:
@@ -140,7 +237,7 @@ def _read_labels(path):
 
 
 def _export() -> int:
-    import kerasnets
+    from kerasnets.pipelines import saving
     from kerasnets.tools import export
 
     sources = [f for f in ("model", "keras", "saved_model") if getattr(FLAGS, f)]
@@ -148,13 +245,15 @@ def _export() -> int:
         raise app.UsageError("export needs exactly one of --model NAME, --keras FILE, --saved_model DIR")
     if not FLAGS.out:
         raise app.UsageError("export needs --out DIR")
+    if FLAGS.input_size and not FLAGS.model:
+        raise app.UsageError("export --input_size sets the size of a --model; a file keeps its own")
     if FLAGS.model:
-        model, name = kerasnets.create_model(FLAGS.model), FLAGS.model
+        model, name = saving.create_at_size(FLAGS.model, FLAGS.input_size), FLAGS.model
     elif FLAGS.keras:
-        model = export.load_keras(FLAGS.keras)
+        model = saving.load_keras(FLAGS.keras)
         name = os.path.splitext(os.path.basename(FLAGS.keras))[0]
     else:
-        model = export.load_saved_model(FLAGS.saved_model)
+        model = saving.load_saved_model(FLAGS.saved_model)
         name = model.name
     summary = export.export_model(
         model, name=name, mode=FLAGS.mode, out_dir=FLAGS.out, calibration=FLAGS.calibration,
@@ -167,8 +266,6 @@ def _export() -> int:
 def _bench() -> int:
     from kerasnets.tools import android, bench
 
-    if FLAGS.target not in (None, "host", "android"):
-        raise app.UsageError(f"bench --target must be host or android, got {FLAGS.target!r}")
     if FLAGS.target == "android":
         if FLAGS.parse:
             try:
@@ -216,40 +313,25 @@ def _bench_model_bytes():
     if FLAGS.tflite:
         data, _ = tflite_file.read_tflite_file(FLAGS.tflite)
         return os.path.splitext(os.path.basename(FLAGS.tflite))[0], data
-    import kerasnets
-    from kerasnets.pipelines import convert, data as data_mod
+    from kerasnets.pipelines import convert, data as data_mod, saving
 
-    model = kerasnets.create_model(FLAGS.model)
+    model = saving.create_at_size(FLAGS.model, FLAGS.input_size)
     images = data_mod.digits_images(model.input_shape[1:], 32)[0]
     return FLAGS.model, convert.export(model, FLAGS.mode, images)
 
 
-# Shortcut flags of the run command -> run config keys (every key is also a --dotted.key flag).
-_RUN_SHORTCUTS = {"model": "model", "dataset": "data.dataset", "input_size": "data.input_size",
-                  "channels": "data.channels", "epochs": "train.epochs", "batch_size": "train.batch_size",
-                  "out": "out", "data_dir": "data.data_dir", "strict": "data.strict"}
-
-
-def _define_config_key_flags():
-    from kerasnets.pipelines import pipeline
-
-    for key in sorted(pipeline._flatten(pipeline.default_config().to_dict())):
-        if key not in FLAGS:
-            flags.DEFINE_string(key, None, f"run: config key {key}.")
-
-
 def _run_config():
-    from kerasnets.pipelines import pipeline
+    from kerasnets.tools import run
 
-    cfg = pipeline.default_config()
-    overrides = pipeline.load_config_file(FLAGS.config) if FLAGS.config else {}
-    for key in pipeline._flatten(cfg.to_dict()):
+    cfg = run.default_config()
+    overrides = run.load_config_file(FLAGS.config) if FLAGS.config else {}
+    for key in run.flatten(cfg.to_dict()):
         if key in FLAGS and FLAGS[key].present:
             overrides[key] = FLAGS[key].value
     for flag, key in _RUN_SHORTCUTS.items():
         if FLAGS[flag].present:
             overrides[key] = FLAGS[flag].value
-    return pipeline.apply_overrides(cfg, overrides)
+    return run.apply_overrides(cfg, overrides)
 
 
 def _strategy():
@@ -265,13 +347,13 @@ def _strategy():
 
 
 def _compress() -> int:
+    from kerasnets.pipelines import prune
     from kerasnets.tools import compress
 
     if bool(FLAGS.model) == bool(FLAGS.keras):
         raise app.UsageError("compress needs exactly one of --model NAME or --keras FILE")
     if not FLAGS.method:
-        raise app.UsageError("compress needs --method (one of l1, bn, qsfm, slimming, complexity_pa, "
-                             "complexity_fa, complexity_ma, scl, magnitude, m_by_n)")
+        raise app.UsageError(f"compress needs --method (one of {', '.join(prune.METHODS)})")
     if not FLAGS.out or not FLAGS.out.endswith(".keras"):
         raise app.UsageError("compress needs --out FILE.keras")
     summary = compress.run(model=FLAGS.model, keras_file=FLAGS.keras, method=FLAGS.method,
@@ -284,26 +366,91 @@ def _compress() -> int:
 
 
 def _run() -> int:
-    from kerasnets.pipelines import pipeline
+    from kerasnets.tools import run
 
     cfg = _run_config()
-    manifest = pipeline.run_pipeline(cfg, from_stage=FLAGS.from_stage, resume=FLAGS.resume,
-                                     strategy=_strategy())
+    manifest = run.run_pipeline(cfg, from_stage=FLAGS.from_stage, resume=FLAGS.resume, strategy=_strategy())
     print(json.dumps(manifest["metrics"]))
     print(f"report: {os.path.join(manifest['out_dir'], 'report.html')}", file=sys.stderr)
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# subcommands, help and error messages
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand: what it does, its flags, its body, and the library arguments whose flag has
+    another name (every other argument named like one of its flags becomes that flag)."""
+    summary: str
+    define: Callable
+    main: Callable[[], int]
+    renames: dict = dataclasses.field(default_factory=dict)
+
+
+COMMANDS = {
+    "run": Command("the whole pipeline: data, train, compress, QAT, export, micro, bench, report",
+                   _run_flags, _run,
+                   {"spec": "dataset", "data": "dataset", "config_file": "config", "seed": "data.seed",
+                    "test_fraction": "data.test_fraction", "warmup_epochs": "train.warmup_epochs",
+                    "method": "compress.method", "ratio": "compress.ratio", "target": "compress.target",
+                    "strength": "compress.strength", "mode": "export.modes", "max_arena": "micro.max_arena"}),
+    "zoo": Command("build, profile, export and time registry models into a CSV table", _zoo_flags, _zoo,
+                   {"pattern": "filter"}),
+    "profile": Command("parameters, MACs and activation memory of a registry model, per layer",
+                       _profile_flags, _profile),
+    "export": Command("a model to .tflite (and TFLite Micro sources) after the parity gates",
+                      _export_flags, _export,
+                      {"keras_file": "keras", "saved_model_dir": "saved_model", "spec": "calibration",
+                       "golden_input": "calibration"}),
+    "bench": Command("latency and memory of a .tflite model on this machine or an Android phone",
+                     _bench_flags, _bench,
+                     {"activity": "apk_activity", "tflite_files": "tflite", "tf_root": "stage_apk"}),
+    "compress": Command("prune (and fine-tune) a model to a ratio or a budget", _compress_flags, _compress,
+                        {"keras_file": "keras", "spec": "dataset", "data": "dataset"}),
+}
+SUBCOMMANDS = tuple(COMMANDS)
+USAGE = f"usage: kerasnets {{{','.join(SUBCOMMANDS)}}} [flags]   (kerasnets <subcommand> --help)"
+_ARGUMENT = re.compile(r"`([A-Za-z_][\w.]*)(=[^`]*)?`")
+
+
+def flag_names(command: str) -> dict:
+    """Library argument name -> flag name, for the arguments `command` has a flag for."""
+    own = {flag.name: flag.name for flag in FLAGS.get_flags_for_module(f"kerasnets {command}")}
+    return {**own, **COMMANDS[command].renames}
+
+
+def translate(message: str, names: dict) -> str:
+    """A library message in command-line words: `name` -> --flag, `name=value` -> --flag=value for
+    every name in `names`; other backquoted names are left as they are."""
+    def flag(match):
+        name, value = match.group(1), match.group(2) or ""
+        return f"--{names[name]}{value}" if name in names else match.group(0)
+
+    return _ARGUMENT.sub(flag, message)
+
+
+def usage() -> str:
+    lines = [USAGE, ""] + [f"  {name:<9}{command.summary}" for name, command in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def command_help(command: str) -> str:
+    """`kerasnets <command> --help`: what it does and its own flags with their help."""
+    return (f"usage: kerasnets {command} [flags]\n\n{COMMANDS[command].summary}\n\n"
+            + FLAGS.module_help(f"kerasnets {command}").lstrip("\n"))
+
+
 def main(argv):
-    if len(argv) < 2 or argv[1] not in SUBCOMMANDS:
+    if len(argv) < 2 or argv[1] not in COMMANDS:
         raise app.UsageError(f"{USAGE}; got {argv[1:2] or 'no subcommand'}")
     if len(argv) > 2:
         raise app.UsageError(f"unexpected arguments {argv[2:]}; flags take the form --name=value")
     try:
-        return {"run": _run, "zoo": _zoo, "profile": _profile, "export": _export,
-                "bench": _bench, "compress": _compress}[argv[1]]()
+        return COMMANDS[argv[1]].main()
     except ValueError as error:
-        print(f"kerasnets {argv[1]}: {error}", file=sys.stderr)
+        print(f"kerasnets {argv[1]}: {translate(str(error), flag_names(argv[1]))}", file=sys.stderr)
         return 2
 
 
@@ -318,9 +465,19 @@ def _dashes_to_underscores(argv):
     return out
 
 
+_HELP = ("--help", "-h", "-?", "--helpshort")
+
+
 def run():
-    _define_config_key_flags()
-    app.run(main, argv=_dashes_to_underscores(sys.argv))
+    """Entry point: defines only the named subcommand's flags, answers --help, then runs it."""
+    argv = _dashes_to_underscores(sys.argv)
+    command = argv[1] if len(argv) > 1 and argv[1] in COMMANDS else None
+    if command:
+        COMMANDS[command].define(_Definer(command))
+    if any(arg in _HELP for arg in argv[1:]):
+        print(command_help(command) if command else usage())
+        sys.exit(0)
+    app.run(main, argv=argv)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,11 @@ import os
 
 
 def _model(model_name, keras_file, input_size, classes):
-    import kerasnets
-    from kerasnets.tools import export
+    from kerasnets.pipelines import saving
 
     if keras_file:
-        return export.load_keras(keras_file)
-    info = kerasnets.model_info(model_name)
-    shape = None if not input_size else (input_size, input_size, info.input_shape[2])
-    return kerasnets.create_model(model_name, input_shape=shape, classes=classes)
+        return saving.load_keras(keras_file)
+    return saving.create_at_size(model_name, input_size, classes)
 
 
 def run(*, model=None, keras_file=None, method, ratio=None, target=None, dataset=None, epochs=0,
@@ -23,7 +20,7 @@ def run(*, model=None, keras_file=None, method, ratio=None, target=None, dataset
     from kerasnets.pipelines import prune
 
     prune.Request(method, ratio, target, int(epochs or 0),
-                  "scratch" if from_scratch else "finetune")  # bad flags fail before any work
+                  "scratch" if from_scratch else "finetune")  # bad arguments fail before any work
     images = None
     net = _model(model, keras_file, input_size, classes)
     if dataset:

@@ -1,5 +1,5 @@
 """`kerasnets export`: a model (registry name, .keras file or SavedModel) to .tflite, and with
---micro to TFLite Micro sources, after the parity gates."""
+`micro` to TFLite Micro sources, after the parity gates."""
 from __future__ import annotations
 
 import os
@@ -11,45 +11,6 @@ from kerasnets.pipelines import convert, data as data_mod, metadata, tflite_file
 
 FP32_TOLERANCE = 1e-4
 PARITY_IMAGES = 64
-
-
-def load_keras(path):
-    """A .keras/.h5 model, QAT models and the zoo's custom layers included."""
-    import tf_keras as keras
-
-    from kerasnets.pipelines import quantize
-
-    if not os.path.exists(path):
-        raise ValueError(f"--keras {path}: no such file")
-    try:
-        with quantize.quantize_scope():
-            return keras.models.load_model(path, compile=False)
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise ValueError(f"--keras {path} is not a loadable Keras model ({type(error).__name__}: "
-                         f"{str(error)[:600]})") from None
-
-
-def load_saved_model(path):
-    """Wrap a SavedModel's serving signature as a Keras model with a static input shape."""
-    import tensorflow as tf
-    import tf_keras as keras
-
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise ValueError(f"--saved_model {path} holds no saved_model.pb")
-    loaded = tf.saved_model.load(path)
-    signature = loaded.signatures["serving_default"]
-    (input_name, spec), = signature.structured_input_signature[1].items()
-    output_name = next(iter(signature.structured_outputs))
-
-    class SavedModelCall(keras.layers.Layer):  # export only: never serialised
-        def call(self, x):
-            return signature(**{input_name: x})[output_name]
-
-    inputs = keras.Input(shape=spec.shape[1:], name=input_name)
-    model = keras.Model(inputs, SavedModelCall(name="saved_model")(inputs),
-                        name=os.path.basename(os.path.normpath(path)))
-    model._kerasnets_saved_model = loaded  # keeps the variables alive
-    return model
 
 
 def _atomic_write(path, payload: bytes):
@@ -84,7 +45,7 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
         from kerasnets.micro import codegen
 
         if mode != "int8":
-            raise ValueError(f"--micro needs --mode int8 (TFLite Micro runs integer models); got {mode}")
+            raise ValueError(f"`micro` needs `mode=int8` (TFLite Micro runs integer models); got `mode={mode}`")
         golden = convert.quantize_input(held_out[:1], convert.litert_interpreter(tflite).get_input_details()[0])
         micro_report = codegen.emit(tflite, os.path.join(out_dir, "micro"), name, labels=labels,
                                     max_arena=max_arena, golden_input=golden)

@@ -16,7 +16,7 @@ def main(argv):
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    from kerasnets.tools.export import load_keras  # the zoo's custom layers
+    from kerasnets.pipelines.saving import load_keras  # the zoo's custom layers
 
     model = load_keras(path)
     x = tf.constant(np.zeros((1, *model.input_shape[1:]), np.float32))

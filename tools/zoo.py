@@ -96,5 +96,5 @@ def write_csv(rows: list[dict], path: str) -> None:
 def select(pattern: str) -> list[str]:
     names = list_models(pattern)
     if not names:
-        raise ValueError(f"--filter {pattern!r} matches no model; try one of: {', '.join(list_models())}")
+        raise ValueError(f"`pattern={pattern}` matches no model; try one of: {', '.join(list_models())}")
     return names

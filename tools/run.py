@@ -1,4 +1,5 @@
-"""The one-command pipeline: data -> train -> [compress] -> [QAT] -> export -> micro -> bench -> report.
+"""The one-command run (`kerasnets run`):
+data -> train -> [compress] -> [QAT] -> export -> micro -> bench -> report.
 
 Each stage is a plain function of the run config and the earlier stages' artefacts; this module
 only composes them. Every stage writes into `runs/<name>/` and records in `manifest.json` its
@@ -16,9 +17,7 @@ import platform
 import tempfile
 import time
 
-import numpy as np
-
-log = logging.getLogger("kerasnets.pipeline")
+log = logging.getLogger("kerasnets.run")
 
 STAGES = ("data", "train", "compress", "qat", "export", "micro", "bench", "report")
 
@@ -47,12 +46,12 @@ def default_config():
     })
 
 
-def _flatten(d, prefix=""):
+def flatten(d, prefix=""):
     out = {}
     for key, value in d.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(_flatten(value, path + "."))
+            out.update(flatten(value, path + "."))
         else:
             out[path] = value
     return out
@@ -60,7 +59,7 @@ def _flatten(d, prefix=""):
 
 def apply_overrides(config, overrides: dict):
     """Set dotted keys ('train.epochs': 3); unknown keys raise with the list of known ones."""
-    known = _flatten(config.to_dict())
+    known = flatten(config.to_dict())
     for key, value in overrides.items():
         if key not in known:
             raise ValueError(f"unknown config key {key!r}; known keys: {', '.join(sorted(known))}")
@@ -82,23 +81,24 @@ def apply_overrides(config, overrides: dict):
     return config
 
 
-def load_config_file(path: str) -> dict:
+def load_config_file(config_file: str) -> dict:
     """Flattened dotted keys from a YAML or JSON run file."""
     import yaml
 
+    named = f"`config_file={config_file}`"
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(config_file, encoding="utf-8") as f:
             text = f.read()
     except OSError as error:
-        raise ValueError(f"--config {path}: {error.strerror}") from None
+        raise ValueError(f"{named}: {error.strerror}") from None
+    as_json = config_file.endswith(".json")
     try:
-        content = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        content = json.loads(text) if as_json else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as error:
-        raise ValueError(f"--config {path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
-                         f"{error}") from None
+        raise ValueError(f"{named} is not valid {'JSON' if as_json else 'YAML'}: {error}") from None
     if not isinstance(content, dict):
-        raise ValueError(f"--config {path} must hold a mapping of config keys")
-    return _flatten(content)
+        raise ValueError(f"{named} must hold a mapping of config keys")
+    return flatten(content)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def stage_train(run, cfg, ctx):
 
 
 def _load_model(path):
-    from kerasnets.tools.export import load_keras
+    from kerasnets.pipelines.saving import load_keras
 
     return load_keras(path)
 
@@ -360,7 +360,7 @@ def run_pipeline(cfg, *, from_stage: str | None = None, resume: bool = False, st
                  verbose: int = 1) -> dict:
     """Run (or bring up to date) every stage; returns the manifest."""
     if from_stage is not None and from_stage not in STAGES:
-        raise ValueError(f"from_stage must be one of {', '.join(STAGES)}, got {from_stage!r}")
+        raise ValueError(f"`from_stage` must be one of {', '.join(STAGES)}, got {from_stage!r}")
     import kerasnets
 
     kerasnets.model_info(cfg.model)  # unknown model names fail before any work
