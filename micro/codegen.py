@@ -11,12 +11,12 @@ import math
 import os
 import re
 import shutil
-import tempfile
 
 import numpy as np
 
 from kerasnets.micro import arena, lint as lint_mod
 from kerasnets.micro.ops import RESOLVER_METHOD
+from kerasnets.pipelines.files import write_atomic
 from kerasnets.pipelines.tflite_file import Graph, read_tflite
 
 FIRMWARE_TEMPLATE = os.path.join(os.path.dirname(__file__), "firmware")
@@ -147,14 +147,6 @@ def umbrella_header(ident: str, name: str) -> str:
             "#endif  // KERASNETS_MODEL_H_\n")
 
 
-def _write_atomic(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(tmp, path)
-
-
 class MicroExportError(ValueError):
     """The model cannot run on TFLite Micro; `findings` says which ops and how to fix them."""
 
@@ -214,8 +206,8 @@ def emit(tflite: bytes, out_dir, name: str, *, labels=None, max_arena: int | Non
               "findings": [str(f) for f in findings]}
     os.makedirs(out_dir, exist_ok=True)
     for filename, text in files.items():
-        _write_atomic(os.path.join(out_dir, filename), text)
-    _write_atomic(os.path.join(out_dir, "arena.json"), json.dumps(report, indent=1) + "\n")
+        write_atomic(os.path.join(out_dir, filename), text)
+    write_atomic(os.path.join(out_dir, "arena.json"), json.dumps(report, indent=1) + "\n")
     if firmware:
         shutil.copytree(FIRMWARE_TEMPLATE, os.path.join(out_dir, "firmware"), dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))

@@ -12,10 +12,11 @@ ZOO_COLUMNS = ["model", "input", "params", "macs", "published_params", "publishe
                "int8_kb", "arena_bytes", "latency_ms", "machine"]
 
 
-def kerasnets(*args):
+def kerasnets(*args, umask=None):
     cmd = [sys.executable, "-c", "from kerasnets.tools.cli import run; run()", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                          preexec_fn=None if umask is None else (lambda: os.umask(umask)))
 
 
 def test_zoo_writes_the_documented_csv(tmp_path):
@@ -78,8 +79,11 @@ def test_export_int8_with_micro_sources_and_metadata(tmp_path):
     labels.write_text("".join(f"class {i}\n" for i in range(10)))
     out = tmp_path / "out"
     result = kerasnets("export", "--model=resnet8", "--mode=int8", "--micro", f"--labels={labels}",
-                       f"--out={out}")
+                       f"--out={out}", umask=0o022)
     assert result.returncode == 0, result.stderr
+    # written under a temporary name and renamed, yet with the mode the umask gives (not 0600)
+    for written in (out / "resnet8.tflite", out / "micro" / "arena.json", out / "micro" / "resnet8_model_data.cc"):
+        assert written.stat().st_mode & 0o777 == 0o644, written
     summary = json.loads(result.stdout.splitlines()[-1])
     assert summary["parity"] and summary["metadata"]["labels"] == 10
     tflite = (out / "resnet8.tflite").read_bytes()

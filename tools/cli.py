@@ -136,7 +136,8 @@ def _compress_flags(d):
 
     _model_flags(d, classes=True)
     _keras_flag(d)
-    d.enum("method", None, prune.METHODS, "Compression method.")
+    methods = "; ".join(f"{name}: {text}" for name, text in prune.methods().items())
+    d.enum("method", None, prune.METHODS, f"Compression method ({methods}).")
     d.float("ratio", None, "Fraction in (0, 1) of the prunable channels (structured methods) or "
             "weights (magnitude, m_by_n) to remove.")
     d.string("target", None, "A budget KEY=VALUE instead of --ratio (params=50k, macs=20M, int8_kb=40, "

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 
 from kerasnets.pipelines import convert, data as data_mod, metadata, tflite_file
+from kerasnets.pipelines.files import write_atomic
 
 FP32_TOLERANCE = 1e-4
 PARITY_IMAGES = 64
-
-
-def _atomic_write(path, payload: bytes):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "wb") as out:
-        out.write(payload)
-    os.replace(tmp, path)
 
 
 def calibration_images(spec: str, input_shape, count: int = 100) -> np.ndarray:
@@ -59,7 +50,7 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
         tflite = metadata.attach(tflite, info)
         summary["metadata"] = {"labels": len(info.labels), "mean": info.mean, "std": info.std}
     path = os.path.join(out_dir, f"{codegen_name(name)}.tflite")
-    _atomic_write(path, tflite)
+    write_atomic(path, tflite)
     summary["tflite"] = path
     return summary
 

@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
+
+from kerasnets.pipelines.files import write_atomic
 
 log = logging.getLogger("kerasnets.run")
 
@@ -134,12 +135,7 @@ def _versions():
 
 
 def _write_json(path, obj):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(obj, out, indent=1, default=str)
-        out.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1, default=str) + "\n")
 
 
 class Run:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
-import tempfile
 import warnings
 
 from kerasnets import create_model, list_models, model_info, profile
 from kerasnets.micro import arena, lint
 from kerasnets.pipelines import convert, data, tflite_file
+from kerasnets.pipelines.files import write_atomic
 from kerasnets.tools import bench
 
 COLUMNS = ["model", "input", "params", "macs", "published_params", "published_macs", "size_ok",
@@ -83,14 +84,11 @@ def merge_row(path: str, row: dict) -> list[dict]:
 
 def write_csv(rows: list[dict], path: str) -> None:
     """Write atomically: an interrupted run never leaves a half-written table."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".csv.tmp")
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def select(pattern: str) -> list[str]:
