@@ -74,7 +74,7 @@ def _check_op(op: Op) -> list[Finding]:
                              "span almost no range).",
                              "calibrate with representative data on a trained model (an untrained "
                              "net's logits are near-constant), or export without the softmax "
-                             "(classifier_activation=None)"))
+                             "(`classifier_activation='linear'`: logits out, apply softmax on the host)"))
     if base in _DYNAMIC_SHAPE_OPS:
         found.append(Finding("warning", op.name, layer, "shape arithmetic left by a dynamic batch size "
                              "(wastes flash; some TFLite Micro ports lack the op).",

@@ -242,3 +242,35 @@ def test_bench_rejects_bad_files(tmp_path):
     log.write_text("")
     result = _cli("bench", "--target=android", f"--parse={log}")
     assert result.returncode == 2 and "no benchmark_model timings" in result.stderr
+
+
+def test_recorded_rows_keep_every_column_and_error_text(tmp_path):
+    """The header is the table's columns, not the first row's keys: a failed config first must not
+    drop the latency columns, and an error row keeps its text."""
+    import csv
+
+    path = tmp_path / "bench-android-phone.csv"
+    failed = {"model": "m", "config": "gpu", "threads": 4, "device": "phone", "error": "GPU delegate refused"}
+    timed = android.result_row(android.parse_benchmark_log(NATIVE_LOG), model="m", config="cpu",
+                               threads=1, device="phone")
+    bench.append_rows([failed], str(path), android.COLUMNS)
+    bench.append_rows([timed], str(path), android.COLUMNS)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, list(reader)
+    assert header == android.COLUMNS
+    assert rows[0]["error"] == "GPU delegate refused" and rows[0]["latency_ms_avg"] == ""
+    assert rows[1]["latency_ms_avg"] == str(timed["latency_ms_avg"]) and rows[1]["error"] == ""
+
+
+def test_appending_other_columns_rewrites_the_header_instead_of_misaligning(tmp_path):
+    import csv
+
+    path = tmp_path / "table.csv"
+    bench.append_rows([{"model": "a", "latency_ms": 1.5}], str(path), ["model", "latency_ms"])
+    bench.append_rows([{"model": "b", "top1": 0.9, "latency_ms": 2.5}], str(path),
+                      ["model", "top1", "latency_ms"])
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows == [{"model": "a", "latency_ms": "1.5", "top1": ""},
+                    {"model": "b", "latency_ms": "2.5", "top1": "0.9"}]

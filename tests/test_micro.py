@@ -163,9 +163,15 @@ def test_lint_refuses_a_softmax_tflite_micro_would_abort_on(tmp_path):
     model = keras.Model(inp, head(x))
     head.set_weights([w * 1e-9 for w in head.get_weights()])  # logits spanning ~1e-9
     tflite = convert.to_int8(model, np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype("float32"))
-    with pytest.raises(codegen.MicroExportError, match=r"SOFTMAX \(layer head\).*softmax input scale"):
+    with pytest.raises(codegen.MicroExportError, match=r"SOFTMAX \(layer head\).*softmax input scale") as refused:
         codegen.emit(tflite, tmp_path / "out", "flat_logits")
     assert not (tmp_path / "out").exists()
+    # the advice works when followed: the zoo model it names ends without a softmax
+    advice = re.search(r"`classifier_activation=(.+?)`", str(refused.value)).group(1)
+    import kerasnets
+
+    followed = kerasnets.create_model("resnet8", classifier_activation=eval(advice))
+    assert followed.layers[-1].activation is keras.activations.linear
     # Without the lint, TFLite Micro would abort: in a child process that is an exception, not a dead caller.
     with pytest.raises(RuntimeError, match="killed by SIGABRT"):
         arena.run_micro_in_child(tflite, np.zeros((1, 8, 8, 3), np.int8))

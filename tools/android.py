@@ -87,6 +87,12 @@ def parse_benchmark_log(text: str) -> dict:
     return result
 
 
+# the columns of results/bench-android-*.csv: result_row's keys, and the text of a failed config
+COLUMNS = ["model", "config", "threads", "device", "init_ms", "first_inference_ms", "warmup_avg_ms",
+           "latency_ms_avg", "latency_ms_min", "latency_ms_max", "latency_ms_std", "latency_ms_median",
+           "latency_ms_p95", "runs", "peak_memory_mb", "memory_overall_mb", "error"]
+
+
 def result_row(parsed: dict, *, model: str, config: str, threads: int, device: str) -> dict:
     timed = parsed.get("inference", {})
     avg_us = parsed.get("inference_avg_us", timed.get("avg"))

@@ -6,6 +6,7 @@ peak RSS is the model's footprint (not TensorFlow's) and runs do not disturb eac
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import tempfile
 
 import numpy as np
 
+from kerasnets.pipelines.files import write_atomic
 from kerasnets.tools import bench_child
 from kerasnets.tools.bench_child import time_invokes
 
@@ -122,13 +124,24 @@ def host_row(named_model, *, threads: int = 1, runs: int = 50, xnnpack: bool = T
                       xnnpack=xnnpack, timing=timing, macs=tflite_file.graph_macs(graph), command=command)
 
 
-def append_rows(rows: list[dict], path: str, columns=None) -> None:
-    """Append rows to a CSV (header written once); creates the folder."""
-    columns = columns or list(rows[0])
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    new = not os.path.exists(path)
-    with open(path, "a", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+def _read_csv(path: str) -> tuple[list[str], list[dict]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def append_rows(rows: list[dict], path: str, columns) -> None:
+    """Append rows to a CSV under the header `columns` (the table's documented columns, never
+    taken from a row: an error row has none of the figures). A file whose header differs is
+    rewritten with the union of both headers, so no value lands under another column."""
+    columns = list(columns)
+    if not os.path.exists(path):
+        existing, header = [], columns
+    else:
+        header, existing = _read_csv(path)
+        header = header + [c for c in columns if c not in header]
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=header, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(existing + list(rows))
+    write_atomic(path, text.getvalue())

@@ -293,7 +293,8 @@ def _bench() -> int:
         for row in rows:
             print(json.dumps(row))
         if FLAGS.record:
-            bench.append_rows(rows, f"results/bench-android-{bench.slug(rows[0]['device'])}.csv")
+            bench.append_rows(rows, f"results/bench-android-{bench.slug(rows[0]['device'])}.csv",
+                              android.COLUMNS)
         return 0
     row = bench.host_row(_bench_model_bytes(), threads=FLAGS.threads, runs=FLAGS.runs,
                          xnnpack=FLAGS.xnnpack, command=" ".join(["kerasnets"] + sys.argv[1:]))
