@@ -52,3 +52,47 @@ def test_defaults_and_overrides():
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
     custom = kerasnets.create_model("resnet8", input_shape=(48, 40, 1), classes=3)
     assert custom.input_shape == (None, 48, 40, 1) and custom.output_shape == (None, 3)
+
+
+@pytest.mark.parametrize("name, accepted", [
+    ("resnet8", "no variant arguments"),
+    ("mobilenet_v2_100", "the variant arguments dropout"),
+    ("ghost_resnet56_cifar", "the variant arguments dw_kernel and ratio"),
+    ("condensenet50_cifar", "the variant arguments condensing and group_lasso"),
+    ("mgiad_cifar", "the variant arguments group_size and width"),
+])
+def test_one_message_for_unknown_keyword_arguments(name, accepted):
+    with pytest.raises(TypeError) as error:
+        kerasnets.create_model(name, widht=2, colour="red")
+    assert str(error.value) == (
+        f"{name} got unexpected keyword arguments colour and widht; it accepts input_shape, "
+        f"classes, include_top, pooling, classifier_activation and {accepted}")
+    assert kerasnets.model_options(name) == tuple(
+        () if accepted.startswith("no") else accepted.split("arguments ")[1].split(" and "))
+
+
+def test_figure_source_is_declared_for_every_model():
+    for name in kerasnets.list_models():
+        info = kerasnets.model_info(name)
+        assert info.as_dict()["figure_source"] in ("paper", "official code", "this implementation")
+    assert kerasnets.model_info("mgic_resnet20_cifar").figure_source == "this implementation"
+    assert kerasnets.model_info("resnet8").figure_source == "official code"
+    assert kerasnets.model_info("ghostnet_100").figure_source == "paper"
+
+
+def test_register_variants_checks_its_table():
+    from kerasnets import registry
+
+    def builder(**kwargs):
+        raise AssertionError("not built")
+
+    with pytest.raises(ValueError, match=r"fixes \['classes'\]"):
+        registry.register_variants(builder, [registry.Variant("t_x", dict(classes=3), 1, 1)],
+                                   paper="p", input_shape=(8, 8, 3))
+    with pytest.raises(ValueError, match="figure_source of 't_y' must be one of"):
+        registry.register_variants(builder, [registry.Variant("t_y", {}, 1, 1)], paper="p",
+                                   input_shape=(8, 8, 3), figure_source="folklore")
+    with pytest.raises(ValueError, match="'resnet8' is registered twice"):
+        registry.register_variants(builder, [registry.Variant("resnet8", {}, 1, 1)], paper="p",
+                                   input_shape=(8, 8, 3))
+    assert "t_x" not in kerasnets.list_models() and "t_y" not in kerasnets.list_models()
