@@ -95,6 +95,9 @@ _SOURCE = ("paper, ImageNet comparison table; layout from huawei-noah/Efficient-
 
 
 VARIANTS = [  # the width is fixed by the name; `dropout` may be passed
+    Variant("ghostnet_030", dict(width=0.3), params=1_910_908, macs=21_498_024,
+            figure_source="this implementation", source="kerasnets.profile of this code at 224x224",
+            notes="width 0.3 is not in the paper: params/MACs measured here (1000 classes)"),
     Variant("ghostnet_050", dict(width=0.5), params=2.6e6, macs=42e6,
             notes="width 0.5, channels rounded to multiples of 4"),
     Variant("ghostnet_100", dict(width=1.0), params=5.2e6, macs=141e6, notes="width 1.0"),

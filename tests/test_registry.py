@@ -7,7 +7,8 @@ import kerasnets
 def test_list_models_wildcards():
     everything = kerasnets.list_models()
     assert everything == sorted(everything)
-    assert kerasnets.list_models("ghostnet_*") == ["ghostnet_050", "ghostnet_100", "ghostnet_130"]
+    assert kerasnets.list_models("ghostnet_*") == ["ghostnet_030", "ghostnet_050", "ghostnet_100",
+                                                   "ghostnet_130"]
     assert all(name.endswith("_cifar") for name in kerasnets.list_models("*_cifar"))
     assert kerasnets.list_models("no_such_*") == []
 
