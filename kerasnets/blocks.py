@@ -369,7 +369,8 @@ def shuffle_downsample_unit(x, out_channels, *, shortcut, name):
     """Stride 2: both branches read the whole input; their outputs concatenate to out_channels."""
     shortcut_channels = x.shape[-1] if shortcut == "input" else out_channels // 2
     left = shuffle_shortcut_branch(x, shortcut_channels, name=name)
-    right = shuffle_main_branch(x, out_channels // 2, out_channels - shortcut_channels, stride=2, name=name)
+    right = shuffle_main_branch(x, out_channels // 2, out_channels - shortcut_channels, stride=2,
+                                name=name)
     return L.Concatenate(name=f"{name}_concat")([left, right])
 
 

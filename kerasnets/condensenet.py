@@ -303,16 +303,17 @@ _CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=4)
 VARIANTS = [
     Variant("condensenet50_cifar", dict(config=CondenseNetConfig((8, 8, 8), (8, 16, 32))),
             params=0.22e6, macs=27.18e6, **_CIFAR, source=_source("0.22M", "28.6M", "28.64M", "27.18M"),
-            notes=f"stages 8-8-8, growth 8-16-32, G=C=4, bottleneck 4 ({_OFFICIAL} CIFAR recipe at depth 50)"),
+            notes=f"stages 8-8-8, growth 8-16-32, G=C=4, bottleneck 4 ({_OFFICIAL} CIFAR recipe at "
+                  "depth 50)"),
     Variant("condensenet86_cifar", dict(config=CondenseNetConfig((14, 14, 14), (8, 16, 32))),
             params=0.52e6, macs=62.38e6, **_CIFAR, source=_source("0.52M", "65.8M", "65.81M", "62.38M"),
             notes=f"stages 14-14-14, growth 8-16-32, G=C=4, bottleneck 4 ({_OFFICIAL} script.sh)"),
-    Variant("condensenet74_g4", dict(config=CondenseNetConfig((4, 6, 8, 10, 8), (8, 16, 32, 64, 128),
-                                                              stem_stride=2)),
+    Variant("condensenet74_g4", dict(config=CondenseNetConfig(
+                (4, 6, 8, 10, 8), (8, 16, 32, 64, 128), stem_stride=2)),
             params=4.8e6, macs=516.6e6, source=_source("4.8M", "529M", "529.3M", "516.6M"),
             notes=f"stages 4-6-8-10-8, growth 8-16-32-64-128, G=C=4 ({_OFFICIAL} script.sh)"),
-    Variant("condensenet74_g8", dict(config=CondenseNetConfig((4, 6, 8, 10, 8), (8, 16, 32, 64, 128),
-                                                              groups=8, condense_factor=8, stem_stride=2)),
+    Variant("condensenet74_g8", dict(config=CondenseNetConfig(
+                (4, 6, 8, 10, 8), (8, 16, 32, 64, 128), groups=8, condense_factor=8, stem_stride=2)),
             params=2.9e6, macs=261.5e6, source=_source("2.9M", "274M", "274.2M", "261.5M"),
             notes=f"stages 4-6-8-10-8, growth 8-16-32-64-128, G=C=8 ({_OFFICIAL} README)"),
 ]

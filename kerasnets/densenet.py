@@ -120,13 +120,15 @@ _CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=4)
 
 
 VARIANTS = [
-    Variant("densenet40_k12_cifar", dict(config=DenseNetConfig((12, 12, 12), 12, False, 1.0, "cifar", 16)),
+    Variant("densenet40_k12_cifar",
+            dict(config=DenseNetConfig((12, 12, 12), 12, False, 1.0, "cifar", 16)),
             params=1.0e6, macs=266.5e6, **_CIFAR,
             source="paper Table 2 (1.0M params); Network Slimming (arXiv 1708.06519) "
                    "Table 1: 5.33e8 FLOPs, i.e. 266.5M MACs at 2 FLOPs per MAC",
             notes="L=40, k=12, no bottleneck or compression; 16-channel stem of the official "
                   "code's first version (1.02M params, 264.8M MACs)"),
-    Variant("densenet_bc_100_k12_cifar", dict(config=DenseNetConfig((16, 16, 16), 12, True, 0.5, "cifar", 24)),
+    Variant("densenet_bc_100_k12_cifar",
+            dict(config=DenseNetConfig((16, 16, 16), 12, True, 0.5, "cifar", 24)),
             params=0.8e6, macs=288e6, **_CIFAR, figure_source="this implementation",
             source="paper Table 2 (0.8M params); MACs counted on the official code's "
                    "structure (287.9M; the paper gives none)",

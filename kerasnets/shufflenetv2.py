@@ -91,9 +91,12 @@ _CIFAR_STEM = "CIFAR stem (stride 1, no max-pool)"
 _CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=8, source=CIFAR_SOURCE)
 
 VARIANTS = [
-    Variant("shufflenetv2_050", dict(width=0.5, layout=IMAGENET), params=1.4e6, macs=41e6, notes="0.5x"),
-    Variant("shufflenetv2_100", dict(width=1.0, layout=IMAGENET), params=2.3e6, macs=146e6, notes="1.0x"),
-    Variant("shufflenetv2_150", dict(width=1.5, layout=IMAGENET), params=3.5e6, macs=299e6, notes="1.5x"),
+    Variant("shufflenetv2_050", dict(width=0.5, layout=IMAGENET), params=1.4e6, macs=41e6,
+            notes="0.5x"),
+    Variant("shufflenetv2_100", dict(width=1.0, layout=IMAGENET), params=2.3e6, macs=146e6,
+            notes="1.0x"),
+    Variant("shufflenetv2_150", dict(width=1.5, layout=IMAGENET), params=3.5e6, macs=299e6,
+            notes="1.5x"),
     Variant("shufflenetv2_200", dict(width=2.0, layout=IMAGENET), params=7.4e6, macs=591e6,
             notes="2.0x, dropout 0.2 before the classifier"),
     Variant("shufflenetv2_050_cifar", dict(width=0.5, layout=CIFAR), params=0.35e6, macs=10.9e6,

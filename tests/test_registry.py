@@ -97,3 +97,28 @@ def test_register_variants_checks_its_table():
         registry.register_variants(builder, [registry.Variant("resnet8", {}, 1, 1)], paper="p",
                                    input_shape=(8, 8, 3))
     assert "t_x" not in kerasnets.list_models() and "t_y" not in kerasnets.list_models()
+
+
+def test_register_model_still_registers_a_user_builder():
+    from kerasnets import registry
+
+    @kerasnets.register_model(paper="user", params=0, macs=0, input_shape=(8, 8, 3), classes=2,
+                              min_size=8)
+    def user_net_for_registry_test(*, input_shape, classes, include_top, pooling,
+                                   classifier_activation, **kwargs):
+        registry.reject_extra_kwargs("user_net_for_registry_test", kwargs)
+        inputs = kerasnets.blocks.model_input(input_shape)
+        x = kerasnets.blocks.classifier_head(inputs, include_top=include_top, pooling=pooling,
+                                             classes=classes,
+                                             classifier_activation=classifier_activation)
+        return kerasnets.blocks.keras.Model(inputs, x, name="user_net_for_registry_test")
+
+    try:
+        assert kerasnets.create_model("user_net_for_registry_test").output_shape == (None, 2)
+        assert kerasnets.model_info("user_net_for_registry_test").figure_source == "paper"
+        with pytest.raises(TypeError, match="user_net_for_registry_test got unexpected keyword "
+                                            "argument width; .* and no variant arguments"):
+            kerasnets.create_model("user_net_for_registry_test", width=2)
+    finally:
+        for table in (registry._BUILDERS, registry._INFOS, registry._OPTIONS):
+            table.pop("user_net_for_registry_test", None)
