@@ -122,3 +122,18 @@ def test_register_model_still_registers_a_user_builder():
     finally:
         for table in (registry._BUILDERS, registry._INFOS, registry._OPTIONS):
             table.pop("user_net_for_registry_test", None)
+
+
+def test_every_custom_layer_lives_in_layers_and_declares_its_roles():
+    import tf_keras as keras
+    from kerasnets import layers
+
+    zoo_layers = {cls for cls in keras.saving.get_custom_objects().values()
+                  if isinstance(cls, type) and issubclass(cls, keras.layers.Layer)
+                  and cls.__module__.split(".")[:2] != ["kerasnets", "pipelines"]
+                  and cls.__module__.startswith("kerasnets")}
+    assert zoo_layers == set(layers.CUSTOM_OBJECTS.values())
+    for cls in layers.CUSTOM_OBJECTS.values():
+        assert cls.__module__ == "kerasnets.layers", cls
+        assert cls.prune_role in ("elementwise", "merge", "fixed") and cls.tflite_ops, cls
+        assert isinstance(cls.qat_spec, tuple) and len(cls.qat_spec) == 2, cls
