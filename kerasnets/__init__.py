@@ -12,9 +12,11 @@ if os.environ["TF_USE_LEGACY_KERAS"] not in ("1", "true", "True"):
         f"{os.environ['TF_USE_LEGACY_KERAS']!r}. Unset it or set it to 1 before importing."
     )
 
-from kerasnets.registry import create_model, list_models, model_info, register_model  # noqa: E402
+from kerasnets.registry import (  # noqa: E402
+    Variant, create_model, list_models, model_info, model_options, register_model, register_variants)
 from kerasnets.profile import profile  # noqa: E402
 from kerasnets import zoo as _zoo  # noqa: E402,F401  (registers every family)
 
-__all__ = ["create_model", "list_models", "model_info", "register_model", "profile"]
+__all__ = ["create_model", "list_models", "model_info", "model_options", "register_model",
+           "register_variants", "Variant", "profile"]
 __version__ = "0.1.0"

@@ -26,9 +26,9 @@ differently, 1 LSB on a few outputs in a thousand).
 """
 import tf_keras as keras
 
-from kerasnets import blocks, shufflenetv2
-from kerasnets.registry import register_model
-from kerasnets.registry import reject_extra_kwargs
+from kerasnets import blocks, registry
+from kerasnets.blocks import shuffle_downsample_unit
+from kerasnets.registry import Variant
 
 L = keras.layers
 STEM_CHANNELS = 24
@@ -74,15 +74,14 @@ def _classifier_head(x, *, include_top, pooling, classes, classifier_activation)
     return L.Flatten(name="head_flatten")(x)
 
 
-def _augshufflenet(width, *, input_shape, classes, include_top, pooling, classifier_activation,
+def _augshufflenet(*, width, input_shape, classes, include_top, pooling, classifier_activation,
                    name) -> keras.Model:
     inputs = blocks.model_input(input_shape)
     x = blocks.conv_bn(inputs, STEM_CHANNELS, 3, name="stem")
     stages = zip(WIDTHS[width], UNITS_PER_STAGE, SPLIT_RATIOS)
     for stage, (channels, units, ratio) in enumerate(stages, start=2):
-        x = shufflenetv2._downsample_unit(x, channels,
-                                          shortcut=shufflenetv2.CIFAR.downsample_shortcut,
-                                          name=f"stage{stage}_unit1")
+        # ShuffleNetV2's CIFAR stride-2 unit: half of the output channels on each branch
+        x = shuffle_downsample_unit(x, channels, shortcut="half_output", name=f"stage{stage}_unit1")
         for unit in range(2, units + 2):
             x = _augshuffle_unit(x, ratio=ratio, name=f"stage{stage}_unit{unit}")
     x = blocks.conv_bn(x, LAST_CHANNELS, 1, name="conv5")
@@ -94,32 +93,12 @@ def _augshufflenet(width, *, input_shape, classes, include_top, pooling, classif
 PAPER = "arXiv 2203.06589"
 SOURCE = ("ohmydroid/AugShuffleNet-Plus README (CIFAR-10 table, MAdds) and "
           "models/augshufflenetv2.py, by the author of AugShuffleNet")
-_CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=8, source=SOURCE)
+VARIANTS = [
+    Variant("augshufflenet_050_cifar", dict(width=0.5), params=0.33e6, macs=10.2e6, notes="0.5x"),
+    Variant("augshufflenet_100_cifar", dict(width=1.0), params=1.21e6, macs=43.6e6,
+            notes="1.0x with stage widths 120/240/480"),
+    Variant("augshufflenet_150_cifar", dict(width=1.5), params=2.22e6, macs=85.4e6, notes="1.5x"),
+]
 
-
-def _build(width, kwargs, **head):
-    name = f"augshufflenet_{round(width * 100):03d}_cifar"
-    reject_extra_kwargs(name, kwargs)
-    return _augshufflenet(width, name=name, **head)
-
-
-@register_model(paper=PAPER, params=0.33e6, macs=10.2e6, **_CIFAR, notes="0.5x")
-def augshufflenet_050_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
-                            **kwargs) -> keras.Model:
-    return _build(0.5, kwargs, input_shape=input_shape, classes=classes, include_top=include_top,
-                  pooling=pooling, classifier_activation=classifier_activation)
-
-
-@register_model(paper=PAPER, params=1.21e6, macs=43.6e6, **_CIFAR,
-                notes="1.0x with stage widths 120/240/480")
-def augshufflenet_100_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
-                            **kwargs) -> keras.Model:
-    return _build(1.0, kwargs, input_shape=input_shape, classes=classes, include_top=include_top,
-                  pooling=pooling, classifier_activation=classifier_activation)
-
-
-@register_model(paper=PAPER, params=2.22e6, macs=85.4e6, **_CIFAR, notes="1.5x")
-def augshufflenet_150_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
-                            **kwargs) -> keras.Model:
-    return _build(1.5, kwargs, input_shape=input_shape, classes=classes, include_top=include_top,
-                  pooling=pooling, classifier_activation=classifier_activation)
+registry.register_variants(_augshufflenet, VARIANTS, paper=PAPER, input_shape=(32, 32, 3), classes=10,
+                           min_size=8, source=SOURCE, figure_source="official code")

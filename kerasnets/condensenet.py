@@ -36,8 +36,10 @@ Where this differs from the official code:
 
 Training: `model.fit(..., callbacks=[CondensationSchedule(epochs)])` on the training-time model,
 then `condense(model)`; `finish_condensation(model)` runs any stages a shortened run did not reach.
-Custom layers (ChannelGather, LearnedGroupConv, CondensingDense) are serialisable and declare
-their QAT spec; QAT wraps the training-time model too and keeps dropped connections dropped.
+Custom layers (ChannelGather, LearnedGroupConv, CondensingDense, BlockDiagonalConv2D) live in
+`kerasnets.layers` (and the learned group conv blocks in `kerasnets.blocks`, shared with EffCNet);
+they are serialisable and declare their QAT spec; QAT wraps the training-time model too and keeps
+dropped connections dropped. This module re-exports them under their old names.
 """
 from __future__ import annotations
 
@@ -47,53 +49,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.registry import register_model
+from kerasnets import blocks, registry
+from kerasnets.blocks import (condensed_group_conv, group_conv,  # noqa: F401  (family API)
+                              learned_group_conv, placeholder_indices)
+from kerasnets.layers import (BlockDiagonalConv2D, ChannelGather,  # noqa: F401  (family API)
+                              CondensingDense, LearnedGroupConv, block_diagonal, conv_initializer)
+from kerasnets.registry import Variant
 
 L = keras.layers
-_PACKAGE = "kerasnets"
 PAPER = "arXiv 1711.09224"
-
-
-def conv_initializer():
-    """He-normal over fan-out, the official code's normal(0, sqrt(2 / (k * k * out)))."""
-    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
-
-
-# ---------------------------------------------------------------------------------------------
-# layers
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class ChannelGather(keras.layers.Layer):
-    """Channels `indices` of an NHWC (or N, C) tensor, in that order: one GATHER op on the last axis
-    (the paper's Index layer). Repeats are allowed: two groups may keep the same input."""
-
-    qat_spec = ((), False)  # moves values only: keeps its input's scale
-    prune_role = "fixed"  # selects channels by index
-    tflite_ops = ("GATHER",)
-
-    def __init__(self, indices, **kwargs):
-        super().__init__(**kwargs)
-        self.indices = [int(i) for i in indices]
-        if not self.indices or min(self.indices) < 0:
-            raise ValueError(f"ChannelGather needs a non-empty list of indices >= 0, got {indices!r}")
-
-    def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is not None and max(self.indices) >= channels:
-            raise ValueError(f"ChannelGather index {max(self.indices)} is out of range for the "
-                             f"{channels} input channels of layer {self.name!r}")
-        super().build(input_shape)
-
-    def call(self, inputs):
-        return tf.gather(inputs, self.indices, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (len(self.indices),)
-
-    def get_config(self):
-        return {**super().get_config(), "indices": list(self.indices)}
 
 
 def condensing_stage(progress: float, condense_factor: int) -> int:
@@ -101,192 +65,6 @@ def condensing_stage(progress: float, condense_factor: int) -> int:
     the first half of training, as in the official LearnedGroupConv."""
     final = condense_factor - 1
     return final if final == 0 else min(final, int(progress * 2 * final))
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class LearnedGroupConv(keras.layers.Layer):
-    """Training-time learned group 1x1 convolution (the paper's L-Conv).
-
-    A full 1x1 kernel times a 0/1 mask. Output channel o belongs to group o % groups (the
-    official layout, which the condensed model's Permute restores). Each condensing stage drops,
-    in every group, the in/C still-connected input channels with the smallest L1 weight over the
-    group's outputs; after C-1 stages each group reads in/C inputs and `condense` turns the layer
-    into Index + grouped Conv2D + Permute.
-    """
-
-    qat_spec = (("kernel",), True)  # the masked kernel is quantised per output channel
-    prune_role = "fixed"  # its mask ties input channels to groups
-    tflite_ops = ("CONV_2D",)
-
-    def __init__(self, filters, *, groups, condense_factor=None, group_lasso=0.0,
-                 kernel_initializer=None, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.groups = int(groups)
-        self.condense_factor = int(condense_factor or groups)
-        self.group_lasso = float(group_lasso)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer or conv_initializer())
-        if self.groups < 1 or self.condense_factor < 1 or self.filters % self.groups:
-            raise ValueError(f"LearnedGroupConv {self.name!r}: filters={filters} must split into "
-                             f"groups={groups} >= 1 (condense_factor={condense_factor})")
-
-    @property
-    def final_stage(self) -> int:
-        return self.condense_factor - 1
-
-    def build(self, input_shape):
-        channels = int(input_shape[-1])
-        if channels % self.condense_factor:
-            raise ValueError(f"LearnedGroupConv {self.name!r}: {channels} input channels do not "
-                             f"split by condense_factor={self.condense_factor}")
-        shape = (1, 1, channels, self.filters)
-        self.kernel = self.add_weight("kernel", shape, initializer=self.kernel_initializer)
-        self.kernel_variable = self.kernel  # QAT replaces `kernel` by its fake-quantised tensor
-        self.mask = self.add_weight("mask", shape, initializer="ones", trainable=False)
-        self.stage = self.add_weight("stage", (), dtype="int32", initializer="zeros", trainable=False)
-        if self.group_lasso:
-            self.add_loss(self._group_lasso_penalty)
-        super().build(input_shape)
-
-    def call(self, inputs):
-        return tf.nn.conv2d(inputs, self.kernel * self.mask, strides=1, padding="VALID")
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.filters,)
-
-    def _group_lasso_penalty(self):
-        """lambda * sum over groups and inputs of the L2 norm of that input's weights in the group,
-        active until the last stage (official `lasso_loss`)."""
-        weight = tf.reshape(self.kernel_variable * self.mask, (-1, self.filters // self.groups, self.groups))
-        norms = tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(weight), axis=1), 1e-6))
-        active = tf.cast(self.stage < self.final_stage, norms.dtype)
-        return self.group_lasso * active * tf.reduce_sum(norms)
-
-    def group_mask(self) -> np.ndarray:
-        """(inputs, groups) booleans: which input channels each group still reads."""
-        mask = self.mask.numpy()[0, 0]  # (inputs, filters); output o is in group o % groups
-        return mask.reshape(mask.shape[0], -1, self.groups).max(axis=1) > 0
-
-    def group_inputs(self) -> list[list[int]]:
-        """The input channels each group reads, ascending."""
-        mask = self.group_mask()
-        return [np.flatnonzero(mask[:, g]).tolist() for g in range(self.groups)]
-
-    def advance_to(self, stage: int) -> None:
-        """Run the condensing stages up to `stage` (no-op if already there)."""
-        stage = min(int(stage), self.final_stage)
-        current = int(self.stage.numpy())
-        if stage <= current:
-            return
-        per_stage = self.kernel.shape[2] // self.condense_factor
-        keep = self.group_mask()
-        importance = np.abs(self.kernel_variable.numpy()[0, 0] * self.mask.numpy()[0, 0])
-        importance = importance.reshape(importance.shape[0], -1, self.groups).sum(axis=1)
-        for g in range(self.groups):
-            kept = np.flatnonzero(keep[:, g])
-            weakest = kept[np.argsort(importance[kept, g], kind="stable")][:per_stage * (stage - current)]
-            keep[weakest, g] = False
-        mask = np.repeat(keep[:, None, :], self.filters // self.groups, axis=1).reshape(keep.shape[0], -1)
-        self.mask.assign(mask[None, None].astype(np.float32))
-        self.stage.assign(stage)
-
-    @property
-    def is_condensed(self) -> bool:
-        return int(self.stage.numpy()) >= self.final_stage
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "groups": self.groups,
-                "condense_factor": self.condense_factor, "group_lasso": self.group_lasso,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class CondensingDense(keras.layers.Dense):
-    """Training-time classifier that, once condensed, reads only the `keep` fraction of its input
-    features with the largest L1 weight (the official CondensingLinear keeps half)."""
-
-    qat_spec = (("kernel",), True)
-    prune_role = "fixed"  # its mask selects input features
-    tflite_ops = ("FULLY_CONNECTED",)
-
-    def __init__(self, units, *, keep=0.5, **kwargs):
-        super().__init__(units, **kwargs)
-        self.keep = float(keep)
-        if not 0.0 < self.keep <= 1.0:
-            raise ValueError(f"CondensingDense keep must be in (0, 1], got {keep!r}")
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.kernel_variable = self.kernel  # QAT replaces `kernel` by its fake-quantised tensor
-        features = int(input_shape[-1])
-        self.mask = self.add_weight("mask", (features, 1), initializer="ones", trainable=False)
-        self.condensed = self.add_weight("condensed", (), dtype="int32", initializer="zeros",
-                                         trainable=False)
-
-    def call(self, inputs):
-        outputs = tf.matmul(inputs, self.kernel * self.mask)
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, self.bias)
-        return self.activation(outputs) if self.activation is not None else outputs
-
-    def kept_features(self) -> list[int]:
-        return np.flatnonzero(self.mask.numpy()[:, 0] > 0).tolist()
-
-    def keep_count(self) -> int:
-        return max(1, int(self.kernel.shape[0] * self.keep))
-
-    def condense(self) -> None:
-        """Keep the features with the largest summed |weight| over the classes (once)."""
-        if self.is_condensed:
-            return
-        importance = np.abs(self.kernel_variable.numpy()).sum(axis=1)
-        kept = np.sort(np.argsort(-importance, kind="stable")[:self.keep_count()])
-        mask = np.zeros((self.kernel.shape[0], 1), np.float32)
-        mask[kept] = 1.0
-        self.mask.assign(mask)
-        self.condensed.assign(1)
-
-    @property
-    def is_condensed(self) -> bool:
-        return bool(self.condensed.numpy())
-
-    def get_config(self):
-        return {**super().get_config(), "keep": self.keep}
-
-
-def block_diagonal(kernel, groups: int):
-    """The full (kh, kw, in, out) kernel equal to a grouped (kh, kw, in/groups, out) one: group j's
-    weights on its own input channels, zeros elsewhere."""
-    if groups == 1:
-        return kernel
-    per_group_in = kernel.shape[2]
-    parts = tf.split(kernel, groups, axis=-1)
-    return tf.concat([tf.pad(part, [[0, 0], [0, 0], [j * per_group_in, (groups - 1 - j) * per_group_in],
-                                    [0, 0]]) for j, part in enumerate(parts)], axis=-1)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class BlockDiagonalConv2D(keras.layers.Conv2D):
-    """Grouped Conv2D (same config and weights) that runs as a dense conv with a block-diagonal
-    kernel: TensorFlow's CPU gradient of grouped convolutions is ~30x slower than a dense conv
-    with G times the work. Training-time models use it; `condense` turns it into a Conv2D."""
-
-    qat_spec = (("kernel",), True)
-    prune_role = "fixed"  # training-time only: condense it first
-    tflite_ops = ("CONV_2D",)
-
-    def call(self, inputs):
-        outputs = self.convolution_op(inputs, block_diagonal(self.kernel, self.groups))
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, self.bias)
-        return self.activation(outputs) if self.activation is not None else outputs
-
-
-def group_conv(x, filters, kernel, *, groups, condensing, name):
-    """Bias-free grouped conv: BlockDiagonalConv2D in training-time models, else Conv2D."""
-    conv = BlockDiagonalConv2D if condensing and groups > 1 else L.Conv2D
-    return conv(filters, kernel, padding="same", groups=groups, use_bias=False,
-                kernel_initializer=conv_initializer(), name=name)(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,32 +129,6 @@ class CondensationSchedule(keras.callbacks.Callback):
 
 # ---------------------------------------------------------------------------------------------
 # condensed form and the condense step
-
-
-def placeholder_indices(in_channels: int, groups: int, condense_factor: int) -> list[int]:
-    """Index layer contents of a condensed model built from scratch: group g reads the in/C
-    channels after those of group g-1, wrapping around (the identity when G = C)."""
-    per_group = in_channels // condense_factor
-    return [(g * per_group + r) % in_channels for g in range(groups) for r in range(per_group)]
-
-
-def condensed_group_conv(x, filters, *, groups, indices, name):
-    """Test-time learned group conv: Index (GATHER) -> grouped 1x1 conv -> Permute (shuffle)."""
-    x = ChannelGather(indices, name=f"{name}_index")(x)
-    x = L.Conv2D(filters, 1, groups=groups, use_bias=False, kernel_initializer=conv_initializer(),
-                 name=f"{name}_conv")(x)
-    return blocks.channel_shuffle(x, groups, name=f"{name}_permute") if groups > 1 else x
-
-
-def learned_group_conv(x, filters, *, groups, condense_factor, condensing, group_lasso=0.0, name):
-    """A learned group 1x1 conv in its training-time (`condensing=True`) or condensed form."""
-    if condensing:
-        return LearnedGroupConv(filters, groups=groups, condense_factor=condense_factor,
-                                group_lasso=group_lasso, name=name)(x)
-    if x.shape[-1] % condense_factor:
-        raise ValueError(f"{name}: {x.shape[-1]} input channels do not split by condense_factor={condense_factor}")
-    indices = placeholder_indices(x.shape[-1], groups, condense_factor)
-    return condensed_group_conv(x, filters, groups=groups, indices=indices, name=name)
 
 
 def condensed_kernel(layer: LearnedGroupConv) -> tuple[list[int], np.ndarray]:
@@ -478,15 +230,6 @@ class CondenseNetConfig:
     classifier_keep: float = 0.5  # fraction of pooled features the condensed classifier reads
 
 
-CONFIGS = {
-    "condensenet50_cifar": CondenseNetConfig((8, 8, 8), (8, 16, 32)),
-    "condensenet86_cifar": CondenseNetConfig((14, 14, 14), (8, 16, 32)),
-    "condensenet74_g4": CondenseNetConfig((4, 6, 8, 10, 8), (8, 16, 32, 64, 128), stem_stride=2),
-    "condensenet74_g8": CondenseNetConfig((4, 6, 8, 10, 8), (8, 16, 32, 64, 128), groups=8,
-                                          condense_factor=8, stem_stride=2),
-}
-
-
 def _dense_layer(x, growth, config, *, condensing, group_lasso, name):
     """BN-ReLU-learned group 1x1 conv to bottleneck*growth, BN-ReLU-3x3 group conv to growth,
     concatenated to the input (full dense connectivity)."""
@@ -509,12 +252,6 @@ def _classifier(x, classes, keep, *, condensing, classifier_activation):
     kept = list(range(max(1, int(x.shape[-1] * keep))))
     x = ChannelGather(kept, name="head_fc_index")(x)
     return L.Dense(classes, activation=classifier_activation, name="head_fc")(x)
-
-
-def _check_variant_kwargs(kwargs, name):
-    if kwargs:
-        raise TypeError(f"{name} takes only the variant arguments condensing and group_lasso, "
-                        f"got {', '.join(sorted(kwargs))}")
 
 
 def build_condensenet(config: CondenseNetConfig, *, input_shape, classes, include_top, pooling,
@@ -542,14 +279,6 @@ def build_condensenet(config: CondenseNetConfig, *, input_shape, classes, includ
     return keras.Model(inputs, x, name=name)
 
 
-def _build(name, kwargs):
-    variant = {k: kwargs.pop(k) for k in ("condensing", "group_lasso") if k in kwargs}
-    arch = {k: kwargs.pop(k) for k in ("input_shape", "classes", "include_top", "pooling",
-                                       "classifier_activation")}
-    _check_variant_kwargs(kwargs, name)
-    return build_condensenet(CONFIGS[name], name=name, **arch, **variant)
-
-
 def condensenet_train(name: str, **kwargs) -> keras.Model:
     """Training-time model of a registered CondenseNet (`create_model(name, condensing=True)`)."""
     from kerasnets.registry import create_model
@@ -568,33 +297,29 @@ def _source(params, flops, recount, macs):
             f"pooled element) gives {recount} on this structure, of which {macs} are conv/linear MACs")
 
 
-@register_model(
-    paper=PAPER, params=0.22e6, macs=27.18e6, input_shape=(32, 32, 3), classes=10, min_size=4,
-    source=_source("0.22M", "28.6M", "28.64M", "27.18M"),
-    notes=f"stages 8-8-8, growth 8-16-32, G=C=4, bottleneck 4 ({_OFFICIAL} CIFAR recipe at depth 50)")
-def condensenet50_cifar(**kwargs) -> keras.Model:
-    return _build("condensenet50_cifar", kwargs)
+_OPTIONS = ("condensing", "group_lasso")  # variant arguments of build_condensenet
+_CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=4)
 
+VARIANTS = [
+    Variant("condensenet50_cifar", dict(config=CondenseNetConfig((8, 8, 8), (8, 16, 32))),
+            params=0.22e6, macs=27.18e6, **_CIFAR, source=_source("0.22M", "28.6M", "28.64M", "27.18M"),
+            notes=f"stages 8-8-8, growth 8-16-32, G=C=4, bottleneck 4 ({_OFFICIAL} CIFAR recipe at "
+                  "depth 50)"),
+    Variant("condensenet86_cifar", dict(config=CondenseNetConfig((14, 14, 14), (8, 16, 32))),
+            params=0.52e6, macs=62.38e6, **_CIFAR, source=_source("0.52M", "65.8M", "65.81M", "62.38M"),
+            notes=f"stages 14-14-14, growth 8-16-32, G=C=4, bottleneck 4 ({_OFFICIAL} script.sh)"),
+    Variant("condensenet74_g4", dict(config=CondenseNetConfig(
+                (4, 6, 8, 10, 8), (8, 16, 32, 64, 128), stem_stride=2)),
+            params=4.8e6, macs=516.6e6, source=_source("4.8M", "529M", "529.3M", "516.6M"),
+            notes=f"stages 4-6-8-10-8, growth 8-16-32-64-128, G=C=4 ({_OFFICIAL} script.sh)"),
+    Variant("condensenet74_g8", dict(config=CondenseNetConfig(
+                (4, 6, 8, 10, 8), (8, 16, 32, 64, 128), groups=8, condense_factor=8, stem_stride=2)),
+            params=2.9e6, macs=261.5e6, source=_source("2.9M", "274M", "274.2M", "261.5M"),
+            notes=f"stages 4-6-8-10-8, growth 8-16-32-64-128, G=C=8 ({_OFFICIAL} README)"),
+]
+CONFIGS = {row.name: row.args["config"] for row in VARIANTS}
 
-@register_model(
-    paper=PAPER, params=0.52e6, macs=62.38e6, input_shape=(32, 32, 3), classes=10, min_size=4,
-    source=_source("0.52M", "65.8M", "65.81M", "62.38M"),
-    notes=f"stages 14-14-14, growth 8-16-32, G=C=4, bottleneck 4 ({_OFFICIAL} script.sh)")
-def condensenet86_cifar(**kwargs) -> keras.Model:
-    return _build("condensenet86_cifar", kwargs)
-
-
-@register_model(
-    paper=PAPER, params=4.8e6, macs=516.6e6, input_shape=(224, 224, 3), classes=1000, min_size=32,
-    source=_source("4.8M", "529M", "529.3M", "516.6M"),
-    notes=f"stages 4-6-8-10-8, growth 8-16-32-64-128, G=C=4 ({_OFFICIAL} script.sh)")
-def condensenet74_g4(**kwargs) -> keras.Model:
-    return _build("condensenet74_g4", kwargs)
-
-
-@register_model(
-    paper=PAPER, params=2.9e6, macs=261.5e6, input_shape=(224, 224, 3), classes=1000, min_size=32,
-    source=_source("2.9M", "274M", "274.2M", "261.5M"),
-    notes=f"stages 4-6-8-10-8, growth 8-16-32-64-128, G=C=8 ({_OFFICIAL} README)")
-def condensenet74_g8(**kwargs) -> keras.Model:
-    return _build("condensenet74_g8", kwargs)
+# The MACs are this structure's conv/linear part of the official counter's total (see _source).
+registry.register_variants(build_condensenet, VARIANTS, paper=PAPER, input_shape=(224, 224, 3),
+                           classes=1000, min_size=32, figure_source="this implementation",
+                           options=_OPTIONS)

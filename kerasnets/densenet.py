@@ -31,8 +31,8 @@ import dataclasses
 
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.registry import register_model, reject_extra_kwargs
+from kerasnets import blocks, registry
+from kerasnets.registry import Variant
 
 L = keras.layers
 
@@ -45,13 +45,6 @@ class DenseNetConfig:
     compression: float  # theta: transition keeps floor(theta * channels)
     stem: str  # "cifar": one 3x3 conv; "imagenet": 7x7/2 conv-BN-ReLU + 3x3/2 max pool
     stem_channels: int
-
-
-CONFIGS = {
-    "densenet40_k12_cifar": DenseNetConfig((12, 12, 12), 12, False, 1.0, "cifar", 16),
-    "densenet_bc_100_k12_cifar": DenseNetConfig((16, 16, 16), 12, True, 0.5, "cifar", 24),
-    "densenet121": DenseNetConfig((6, 12, 24, 16), 32, True, 0.5, "imagenet", 64),
-}
 
 
 def _bn_relu(x, *, carrier, name):
@@ -106,10 +99,8 @@ def _stem(x, config: DenseNetConfig):
     return L.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
 
 
-def _densenet(name, *, input_shape, classes, include_top, pooling, classifier_activation,
-              **kwargs) -> keras.Model:
-    reject_extra_kwargs(name, kwargs)
-    config = CONFIGS[name]
+def _densenet(config: DenseNetConfig, *, input_shape, classes, include_top, pooling,
+              classifier_activation, name) -> keras.Model:
     inputs = blocks.model_input(input_shape)
     x = _stem(inputs, config)
     last = len(config.block_layers)
@@ -125,39 +116,29 @@ def _densenet(name, *, input_shape, classes, include_top, pooling, classifier_ac
 
 
 _PAPER = "arXiv 1608.06993"
+_CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=4)
 
 
-@register_model(paper=_PAPER, params=1.0e6, macs=266.5e6, input_shape=(32, 32, 3), classes=10,
-                min_size=4,
-                source="paper Table 2 (1.0M params); Network Slimming (arXiv 1708.06519) "
-                       "Table 1: 5.33e8 FLOPs, i.e. 266.5M MACs at 2 FLOPs per MAC",
-                notes="L=40, k=12, no bottleneck or compression; 16-channel stem of the official "
-                      "code's first version (1.02M params, 264.8M MACs)")
-def densenet40_k12_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
-                         **kwargs) -> keras.Model:
-    return _densenet("densenet40_k12_cifar", input_shape=input_shape, classes=classes,
-                     include_top=include_top, pooling=pooling,
-                     classifier_activation=classifier_activation, **kwargs)
+VARIANTS = [
+    Variant("densenet40_k12_cifar",
+            dict(config=DenseNetConfig((12, 12, 12), 12, False, 1.0, "cifar", 16)),
+            params=1.0e6, macs=266.5e6, **_CIFAR,
+            source="paper Table 2 (1.0M params); Network Slimming (arXiv 1708.06519) "
+                   "Table 1: 5.33e8 FLOPs, i.e. 266.5M MACs at 2 FLOPs per MAC",
+            notes="L=40, k=12, no bottleneck or compression; 16-channel stem of the official "
+                  "code's first version (1.02M params, 264.8M MACs)"),
+    Variant("densenet_bc_100_k12_cifar",
+            dict(config=DenseNetConfig((16, 16, 16), 12, True, 0.5, "cifar", 24)),
+            params=0.8e6, macs=288e6, **_CIFAR, figure_source="this implementation",
+            source="paper Table 2 (0.8M params); MACs counted on the official code's "
+                   "structure (287.9M; the paper gives none)",
+            notes="DenseNet-BC, L=100, k=12, theta=0.5, 2k = 24-channel stem"),
+    Variant("densenet121", dict(config=DenseNetConfig((6, 12, 24, 16), 32, True, 0.5, "imagenet", 64)),
+            params=7.98e6, macs=2.87e9, figure_source="official code",
+            source="keras applications DenseNet121 (7,978,856 trainable params); 2.87G MACs",
+            notes="blocks 6-12-24-16, k=32, BC with theta=0.5; min_size is the total stride"),
+]
+CONFIGS = {row.name: row.args["config"] for row in VARIANTS}
 
-
-@register_model(paper=_PAPER, params=0.8e6, macs=288e6, input_shape=(32, 32, 3), classes=10,
-                min_size=4,
-                source="paper Table 2 (0.8M params); MACs counted on the official code's "
-                       "structure (287.9M; the paper gives none)",
-                notes="DenseNet-BC, L=100, k=12, theta=0.5, 2k = 24-channel stem")
-def densenet_bc_100_k12_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
-                              **kwargs) -> keras.Model:
-    return _densenet("densenet_bc_100_k12_cifar", input_shape=input_shape, classes=classes,
-                     include_top=include_top, pooling=pooling,
-                     classifier_activation=classifier_activation, **kwargs)
-
-
-@register_model(paper=_PAPER, params=7.98e6, macs=2.87e9, input_shape=(224, 224, 3),
-                classes=1000, min_size=32,
-                source="keras applications DenseNet121 (7,978,856 trainable params); 2.87G MACs",
-                notes="blocks 6-12-24-16, k=32, BC with theta=0.5; min_size is the total stride")
-def densenet121(*, input_shape, classes, include_top, pooling, classifier_activation,
-                **kwargs) -> keras.Model:
-    return _densenet("densenet121", input_shape=input_shape, classes=classes,
-                     include_top=include_top, pooling=pooling,
-                     classifier_activation=classifier_activation, **kwargs)
+registry.register_variants(_densenet, VARIANTS, paper=_PAPER, input_shape=(224, 224, 3), classes=1000,
+                           min_size=32)

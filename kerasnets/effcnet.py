@@ -34,9 +34,10 @@ import dataclasses
 
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.condensenet import conv_initializer, group_conv, learned_group_conv
-from kerasnets.registry import register_model
+from kerasnets import blocks, registry
+from kerasnets.blocks import group_conv, learned_group_conv
+from kerasnets.layers import conv_initializer
+from kerasnets.registry import Variant
 
 L = keras.layers
 PAPER = "arXiv 2106.14102"
@@ -70,7 +71,7 @@ def _dense_layer(x, growth, config, *, condensing, group_lasso, name):
     return L.Concatenate(name=f"{name}_concat")([x, new])
 
 
-def build_effcnet(config: EffCNetConfig, *, input_shape, classes, include_top, pooling,
+def build_effcnet(config: EffCNetConfig = CIFAR, *, input_shape, classes, include_top, pooling,
                   classifier_activation, name, condensing=False, group_lasso=0.0) -> keras.Model:
     """EffCNet from a config: test-time structure, or with `condensing=True` the training-time one."""
     inputs = blocks.model_input(input_shape)
@@ -90,31 +91,18 @@ def build_effcnet(config: EffCNetConfig, *, input_shape, classes, include_top, p
     return keras.Model(inputs, x, name=name)
 
 
-def _build(name, kwargs):
-    variant = {k: kwargs.pop(k) for k in ("condensing", "group_lasso") if k in kwargs}
-    arch = {k: kwargs.pop(k) for k in ("input_shape", "classes", "include_top", "pooling",
-                                       "classifier_activation")}
-    if kwargs:
-        raise TypeError(f"{name} takes only the variant arguments condensing and group_lasso, "
-                        f"got {', '.join(sorted(kwargs))}")
-    return build_effcnet(CIFAR, name=name, **arch, **variant)
+# The papers give no absolute size: the figures are counted on this structure.
+_SOURCE = ("papers give no absolute size; counted on the official code's CIFAR-10 configuration "
+           "(priyankkalgaonkar/CondenseNeXt: stages 4-4-4, growth 8-8-8, bottleneck 4, "
+           "group-3x3 4, cardinality 8, k=2) as built here; the official converted layer, with a "
+           "dense 0/1 pointwise conv and no BN before it, would count 68.5k params and 19.9M MACs")
 
+VARIANTS = [  # CondenseNeXt is the name of the same network in arXiv 2112.00698
+    Variant("effcnet_cifar", {}, params=29.6e3, macs=8.73e6),
+    Variant("condensenext_cifar", {}, params=29.6e3, macs=8.73e6),
+]
 
-_FIGURES = dict(
-    paper=PAPER, params=29.6e3, macs=8.73e6, input_shape=(32, 32, 3), classes=10, min_size=4,
-    source=("papers give no absolute size; counted on the official code's CIFAR-10 configuration "
-            "(priyankkalgaonkar/CondenseNeXt: stages 4-4-4, growth 8-8-8, bottleneck 4, "
-            "group-3x3 4, cardinality 8, k=2) as built here; the official converted layer, with a "
-            "dense 0/1 pointwise conv and no BN before it, would count 68.5k params and 19.9M MACs"),
+registry.register_variants(
+    build_effcnet, VARIANTS, paper=PAPER, input_shape=(32, 32, 3), classes=10, min_size=4,
+    source=_SOURCE, figure_source="this implementation", options=("condensing", "group_lasso"),
     notes="test-time structure; the float .keras file of the trained model stays far under 3 MB")
-
-
-@register_model(**_FIGURES)
-def effcnet_cifar(**kwargs) -> keras.Model:
-    return _build("effcnet_cifar", kwargs)
-
-
-@register_model(**_FIGURES)
-def condensenext_cifar(**kwargs) -> keras.Model:
-    """CondenseNeXt, the name of the same network in arXiv 2112.00698: builds effcnet_cifar."""
-    return _build("condensenext_cifar", kwargs)

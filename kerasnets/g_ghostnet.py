@@ -36,9 +36,8 @@ Two deviations in form, not in function:
 """
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.registry import register_model
-from kerasnets.registry import reject_extra_kwargs
+from kerasnets import blocks, registry
+from kerasnets.registry import Variant
 
 L = keras.layers
 STEM_CHANNELS = 32
@@ -147,7 +146,7 @@ def _is_g_ghost_stage(index, depth):
     return index > 1 and depth > 2
 
 
-def _g_ghost_regnetx(variant, *, input_shape, classes, include_top, pooling, classifier_activation,
+def _g_ghost_regnetx(*, variant, input_shape, classes, include_top, pooling, classifier_activation,
                      name) -> keras.Model:
     depths, widths, group_width = VARIANTS[variant]
     inputs = blocks.model_input(input_shape)
@@ -163,42 +162,17 @@ def _g_ghost_regnetx(variant, *, input_shape, classes, include_top, pooling, cla
 PAPER = "arXiv 2201.03297"
 SOURCE = ("paper (ImageNet results of G-Ghost RegNet) and the official code's README "
           "(huawei-noah/Efficient-AI-Backbones g_ghost_pytorch), which names the RegNetX of each point")
-_IMAGENET = dict(input_shape=(224, 224, 3), classes=1000, min_size=32, source=SOURCE)
+# The registered models (the variant table; `VARIANTS` above holds the RegNetX configurations)
+MODELS = [
+    Variant("g_ghost_regnetx_032", dict(variant="032"), params=10.5e6, macs=1.8e9,
+            notes="RegNetX-3.2GF with G-Ghost stages 2 and 3"),
+    Variant("g_ghost_regnetx_040", dict(variant="040"), params=15.7e6, macs=2.2e9,
+            notes="RegNetX-4.0GF with G-Ghost stages 2 and 3"),
+    Variant("g_ghost_regnetx_080", dict(variant="080"), params=24.6e6, macs=4.2e9,
+            notes="RegNetX-8.0GF with G-Ghost stages 2 and 3 (stage 4 has one block)"),
+    Variant("g_ghost_regnetx_160", dict(variant="160"), params=32.4e6, macs=9.0e9,
+            notes="RegNetX-16GF with G-Ghost stages 2 and 3 (stage 4 has one block)"),
+]
 
-
-def _build(variant, kwargs, **head):
-    name = f"g_ghost_regnetx_{variant}"
-    reject_extra_kwargs(name, kwargs)
-    return _g_ghost_regnetx(variant, name=name, **head)
-
-
-@register_model(paper=PAPER, params=10.5e6, macs=1.8e9, **_IMAGENET,
-                notes="RegNetX-3.2GF with G-Ghost stages 2 and 3")
-def g_ghost_regnetx_032(*, input_shape, classes, include_top, pooling, classifier_activation,
-                        **kwargs) -> keras.Model:
-    return _build("032", kwargs, input_shape=input_shape, classes=classes, include_top=include_top,
-                  pooling=pooling, classifier_activation=classifier_activation)
-
-
-@register_model(paper=PAPER, params=15.7e6, macs=2.2e9, **_IMAGENET,
-                notes="RegNetX-4.0GF with G-Ghost stages 2 and 3")
-def g_ghost_regnetx_040(*, input_shape, classes, include_top, pooling, classifier_activation,
-                        **kwargs) -> keras.Model:
-    return _build("040", kwargs, input_shape=input_shape, classes=classes, include_top=include_top,
-                  pooling=pooling, classifier_activation=classifier_activation)
-
-
-@register_model(paper=PAPER, params=24.6e6, macs=4.2e9, **_IMAGENET,
-                notes="RegNetX-8.0GF with G-Ghost stages 2 and 3 (stage 4 has one block)")
-def g_ghost_regnetx_080(*, input_shape, classes, include_top, pooling, classifier_activation,
-                        **kwargs) -> keras.Model:
-    return _build("080", kwargs, input_shape=input_shape, classes=classes, include_top=include_top,
-                  pooling=pooling, classifier_activation=classifier_activation)
-
-
-@register_model(paper=PAPER, params=32.4e6, macs=9.0e9, **_IMAGENET,
-                notes="RegNetX-16GF with G-Ghost stages 2 and 3 (stage 4 has one block)")
-def g_ghost_regnetx_160(*, input_shape, classes, include_top, pooling, classifier_activation,
-                        **kwargs) -> keras.Model:
-    return _build("160", kwargs, input_shape=input_shape, classes=classes, include_top=include_top,
-                  pooling=pooling, classifier_activation=classifier_activation)
+registry.register_variants(_g_ghost_regnetx, MODELS, paper=PAPER, input_shape=(224, 224, 3),
+                           classes=1000, min_size=32, source=SOURCE)

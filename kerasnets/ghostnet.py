@@ -8,15 +8,14 @@ where the paper is silent or differs:
 - A bottleneck whose shape changes takes a shortcut of kxk depthwise (stride s) + BN + 1x1 conv + BN;
   the paper only speaks of "a downsampling layer".
 - The head (global pool -> 1x1 conv 1280 with bias, no BN -> ReLU -> dropout 0.2 -> FC) is the
-  MobileNetV3 head (`mobilenet.conv_head`, whose classifier is a 1x1 conv) and belongs to
+  MobileNetV3 head (`blocks.conv_head`, whose classifier is a 1x1 conv) and belongs to
   include_top=True; include_top=False ends at the 1x1 conv to 960 channels (x width).
 """
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.blocks import make_divisible
-from kerasnets.mobilenet import build_variant, conv_head
-from kerasnets.registry import register_model
+from kerasnets import blocks, registry
+from kerasnets.blocks import conv_head, make_divisible
+from kerasnets.registry import Variant
 
 L = keras.layers
 _DIVISOR = 4  # channel rounding of the official code (MobileNets use 8)
@@ -50,8 +49,9 @@ def _ghost_bottleneck(x, expanded, filters, *, kernel, stride, se_ratio, name):
     return L.Add(name=f"{name}_add")([y, shortcut])
 
 
-def _ghostnet(*, stages, width, input_shape, classes, include_top, pooling, classifier_activation,
-              name, dropout=0.2) -> keras.Model:
+def _ghostnet(*, width, input_shape, classes, include_top, pooling, classifier_activation, name,
+              stages=(), dropout=0.2) -> keras.Model:
+    stages = stages or STAGES  # the paper's table unless a caller gives another
     inputs = blocks.model_input(input_shape)
     x = blocks.conv_bn(inputs, make_divisible(16 * width, _DIVISOR), 3, strides=2, act="relu",
                        name="stem")
@@ -94,28 +94,16 @@ _SOURCE = ("paper, ImageNet comparison table; layout from huawei-noah/Efficient-
            "ghostnet_pytorch/ghostnet.py")
 
 
-@register_model(paper=_PAPER, params=2.6e6, macs=42e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=_SOURCE, notes="width 0.5, channels rounded to multiples of 4")
-def ghostnet_050(*, input_shape, classes, include_top, pooling, classifier_activation,
-                 **kwargs) -> keras.Model:
-    return build_variant(_ghostnet, 0.5, "ghostnet_050", stages=STAGES, input_shape=input_shape,
-                         classes=classes, include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, **kwargs)
+VARIANTS = [  # the width is fixed by the name; `dropout` may be passed
+    Variant("ghostnet_030", dict(width=0.3), params=1_910_908, macs=21_498_024,
+            figure_source="this implementation", source="kerasnets.profile of this code at 224x224",
+            notes="width 0.3 is not in the paper: params/MACs measured here (1000 classes)"),
+    Variant("ghostnet_050", dict(width=0.5), params=2.6e6, macs=42e6,
+            notes="width 0.5, channels rounded to multiples of 4"),
+    Variant("ghostnet_100", dict(width=1.0), params=5.2e6, macs=141e6, notes="width 1.0"),
+    Variant("ghostnet_130", dict(width=1.3), params=7.3e6, macs=226e6,
+            notes="width 1.3, channels rounded to multiples of 4"),
+]
 
-
-@register_model(paper=_PAPER, params=5.2e6, macs=141e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=_SOURCE, notes="width 1.0")
-def ghostnet_100(*, input_shape, classes, include_top, pooling, classifier_activation,
-                 **kwargs) -> keras.Model:
-    return build_variant(_ghostnet, 1.0, "ghostnet_100", stages=STAGES, input_shape=input_shape,
-                         classes=classes, include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, **kwargs)
-
-
-@register_model(paper=_PAPER, params=7.3e6, macs=226e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=_SOURCE, notes="width 1.3, channels rounded to multiples of 4")
-def ghostnet_130(*, input_shape, classes, include_top, pooling, classifier_activation,
-                 **kwargs) -> keras.Model:
-    return build_variant(_ghostnet, 1.3, "ghostnet_130", stages=STAGES, input_shape=input_shape,
-                         classes=classes, include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, **kwargs)
+registry.register_variants(_ghostnet, VARIANTS, paper=_PAPER, input_shape=(224, 224, 3), classes=1000,
+                           min_size=32, source=_SOURCE, options=("dropout",))

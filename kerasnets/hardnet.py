@@ -28,8 +28,9 @@ import dataclasses
 
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.registry import register_model, reject_extra_kwargs
+from kerasnets import blocks, registry
+from kerasnets.blocks import harmonic_channels, harmonic_links
+from kerasnets.registry import Variant
 
 L = keras.layers
 ACT = "relu6"
@@ -67,28 +68,6 @@ _HARDNET85 = dict(stem_channels=(48, 96), growth_mult=1.7, stages=_stages(
     layers=(8, 16, 16, 16, 16, 4), growth=(24, 24, 28, 36, 48, 256),
     channels=(192, 256, 320, 480, 720, 1280), downsample=(True, False, True, False, True, False)))
 
-CONFIGS = {
-    "hardnet39ds": HarDNetConfig(**_HARDNET39, depthwise=True, head_dropout=0.05),
-    "hardnet68ds": HarDNetConfig(**_HARDNET68, depthwise=True, head_dropout=0.05),
-    "hardnet68": HarDNetConfig(**_HARDNET68, depthwise=False, head_dropout=0.1),
-    "hardnet85": HarDNetConfig(**_HARDNET85, depthwise=False, head_dropout=0.2,
-                               last_stage_dropout=0.1),
-}
-
-
-def harmonic_links(layer: int) -> list[int]:
-    """Earlier layers that `layer` reads: layer - 2^n for every power of two dividing it."""
-    return [layer - 2 ** n for n in range(layer.bit_length()) if layer % 2 ** n == 0]
-
-
-def harmonic_channels(layer: int, growth: int, mult: float) -> int:
-    """growth * mult^(links - 1), rounded to an even count as the official code does."""
-    channels = float(growth)
-    for _ in harmonic_links(layer)[1:]:  # repeated products, so rounding matches the official code
-        channels *= mult
-    return int(channels + 1) // 2 * 2
-
-
 def _harmonic_layer(x, filters, *, depthwise, name):
     if not depthwise:
         return blocks.conv_bn(x, filters, 3, act=ACT, name=name)
@@ -122,10 +101,8 @@ def _stem(x, config: HarDNetConfig):
     return _downsample(x, depthwise=config.depthwise, pool_size=3, name="stem_down")
 
 
-def _hardnet(name, *, input_shape, classes, include_top, pooling, classifier_activation,
-             **kwargs) -> keras.Model:
-    reject_extra_kwargs(name, kwargs)
-    config = CONFIGS[name]
+def _hardnet(config: HarDNetConfig, *, input_shape, classes, include_top, pooling,
+             classifier_activation, name) -> keras.Model:
     inputs = blocks.model_input(input_shape)
     x = _stem(inputs, config)
     last = len(config.stages)
@@ -147,41 +124,21 @@ _PAPER = "ICCV 2019, arXiv 1909.00948"
 _SOURCE = "official code PingoLH/Pytorch-HarDNet: README tables (MParam, GMACs)"
 
 
-@register_model(paper=_PAPER, params=3.5e6, macs=0.44e9, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=_SOURCE,
-                notes="depthwise-separable (DS); min_size is the total stride")
-def hardnet39ds(*, input_shape, classes, include_top, pooling, classifier_activation,
-                **kwargs) -> keras.Model:
-    return _hardnet("hardnet39ds", input_shape=input_shape, classes=classes,
-                    include_top=include_top, pooling=pooling,
-                    classifier_activation=classifier_activation, **kwargs)
+_DS = "depthwise-separable (DS); min_size is the total stride"
+_MAXPOOL = "max-pool downsampling; min_size is the total stride"
 
+VARIANTS = [
+    Variant("hardnet39ds", dict(config=HarDNetConfig(**_HARDNET39, depthwise=True, head_dropout=0.05)),
+            params=3.5e6, macs=0.44e9, notes=_DS),
+    Variant("hardnet68ds", dict(config=HarDNetConfig(**_HARDNET68, depthwise=True, head_dropout=0.05)),
+            params=4.2e6, macs=0.8e9, notes=_DS),
+    Variant("hardnet68", dict(config=HarDNetConfig(**_HARDNET68, depthwise=False, head_dropout=0.1)),
+            params=17.6e6, macs=4.3e9, notes=_MAXPOOL),
+    Variant("hardnet85", dict(config=HarDNetConfig(**_HARDNET85, depthwise=False, head_dropout=0.2,
+                                                   last_stage_dropout=0.1)),
+            params=36.7e6, macs=9.1e9, notes=_MAXPOOL),
+]
+CONFIGS = {row.name: row.args["config"] for row in VARIANTS}
 
-@register_model(paper=_PAPER, params=4.2e6, macs=0.8e9, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=_SOURCE,
-                notes="depthwise-separable (DS); min_size is the total stride")
-def hardnet68ds(*, input_shape, classes, include_top, pooling, classifier_activation,
-                **kwargs) -> keras.Model:
-    return _hardnet("hardnet68ds", input_shape=input_shape, classes=classes,
-                    include_top=include_top, pooling=pooling,
-                    classifier_activation=classifier_activation, **kwargs)
-
-
-@register_model(paper=_PAPER, params=17.6e6, macs=4.3e9, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=_SOURCE,
-                notes="max-pool downsampling; min_size is the total stride")
-def hardnet68(*, input_shape, classes, include_top, pooling, classifier_activation,
-              **kwargs) -> keras.Model:
-    return _hardnet("hardnet68", input_shape=input_shape, classes=classes,
-                    include_top=include_top, pooling=pooling,
-                    classifier_activation=classifier_activation, **kwargs)
-
-
-@register_model(paper=_PAPER, params=36.7e6, macs=9.1e9, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=_SOURCE,
-                notes="max-pool downsampling; min_size is the total stride")
-def hardnet85(*, input_shape, classes, include_top, pooling, classifier_activation,
-              **kwargs) -> keras.Model:
-    return _hardnet("hardnet85", input_shape=input_shape, classes=classes,
-                    include_top=include_top, pooling=pooling,
-                    classifier_activation=classifier_activation, **kwargs)
+registry.register_variants(_hardnet, VARIANTS, paper=_PAPER, input_shape=(224, 224, 3), classes=1000,
+                           min_size=32, source=_SOURCE, figure_source="official code")

@@ -8,8 +8,13 @@ so that `import kerasnets` stays free of TFMOT and of the pruning engine:
 - `prune_role`: how the channel dependency analysis of `kerasnets.pipelines.prune` treats it —
   "elementwise" (channels pass through one to one), "merge" (element-wise over same-width
   inputs) or "fixed" (its input and output channels are kept as they are);
-- `tflite_ops`: the TFLite builtin ops it lowers to (all of them run on TFLite Micro).
+- `tflite_ops`: the TFLite builtin ops it lowers to (all of them run on TFLite Micro);
+  training-time-only layers (LearnedGroupConv, CondensingDense, BlockDiagonalConv2D) name the op
+  their computation maps to, though `kerasnets.condensenet.condense` replaces them before export.
+
+`CUSTOM_OBJECTS` maps every class name here to its class (for `custom_objects=` when loading).
 """
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -77,4 +82,243 @@ class ChannelSlice(keras.layers.Layer):
         return {**super().get_config(), "start": self.start, "size": self.size}
 
 
-CUSTOM_OBJECTS = {cls.__name__: cls for cls in (HardSigmoid, HardSwish, ChannelSlice)}
+# ---------------------------------------------------------------------------------------------
+# merge layers
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Difference(keras.layers.Subtract):
+    """inputs[0] - inputs[1] (one int8 SUB in TFLite); `qat_spec` because TFMOT's 8-bit
+    registry has no entry for Subtract."""
+
+    qat_spec = ((), True)
+    prune_role = "merge"
+    tflite_ops = ("SUB",)
+
+
+# ---------------------------------------------------------------------------------------------
+# CondenseNet / EffCNet: the Index layer and the training-time learned group convolutions
+
+def conv_initializer():
+    """He-normal over fan-out, the official code's normal(0, sqrt(2 / (k * k * out)))."""
+    return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ChannelGather(keras.layers.Layer):
+    """Channels `indices` of an NHWC (or N, C) tensor, in that order: one GATHER op on the last axis
+    (the paper's Index layer). Repeats are allowed: two groups may keep the same input."""
+
+    qat_spec = ((), False)  # moves values only: keeps its input's scale
+    prune_role = "fixed"  # selects channels by index
+    tflite_ops = ("GATHER",)
+
+    def __init__(self, indices, **kwargs):
+        super().__init__(**kwargs)
+        self.indices = [int(i) for i in indices]
+        if not self.indices or min(self.indices) < 0:
+            raise ValueError(f"ChannelGather needs a non-empty list of indices >= 0, got {indices!r}")
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None and max(self.indices) >= channels:
+            raise ValueError(f"ChannelGather index {max(self.indices)} is out of range for the "
+                             f"{channels} input channels of layer {self.name!r}")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return tf.gather(inputs, self.indices, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (len(self.indices),)
+
+    def get_config(self):
+        return {**super().get_config(), "indices": list(self.indices)}
+
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class LearnedGroupConv(keras.layers.Layer):
+    """Training-time learned group 1x1 convolution (the paper's L-Conv).
+
+    A full 1x1 kernel times a 0/1 mask. Output channel o belongs to group o % groups (the
+    official layout, which the condensed model's Permute restores). Each condensing stage drops,
+    in every group, the in/C still-connected input channels with the smallest L1 weight over the
+    group's outputs; after C-1 stages each group reads in/C inputs and `condense` turns the layer
+    into Index + grouped Conv2D + Permute.
+    """
+
+    qat_spec = (("kernel",), True)  # the masked kernel is quantised per output channel
+    prune_role = "fixed"  # its mask ties input channels to groups
+    tflite_ops = ("CONV_2D",)
+
+    def __init__(self, filters, *, groups, condense_factor=None, group_lasso=0.0,
+                 kernel_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.groups = int(groups)
+        self.condense_factor = int(condense_factor or groups)
+        self.group_lasso = float(group_lasso)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer or conv_initializer())
+        if self.groups < 1 or self.condense_factor < 1 or self.filters % self.groups:
+            raise ValueError(f"LearnedGroupConv {self.name!r}: filters={filters} must split into "
+                             f"groups={groups} >= 1 (condense_factor={condense_factor})")
+
+    @property
+    def final_stage(self) -> int:
+        return self.condense_factor - 1
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        if channels % self.condense_factor:
+            raise ValueError(f"LearnedGroupConv {self.name!r}: {channels} input channels do not "
+                             f"split by condense_factor={self.condense_factor}")
+        shape = (1, 1, channels, self.filters)
+        self.kernel = self.add_weight("kernel", shape, initializer=self.kernel_initializer)
+        self.kernel_variable = self.kernel  # QAT replaces `kernel` by its fake-quantised tensor
+        self.mask = self.add_weight("mask", shape, initializer="ones", trainable=False)
+        self.stage = self.add_weight("stage", (), dtype="int32", initializer="zeros", trainable=False)
+        if self.group_lasso:
+            self.add_loss(self._group_lasso_penalty)
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return tf.nn.conv2d(inputs, self.kernel * self.mask, strides=1, padding="VALID")
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def _group_lasso_penalty(self):
+        """lambda * sum over groups and inputs of the L2 norm of that input's weights in the group,
+        active until the last stage (official `lasso_loss`)."""
+        weight = tf.reshape(self.kernel_variable * self.mask, (-1, self.filters // self.groups, self.groups))
+        norms = tf.sqrt(tf.maximum(tf.reduce_sum(tf.square(weight), axis=1), 1e-6))
+        active = tf.cast(self.stage < self.final_stage, norms.dtype)
+        return self.group_lasso * active * tf.reduce_sum(norms)
+
+    def group_mask(self) -> np.ndarray:
+        """(inputs, groups) booleans: which input channels each group still reads."""
+        mask = self.mask.numpy()[0, 0]  # (inputs, filters); output o is in group o % groups
+        return mask.reshape(mask.shape[0], -1, self.groups).max(axis=1) > 0
+
+    def group_inputs(self) -> list[list[int]]:
+        """The input channels each group reads, ascending."""
+        mask = self.group_mask()
+        return [np.flatnonzero(mask[:, g]).tolist() for g in range(self.groups)]
+
+    def advance_to(self, stage: int) -> None:
+        """Run the condensing stages up to `stage` (no-op if already there)."""
+        stage = min(int(stage), self.final_stage)
+        current = int(self.stage.numpy())
+        if stage <= current:
+            return
+        per_stage = self.kernel.shape[2] // self.condense_factor
+        keep = self.group_mask()
+        importance = np.abs(self.kernel_variable.numpy()[0, 0] * self.mask.numpy()[0, 0])
+        importance = importance.reshape(importance.shape[0], -1, self.groups).sum(axis=1)
+        for g in range(self.groups):
+            kept = np.flatnonzero(keep[:, g])
+            weakest = kept[np.argsort(importance[kept, g], kind="stable")][:per_stage * (stage - current)]
+            keep[weakest, g] = False
+        mask = np.repeat(keep[:, None, :], self.filters // self.groups, axis=1).reshape(keep.shape[0], -1)
+        self.mask.assign(mask[None, None].astype(np.float32))
+        self.stage.assign(stage)
+
+    @property
+    def is_condensed(self) -> bool:
+        return int(self.stage.numpy()) >= self.final_stage
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "groups": self.groups,
+                "condense_factor": self.condense_factor, "group_lasso": self.group_lasso,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class CondensingDense(keras.layers.Dense):
+    """Training-time classifier that, once condensed, reads only the `keep` fraction of its input
+    features with the largest L1 weight (the official CondensingLinear keeps half)."""
+
+    qat_spec = (("kernel",), True)
+    prune_role = "fixed"  # its mask selects input features
+    tflite_ops = ("FULLY_CONNECTED",)
+
+    def __init__(self, units, *, keep=0.5, **kwargs):
+        super().__init__(units, **kwargs)
+        self.keep = float(keep)
+        if not 0.0 < self.keep <= 1.0:
+            raise ValueError(f"CondensingDense keep must be in (0, 1], got {keep!r}")
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.kernel_variable = self.kernel  # QAT replaces `kernel` by its fake-quantised tensor
+        features = int(input_shape[-1])
+        self.mask = self.add_weight("mask", (features, 1), initializer="ones", trainable=False)
+        self.condensed = self.add_weight("condensed", (), dtype="int32", initializer="zeros",
+                                         trainable=False)
+
+    def call(self, inputs):
+        outputs = tf.matmul(inputs, self.kernel * self.mask)
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def kept_features(self) -> list[int]:
+        return np.flatnonzero(self.mask.numpy()[:, 0] > 0).tolist()
+
+    def keep_count(self) -> int:
+        return max(1, int(self.kernel.shape[0] * self.keep))
+
+    def condense(self) -> None:
+        """Keep the features with the largest summed |weight| over the classes (once)."""
+        if self.is_condensed:
+            return
+        importance = np.abs(self.kernel_variable.numpy()).sum(axis=1)
+        kept = np.sort(np.argsort(-importance, kind="stable")[:self.keep_count()])
+        mask = np.zeros((self.kernel.shape[0], 1), np.float32)
+        mask[kept] = 1.0
+        self.mask.assign(mask)
+        self.condensed.assign(1)
+
+    @property
+    def is_condensed(self) -> bool:
+        return bool(self.condensed.numpy())
+
+    def get_config(self):
+        return {**super().get_config(), "keep": self.keep}
+
+
+
+def block_diagonal(kernel, groups: int):
+    """The full (kh, kw, in, out) kernel equal to a grouped (kh, kw, in/groups, out) one: group j's
+    weights on its own input channels, zeros elsewhere."""
+    if groups == 1:
+        return kernel
+    per_group_in = kernel.shape[2]
+    parts = tf.split(kernel, groups, axis=-1)
+    return tf.concat([tf.pad(part, [[0, 0], [0, 0], [j * per_group_in, (groups - 1 - j) * per_group_in],
+                                    [0, 0]]) for j, part in enumerate(parts)], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BlockDiagonalConv2D(keras.layers.Conv2D):
+    """Grouped Conv2D (same config and weights) that runs as a dense conv with a block-diagonal
+    kernel: TensorFlow's CPU gradient of grouped convolutions is ~30x slower than a dense conv
+    with G times the work. Training-time models use it; `condense` turns it into a Conv2D."""
+
+    qat_spec = (("kernel",), True)
+    prune_role = "fixed"  # training-time only: condense it first
+    tflite_ops = ("CONV_2D",)
+
+    def call(self, inputs):
+        outputs = self.convolution_op(inputs, block_diagonal(self.kernel, self.groups))
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
+
+CUSTOM_OBJECTS = {cls.__name__: cls for cls in (
+    HardSigmoid, HardSwish, ChannelSlice, Difference, ChannelGather, LearnedGroupConv,
+    CondensingDense, BlockDiagonalConv2D)}

@@ -23,16 +23,16 @@ A shared operator is one set of tf_keras layers called several times; TFLite kee
 tensor for all its CONV_2D ops. MgNet's BatchNorm on the residual f - A(u) is left out (TFMOT's
 8-bit QAT quantises a BatchNorm only after a conv); B carries a BatchNorm after each of its convs.
 
-Classifier: kerasnets.mgic.conv_classifier_head (1x1 convs, bit-exact in TFLite Micro).
+Classifier: kerasnets.blocks.conv_classifier_head (1x1 convs, bit-exact in TFLite Micro).
 Figures: the variants register this implementation's params and MACs (every application of a
 shared operator counted), not values from the paper's tables, and say so in `source`.
 """
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.mgic import (Difference, check_group_size, check_width, conv_classifier_head,
-                            level_groups)
-from kerasnets.registry import register_model
+from kerasnets import blocks, registry
+from kerasnets.blocks import check_group_size, check_width, conv_classifier_head, level_groups
+from kerasnets.layers import Difference
+from kerasnets.registry import Variant
 
 L = keras.layers
 PAPER = "arXiv 2211.05525"
@@ -118,8 +118,8 @@ def _check_levels(channels):
             raise ValueError(f"level widths must each divide the next, got {channels}")
 
 
-def _mgiad(levels, *, width, group_size, input_shape, classes, include_top, pooling,
-           classifier_activation, name) -> keras.Model:
+def _mgiad(levels, *, input_shape, classes, include_top, pooling, classifier_activation, name,
+           width=1.0, group_size=DEFAULT_GROUP_SIZE) -> keras.Model:
     width, group_size = check_width(width), check_group_size(group_size)
     channels = [int(c * width) for c, _ in levels]
     _check_levels(channels)
@@ -147,14 +147,12 @@ def _mgiad(levels, *, width, group_size, input_shape, classes, include_top, pool
 # MgNet's CIFAR layout in the authors' code: widths per resolution level and smoothing steps.
 MGNET_CIFAR = [(64, 2), (128, 2), (256, 2), (256, 2)]
 
-_CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=8)
+VARIANTS = [  # `width` and `group_size` may be passed
+    Variant("mgiad_cifar", dict(levels=MGNET_CIFAR), params=668_490, macs=154.28e6,
+            notes="MgNet's CIFAR layout (widths 64-128-256-256, two smoothing steps per "
+                  "level), group size 16"),
+]
 
-
-@register_model(paper=PAPER, params=668_490, macs=154.28e6, **_CIFAR, source=MEASURED,
-                notes="MgNet's CIFAR layout (widths 64-128-256-256, two smoothing steps per "
-                      "level), group size 16")
-def mgiad_cifar(*, input_shape, classes, include_top, pooling, classifier_activation, width=1.0,
-                group_size=DEFAULT_GROUP_SIZE):
-    return _mgiad(MGNET_CIFAR, width=width, group_size=group_size, input_shape=input_shape,
-                  classes=classes, include_top=include_top, pooling=pooling,
-                  classifier_activation=classifier_activation, name="mgiad_cifar")
+registry.register_variants(_mgiad, VARIANTS, paper=PAPER, input_shape=(32, 32, 3), classes=10,
+                           min_size=8, source=MEASURED, figure_source="this implementation",
+                           options=("width", "group_size"))

@@ -30,7 +30,7 @@ of the backbone as the smoother on the way up; a level holds c/g groups of g cha
   1x1 conv without BN there (it drops three of four pixels) and a full, quadratic squeeze-excite
   at every level.
 - ResNet-56 and MobileNetV3-Large go through the same builders (`_mgic_cifar_resnet(56, ...)`,
-  `_mgic_mobilenet_v3(kerasnets.mobilenet.V3_LARGE, head_channels=1280, ...)`: 0.49M params /
+  `_mgic_mobilenet_v3(kerasnets.blocks.V3_LARGE, head_channels=1280, ...)`: 0.49M params /
   95.5M MACs and 3.68M / 131.1M); with 526 and 643 layers they stay out of the registry, whose
   harness converts every model.
 
@@ -43,10 +43,11 @@ import math
 
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.blocks import make_divisible
-from kerasnets.mobilenet import V3_SMALL
-from kerasnets.registry import register_model
+from kerasnets import blocks, registry
+from kerasnets.blocks import (V3_SMALL, check_group_size, check_width,  # noqa: F401
+                              conv_classifier_head, level_groups, make_divisible)
+from kerasnets.layers import Difference
+from kerasnets.registry import Variant
 
 L = keras.layers
 PAPER = "arXiv 2011.09128"
@@ -56,62 +57,8 @@ MEASURED = ("measured on this implementation (layout from the authors' code, "
             "BGUCompSci/MultigridInChannelsCNNs), not the paper's tables")
 
 
-@keras.saving.register_keras_serializable(package="kerasnets")
-class Difference(L.Subtract):
-    """inputs[0] - inputs[1] (one int8 SUB in TFLite); `qat_spec` because TFMOT's 8-bit
-    registry has no entry for Subtract."""
-
-    qat_spec = ((), True)
-    prune_role = "merge"
-    tflite_ops = ("SUB",)
-
-
 # ---------------------------------------------------------------------------------------------
 # the channel hierarchy
-
-def level_groups(channels, group_size, *inner_widths):
-    """Groups of a fine level of `channels`, about channels / group_size, or 1 at the coarsest
-    level: where fewer than two groups of `group_size` fit, where the channels or `inner_widths`
-    (widths inside the block that halve with the channels, e.g. an expanded width) are odd, or
-    where no group count >= 2 divides both the coarse width and the inner widths."""
-    if channels < 2 * group_size or any(n % 2 for n in (channels, *inner_widths)):
-        return 1
-    groups = channels // group_size
-    while groups > 1 and any(n % groups for n in (channels // 2, *inner_widths)):
-        groups -= 1
-    return groups
-
-
-def check_group_size(group_size):
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
-    return group_size
-
-
-def check_width(width):
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
-        raise ValueError(f"width must be a positive number, got {width!r}")
-    return float(width)
-
-
-def conv_classifier_head(x, *, include_top, pooling, classes, classifier_activation,
-                         hidden=None, hidden_act=None, dropout=0.0, name="head"):
-    """Pooled classifier with 1x1 convs on the 1x1 pooled map instead of Dense layers: the same
-    weights and MACs, but TFLite CONV_2D, whose int8 outputs TFLite Micro reproduces bit for bit
-    (its FULLY_CONNECTED differs from LiteRT's reference kernel by 1 LSB on some outputs).
-    `hidden` adds MobileNetV3's wide 1x1 layer (with bias, no BN) before the classifier."""
-    if not include_top:
-        return blocks.classifier_head(x, include_top=False, pooling=pooling, classes=classes,
-                                      classifier_activation=classifier_activation, name=name)
-    x = L.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
-    if hidden:
-        x = L.Conv2D(hidden, 1, name=f"{name}_expand")(x)
-        x = blocks.activation(x, hidden_act, name=f"{name}_{hidden_act}")
-    if dropout:
-        x = L.Dropout(dropout, name=f"{name}_dropout")(x)
-    x = L.Conv2D(classes, 1, activation=classifier_activation, name=f"{name}_fc")(x)
-    return L.Flatten(name=f"{name}_flatten")(x)
-
 
 def restrict(x, groups, *, name):
     """R: grouped 1x1 conv to half the channels, each coarse group fed by one fine group."""
@@ -177,8 +124,8 @@ def mgic_basic_block(x, filters, *, strides=1, group_size=DEFAULT_GROUP_SIZE, na
     return mgic_cycle(x, _residual_smoother, group_size=group_size, name=name)
 
 
-def _mgic_cifar_resnet(depth, *, width, group_size, input_shape, classes, include_top, pooling,
-                       classifier_activation, name) -> keras.Model:
+def _mgic_cifar_resnet(depth, *, input_shape, classes, include_top, pooling, classifier_activation,
+                       name, width=1.0, group_size=DEFAULT_GROUP_SIZE) -> keras.Model:
     if (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n + 2, got {depth}")
     width, group_size = check_width(width), check_group_size(group_size)
@@ -249,8 +196,9 @@ def mgic_inverted_residual(x, expanded, filters, *, kernel, stride, squeeze_exci
     return mgic_cycle(x, smoother, group_size=group_size, expanded=_halving(expanded), name=name)
 
 
-def _mgic_mobilenet_v3(table, *, head_channels, width, group_size, input_shape, classes,
-                       include_top, pooling, classifier_activation, name, dropout=0.2):
+def _mgic_mobilenet_v3(table, *, head_channels, input_shape, classes, include_top, pooling,
+                       classifier_activation, name, width=1.0, group_size=DEFAULT_GROUP_SIZE,
+                       dropout=0.2):
     width, group_size = check_width(width), check_group_size(group_size)
     inputs = blocks.model_input(input_shape)
     x = blocks.conv_bn(inputs, make_divisible(16 * width, 8), 3, strides=2, act="hard_swish",
@@ -268,30 +216,25 @@ def _mgic_mobilenet_v3(table, *, head_channels, width, group_size, input_shape, 
     return keras.Model(inputs, outputs, name=name)
 
 
+def _mgic(*, backbone, **kwargs) -> keras.Model:
+    """The family's builder: an MGIC CIFAR ResNet (`depth`) or MobileNetV3 (`table`, `head_channels`)."""
+    return {"resnet": _mgic_cifar_resnet, "mobilenet_v3": _mgic_mobilenet_v3}[backbone](**kwargs)
+
+
 # ---------------------------------------------------------------------------------------------
-# registered variants
+# registered variants: `width` and `group_size` may be passed
 
-_CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=4)
-_IMAGENET = dict(input_shape=(224, 224, 3), classes=1000, min_size=32)
+VARIANTS = [
+    Variant("mgic_resnet20_cifar", dict(backbone="resnet", depth=20), params=163_258, macs=32.21e6,
+            input_shape=(32, 32, 3), classes=10, min_size=4,
+            notes="ResNet-20 widths 16-32-64, group size 16: stage 1 has a single level "
+                  "(the full block), stage 2 two levels, stage 3 three"),
+    Variant("mgic_mobilenet_v3_small", dict(backbone="mobilenet_v3", table=V3_SMALL, head_channels=1024),
+            params=2_140_237, macs=44.44e6,
+            notes="MobileNetV3-Small 1.0 layers, group size 16 (blocks of 40, 48 and 96 "
+                  "channels get 2-3 levels, narrower ones stay plain inverted residuals)"),
+]
 
-
-@register_model(paper=PAPER, params=163_258, macs=32.21e6, **_CIFAR, source=MEASURED,
-                notes="ResNet-20 widths 16-32-64, group size 16: stage 1 has a single level "
-                      "(the full block), stage 2 two levels, stage 3 three")
-def mgic_resnet20_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
-                        width=1.0, group_size=DEFAULT_GROUP_SIZE):
-    return _mgic_cifar_resnet(20, width=width, group_size=group_size, input_shape=input_shape,
-                              classes=classes, include_top=include_top, pooling=pooling,
-                              classifier_activation=classifier_activation,
-                              name="mgic_resnet20_cifar")
-
-
-@register_model(paper=PAPER, params=2_140_237, macs=44.44e6, **_IMAGENET, source=MEASURED,
-                notes="MobileNetV3-Small 1.0 layers, group size 16 (blocks of 40, 48 and 96 "
-                      "channels get 2-3 levels, narrower ones stay plain inverted residuals)")
-def mgic_mobilenet_v3_small(*, input_shape, classes, include_top, pooling, classifier_activation,
-                            width=1.0, group_size=DEFAULT_GROUP_SIZE):
-    return _mgic_mobilenet_v3(V3_SMALL, head_channels=1024, width=width, group_size=group_size,
-                              input_shape=input_shape, classes=classes, include_top=include_top,
-                              pooling=pooling, classifier_activation=classifier_activation,
-                              name="mgic_mobilenet_v3_small")
+registry.register_variants(_mgic, VARIANTS, paper=PAPER, input_shape=(224, 224, 3), classes=1000,
+                           min_size=32, source=MEASURED, figure_source="this implementation",
+                           options=("width", "group_size"))

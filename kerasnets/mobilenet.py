@@ -12,7 +12,7 @@ Layouts follow TF-slim / keras applications, the official implementations:
   belongs to include_top=True; include_top=False ends at the last 1x1 conv (960/576), before
   the pooling.
 - Every classifier is a 1x1 conv on the pooled map, as keras applications MobileNet/V3 write it
-  (the same weights and MACs as a Dense layer); see `conv_head` for why.
+  (the same weights and MACs as a Dense layer); see `blocks.conv_head` for why.
 - Width: V2/V3 round channels with make_divisible(c * width, 8); V1 truncates int(c * width);
   the last 1280/1024 channels grow with width > 1 only (keras applications, TF-slim).
 
@@ -21,9 +21,9 @@ padding of keras applications, and converts to a single CONV_2D/DEPTHWISE_CONV_2
 """
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.blocks import make_divisible
-from kerasnets.registry import register_model
+from kerasnets import blocks, registry
+from kerasnets.blocks import V3_LARGE, V3_SMALL, conv_head, make_divisible  # noqa: F401
+from kerasnets.registry import Variant
 
 L = keras.layers
 
@@ -53,38 +53,6 @@ def _inverted_residual(x, expanded, filters, *, kernel, stride, act, se_reduced=
     if stride == 1 and in_channels == filters:
         y = L.Add(name=f"{name}_add")([x, y])
     return y
-
-
-def conv_head(x, *, include_top, pooling, classes, classifier_activation, dropout=0.0,
-              hidden=None, hidden_act=None, name="head"):
-    """Classifier on the pooled 1x1 map, after keras applications MobileNet/V3: global pool ->
-    [1x1 conv `hidden` with bias, no BN -> `hidden_act` (MobileNetV3, GhostNet)] -> dropout ->
-    1x1 conv to the classes -> flatten -> classifier activation. Without the top: the feature
-    map, or its pooling.
-
-    Every matmul stays a CONV_2D: LiteRT's reference FULLY_CONNECTED requantises in float while
-    TFLite Micro's does it in integers, so about 0.1% of their int8 outputs differ by 1 LSB;
-    their CONV_2D kernels agree bit for bit."""
-    if not include_top:
-        return blocks.classifier_head(x, include_top=False, pooling=pooling, classes=classes,
-                                      classifier_activation=classifier_activation, name=name)
-    x = L.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
-    if hidden:
-        x = L.Conv2D(hidden, 1, use_bias=True, name=f"{name}_conv")(x)
-        x = blocks.activation(x, hidden_act, name=f"{name}_{hidden_act}")
-    if dropout:
-        x = L.Dropout(dropout, name=f"{name}_dropout")(x)
-    x = L.Conv2D(classes, 1, use_bias=True, name=f"{name}_logits")(x)
-    x = L.Flatten(name=f"{name}_flatten")(x)
-    return L.Activation(classifier_activation, name=f"{name}_predictions")(x)
-
-
-def build_variant(builder, width, name, /, **kwargs):
-    """Build a registered variant: its name fixes the width, so a caller's `width` is refused."""
-    if "width" in kwargs:
-        raise TypeError(f"{name} has the fixed width {width}; got width={kwargs['width']!r}. "
-                        "Pick another registered variant (kerasnets.list_models()) instead")
-    return builder(width=width, name=name, **kwargs)
 
 
 def _head_channels(channels, width):
@@ -152,39 +120,6 @@ def _mobilenet_v2(*, width, input_shape, classes, include_top, pooling, classifi
 # ---------------------------------------------------------------------------------------------
 # MobileNetV3
 
-V3_LARGE = [  # kernel, expanded, out, squeeze-excite, activation, stride (paper Table 1)
-    (3, 16, 16, False, "relu", 1),
-    (3, 64, 24, False, "relu", 2),
-    (3, 72, 24, False, "relu", 1),
-    (5, 72, 40, True, "relu", 2),
-    (5, 120, 40, True, "relu", 1),
-    (5, 120, 40, True, "relu", 1),
-    (3, 240, 80, False, "hard_swish", 2),
-    (3, 200, 80, False, "hard_swish", 1),
-    (3, 184, 80, False, "hard_swish", 1),
-    (3, 184, 80, False, "hard_swish", 1),
-    (3, 480, 112, True, "hard_swish", 1),
-    (3, 672, 112, True, "hard_swish", 1),
-    (5, 672, 160, True, "hard_swish", 2),
-    (5, 960, 160, True, "hard_swish", 1),
-    (5, 960, 160, True, "hard_swish", 1),
-]
-
-V3_SMALL = [  # kernel, expanded, out, squeeze-excite, activation, stride (paper Table 2)
-    (3, 16, 16, True, "relu", 2),
-    (3, 72, 24, False, "relu", 2),
-    (3, 88, 24, False, "relu", 1),
-    (5, 96, 40, True, "hard_swish", 2),
-    (5, 240, 40, True, "hard_swish", 1),
-    (5, 240, 40, True, "hard_swish", 1),
-    (5, 120, 48, True, "hard_swish", 1),
-    (5, 144, 48, True, "hard_swish", 1),
-    (5, 288, 96, True, "hard_swish", 2),
-    (5, 576, 96, True, "hard_swish", 1),
-    (5, 576, 96, True, "hard_swish", 1),
-]
-
-
 def _mobilenet_v3(*, table, head_channels, width, input_shape, classes, include_top, pooling,
                   classifier_activation, name, dropout=0.2):
     inputs = blocks.model_input(input_shape)
@@ -203,53 +138,35 @@ def _mobilenet_v3(*, table, head_channels, width, input_shape, classes, include_
     return keras.Model(inputs, outputs, name=name)
 
 
+def _mobilenet(*, version, **kwargs) -> keras.Model:
+    """The family's builder: MobileNet V1, V2 or V3 (with its layer table) at a width."""
+    return {"v1": _mobilenet_v1, "v2": _mobilenet_v2, "v3": _mobilenet_v3}[version](**kwargs)
+
+
 # ---------------------------------------------------------------------------------------------
-# registered variants
+# registered variants: the width is fixed by the name; `dropout` may be passed
 
-@register_model(paper="arXiv 1704.04861", params=4.2e6, macs=569e6, input_shape=(224, 224, 3),
-                classes=1000, min_size=32,
-                source="paper Table 8 (1.0 MobileNet-224); layout from TF-slim mobilenet_v1.py",
-                notes="ReLU6 and dropout 1e-3 before the classifier as the official TF code")
-def mobilenet_v1_100(*, input_shape, classes, include_top, pooling, classifier_activation,
-                     **kwargs) -> keras.Model:
-    return build_variant(_mobilenet_v1, 1.0, "mobilenet_v1_100", input_shape=input_shape,
-                         classes=classes, include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, **kwargs)
+VARIANTS = [
+    Variant("mobilenet_v1_100", dict(version="v1", width=1.0), params=4.2e6, macs=569e6,
+            paper="arXiv 1704.04861",
+            source="paper Table 8 (1.0 MobileNet-224); layout from TF-slim mobilenet_v1.py",
+            notes="ReLU6 and dropout 1e-3 before the classifier as the official TF code"),
+    Variant("mobilenet_v2_100", dict(version="v2", width=1.0), params=3.50e6, macs=300e6,
+            paper="arXiv 1801.04381", figure_source="official code",
+            source="official TF-slim / keras applications MobileNetV2 (3.50M trainable); "
+                   "MACs from paper Table 4",
+            notes="the paper's Table 4 rounds the parameters to 3.4M"),
+    Variant("mobilenet_v3_small_100", dict(version="v3", width=1.0, table=V3_SMALL, head_channels=1024),
+            params=2.5e6, macs=56e6, paper="arXiv 1905.02244",
+            source="paper Table 3 (MobileNetV3-Small 1.0); layout from TF-slim mobilenet_v3.py "
+                   "and keras applications",
+            notes="no squeeze-excite on the last 1x1 conv, as the official code (paper Table 2 "
+                  "marks one)"),
+    Variant("mobilenet_v3_large_100", dict(version="v3", width=1.0, table=V3_LARGE, head_channels=1280),
+            params=5.4e6, macs=219e6, paper="arXiv 1905.02244",
+            source="paper Table 3 (MobileNetV3-Large 1.0); layout from TF-slim mobilenet_v3.py "
+                   "and keras applications"),
+]
 
-
-@register_model(paper="arXiv 1801.04381", params=3.50e6, macs=300e6, input_shape=(224, 224, 3),
-                classes=1000, min_size=32,
-                source="official TF-slim / keras applications MobileNetV2 (3.50M trainable); "
-                       "MACs from paper Table 4",
-                notes="the paper's Table 4 rounds the parameters to 3.4M")
-def mobilenet_v2_100(*, input_shape, classes, include_top, pooling, classifier_activation,
-                     **kwargs) -> keras.Model:
-    return build_variant(_mobilenet_v2, 1.0, "mobilenet_v2_100", input_shape=input_shape,
-                         classes=classes, include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, **kwargs)
-
-
-@register_model(paper="arXiv 1905.02244", params=2.5e6, macs=56e6, input_shape=(224, 224, 3),
-                classes=1000, min_size=32,
-                source="paper Table 3 (MobileNetV3-Small 1.0); layout from TF-slim mobilenet_v3.py "
-                       "and keras applications",
-                notes="no squeeze-excite on the last 1x1 conv, as the official code (paper Table 2 "
-                      "marks one)")
-def mobilenet_v3_small_100(*, input_shape, classes, include_top, pooling, classifier_activation,
-                           **kwargs) -> keras.Model:
-    return build_variant(_mobilenet_v3, 1.0, "mobilenet_v3_small_100", table=V3_SMALL,
-                         head_channels=1024, input_shape=input_shape, classes=classes,
-                         include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, **kwargs)
-
-
-@register_model(paper="arXiv 1905.02244", params=5.4e6, macs=219e6, input_shape=(224, 224, 3),
-                classes=1000, min_size=32,
-                source="paper Table 3 (MobileNetV3-Large 1.0); layout from TF-slim mobilenet_v3.py "
-                       "and keras applications")
-def mobilenet_v3_large_100(*, input_shape, classes, include_top, pooling, classifier_activation,
-                           **kwargs) -> keras.Model:
-    return build_variant(_mobilenet_v3, 1.0, "mobilenet_v3_large_100", table=V3_LARGE,
-                         head_channels=1280, input_shape=input_shape, classes=classes,
-                         include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, **kwargs)
+registry.register_variants(_mobilenet, VARIANTS, input_shape=(224, 224, 3), classes=1000, min_size=32,
+                           options=("dropout",))

@@ -1,4 +1,10 @@
-"""Model registry: builders registered beside their published sizes, looked up by name."""
+"""Model registry: builders registered beside their published sizes, looked up by name.
+
+The zoo declares each family's variants as data: one builder and a table of `Variant` rows (the
+builder arguments that make the variant, and its figures with their source), registered by one
+`register_variants` call, so a variant's name is written once. `register_model` registers a single
+builder function under its own name (for builders outside the zoo).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -7,6 +13,9 @@ import fnmatch
 from typing import Callable
 
 _POOLINGS = (None, "avg", "max")
+FIGURE_SOURCES = ("paper", "official code", "this implementation")
+# the arguments create_model passes to every builder
+HEAD_ARGUMENTS = ("input_shape", "classes", "include_top", "pooling", "classifier_activation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,29 +31,135 @@ class ModelInfo:
     min_size: int  # smallest spatial input the downsampling allows
     source: str  # where the figures come from (paper table, official code)
     notes: str = ""
+    # who produced params/macs, one of FIGURE_SOURCES; where the two figures come from different
+    # places, the one closest to this code ("this implementation" > "official code" > "paper")
+    figure_source: str = "paper"
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One row of a family's variant table: the name, the builder arguments that make it, its
+    figures, and (where they differ from the table's) its paper, input, classes, source, ...
+    `options` are the keyword arguments a caller of `create_model` may pass on to the builder."""
+
+    name: str
+    args: dict
+    params: float
+    macs: float
+    notes: str | None = None
+    paper: str | None = None
+    input_shape: tuple | None = None
+    classes: int | None = None
+    min_size: int | None = None
+    source: str | None = None
+    figure_source: str | None = None
+    options: tuple | None = None
+
+
 _BUILDERS: dict[str, Callable] = {}
 _INFOS: dict[str, ModelInfo] = {}
+_OPTIONS: dict[str, tuple | None] = {}  # None: the builder checks its own keyword arguments
+
+
+def _check_figure_source(figure_source, name):
+    if figure_source not in FIGURE_SOURCES:
+        raise ValueError(f"figure_source of {name!r} must be one of {FIGURE_SOURCES}, "
+                         f"got {figure_source!r}")
+    return figure_source
+
+
+def _register(name, builder, info, options):
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"model name must be a non-empty str, got {name!r}")
+    if name in _BUILDERS:
+        raise ValueError(f"model {name!r} is registered twice")
+    _BUILDERS[name] = builder
+    _INFOS[name] = info
+    _OPTIONS[name] = options
 
 
 def register_model(*, paper: str, params: float, macs: float, input_shape, classes: int = 1000,
-                   min_size: int = 32, source: str = "paper", notes: str = ""):
-    """Decorator: register `fn(**kwargs) -> Model` under its function name with published figures."""
+                   min_size: int = 32, source: str = "paper", notes: str = "",
+                   figure_source: str = "paper"):
+    """Decorator: register `fn(**kwargs) -> Model` under its function name with published figures.
+
+    The function receives input_shape, classes, include_top, pooling, classifier_activation and
+    whatever else the caller of `create_model` passes."""
 
     def wrap(fn):
         name = fn.__name__
-        if name in _BUILDERS:
-            raise ValueError(f"model {name!r} is registered twice")
-        _BUILDERS[name] = fn
-        _INFOS[name] = ModelInfo(name, paper, float(params), float(macs), tuple(input_shape),
-                                 int(classes), int(min_size), source, notes)
+        info = ModelInfo(name, paper, float(params), float(macs), tuple(input_shape), int(classes),
+                         int(min_size), source, notes, _check_figure_source(figure_source, name))
+        _register(name, fn, info, None)
         return fn
 
     return wrap
+
+
+def register_variants(builder: Callable, variants, *, paper: str | None = None, input_shape=None,
+                      classes: int = 1000, min_size: int = 32, source: str = "paper",
+                      notes: str = "", figure_source: str = "paper", options: tuple = ()) -> None:
+    """Register every row of a variant table (all rows or none).
+
+    `create_model(row.name, **kwargs)` calls `builder(**row.args, name=row.name, input_shape=...,
+    classes=..., include_top=..., pooling=..., classifier_activation=..., **kwargs)`, where kwargs
+    may only name the row's `options` (the table's unless the row gives its own). The other
+    keyword arguments here are the table's defaults for what a row leaves as None."""
+    entries = []
+    for row in variants:
+        if not isinstance(row, Variant):
+            raise TypeError(f"register_variants needs Variant rows, got {type(row).__name__}")
+        row_options = tuple(options if row.options is None else row.options)
+        fixed = set(row.args) & (set(row_options) | set(HEAD_ARGUMENTS) | {"name"})
+        if fixed:
+            raise ValueError(f"variant {row.name!r} fixes {sorted(fixed)}, which callers pass")
+        field = lambda value, default: default if value is None else value  # noqa: E731
+        if field(row.paper, paper) is None or field(row.input_shape, input_shape) is None:
+            raise ValueError(f"variant {row.name!r} needs a paper and an input_shape (its own or "
+                             "the table's)")
+        info = ModelInfo(
+            row.name, field(row.paper, paper), float(row.params), float(row.macs),
+            tuple(field(row.input_shape, input_shape)), int(field(row.classes, classes)),
+            int(field(row.min_size, min_size)), field(row.source, source), field(row.notes, notes),
+            _check_figure_source(field(row.figure_source, figure_source), row.name))
+        entries.append((row.name, _variant_builder(builder, row.name, dict(row.args)), info,
+                        row_options))
+    names = [entry[0] for entry in entries]
+    twice = sorted({n for n in names if names.count(n) > 1 or n in _BUILDERS})
+    if twice:
+        raise ValueError(f"model {twice[0]!r} is registered twice")
+    for entry in entries:
+        _register(*entry)
+
+
+def _variant_builder(builder, name, args):
+    def build(**kwargs):
+        return builder(**args, name=name, **kwargs)
+
+    build.__name__ = build.__qualname__ = name
+    return build
+
+
+def check_options(name: str, kwargs, accepted) -> None:
+    """The one check of a model's extra keyword arguments: a TypeError naming the model, the
+    unknown arguments and the ones it accepts."""
+    unknown = sorted(set(kwargs) - set(accepted))
+    if not unknown:
+        return
+    accepts = ", ".join(HEAD_ARGUMENTS)
+    extra = (f" and the variant arguments {_join(sorted(accepted))}" if accepted
+             else " and no variant arguments")
+    plural = "s" if len(unknown) > 1 else ""
+    raise TypeError(f"{name} got unexpected keyword argument{plural} {_join(unknown)}; "
+                    f"it accepts {accepts}{extra}")
+
+
+def _join(names):
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -67,6 +182,12 @@ def model_info(name: str) -> ModelInfo:
     return _INFOS[_lookup(name)]
 
 
+def model_options(name: str) -> tuple:
+    """The keyword arguments `create_model(name, ...)` accepts beyond the head arguments (for a
+    builder registered with `register_model`, whatever it checks itself: reported as ())."""
+    return tuple(sorted(_OPTIONS[_lookup(name)] or ()))
+
+
 def _check_input_shape(input_shape, info: ModelInfo) -> tuple[int, int, int]:
     try:
         shape = tuple(int(d) for d in input_shape)
@@ -86,10 +207,13 @@ def create_model(name: str, *, input_shape=None, classes=None, include_top: bool
     """Build a registered model as a tf_keras functional Model.
 
     `None` for input_shape/classes/classifier_activation means the variant's published default
-    (softmax for the classifier). Extra keyword arguments go to the family builder (e.g. `width`).
+    (softmax for the classifier). Extra keyword arguments go to the family builder (e.g. `width`);
+    `model_options(name)` lists those a variant accepts.
     """
     key = _lookup(name)
     info = _INFOS[key]
+    if _OPTIONS[key] is not None:
+        check_options(key, variant_kwargs, _OPTIONS[key])
     shape = _check_input_shape(info.input_shape if input_shape is None else input_shape, info)
     classes = info.classes if classes is None else classes
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
@@ -102,7 +226,5 @@ def create_model(name: str, *, input_shape=None, classes=None, include_top: bool
 
 
 def reject_extra_kwargs(name, kwargs):
-    """Builders without variant options raise a TypeError that names what they got."""
-    if kwargs:
-        raise TypeError(f"{name}() got unexpected keyword arguments {sorted(kwargs)}; it takes only "
-                        "input_shape, classes, include_top, pooling and classifier_activation")
+    """For builders registered with `register_model`: the shared check with no variant arguments."""
+    check_options(name, kwargs, ())

@@ -26,29 +26,13 @@ conv shortcut without BN on the stride-2 stacks and a He-normal softmax classifi
 """
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.registry import register_model, reject_extra_kwargs
+from kerasnets import blocks, registry
+from kerasnets.blocks import conv_unit
+from kerasnets.registry import Variant
 
 L = keras.layers
 CIFAR_STAGE_FILTERS = (16, 32, 64)
 MLPERF_WEIGHT_DECAY = 1e-4
-
-
-def conv_unit(ghost_ratio=None, ghost_dw_kernel=3):
-    """The conv-BN-act unit `f(x, filters, kernel, *, strides, act, name)` of a plain net, or the
-    Ghost module that replaces it as a drop-in (same output channels, kernel and stride)."""
-    if ghost_ratio is None:
-        return blocks.conv_bn
-    if isinstance(ghost_ratio, bool) or not isinstance(ghost_ratio, int) or ghost_ratio < 2:
-        raise ValueError(f"ratio (Ghost s) must be an int >= 2, got {ghost_ratio!r}")
-    if isinstance(ghost_dw_kernel, bool) or not isinstance(ghost_dw_kernel, int) or ghost_dw_kernel < 1:
-        raise ValueError(f"dw_kernel (Ghost d) must be an int >= 1, got {ghost_dw_kernel!r}")
-
-    def ghost_unit(x, filters, kernel, *, strides=1, act="relu", name):
-        return blocks.ghost_module(x, filters, ratio=ghost_ratio, kernel=kernel,
-                                   dw_kernel=ghost_dw_kernel, strides=strides, act=act, name=name)
-
-    return ghost_unit
 
 
 # --- CIFAR ResNets (He et al.) and Ghost-ResNet ---------------------------------------------
@@ -63,8 +47,10 @@ def _basic_block(x, filters, *, strides, unit, name):
     return blocks.activation(x, "relu", name=f"{name}_out")
 
 
-def _cifar_resnet(depth, *, unit, input_shape, classes, include_top, pooling, classifier_activation,
-                  name) -> keras.Model:
+def _cifar_resnet(depth, *, input_shape, classes, include_top, pooling, classifier_activation, name,
+                  ghost=False, ratio=2, dw_kernel=3) -> keras.Model:
+    """CIFAR ResNet of `depth`, plain or (ghost=True) with Ghost modules of ratio s, kernel d."""
+    unit = conv_unit(ratio, dw_kernel) if ghost else conv_unit()
     if (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n + 2, got {depth}")
     blocks_per_stage = (depth - 2) // 6
@@ -83,35 +69,18 @@ _CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=4)
 _SHORTCUT_NOTE = "option B (1x1 conv + BN) projection shortcuts where the shape changes; the paper uses option A"
 
 
-@register_model(paper="arXiv 1512.03385", params=0.27e6, macs=41e6, **_CIFAR,
-                source="paper Table 6 (params); MACs are not in the paper: 41M as commonly reported",
-                notes=_SHORTCUT_NOTE)
-def resnet20_cifar(*, input_shape, classes, include_top, pooling, classifier_activation, **kwargs):
-    reject_extra_kwargs("resnet20_cifar", kwargs)
-    return _cifar_resnet(20, unit=conv_unit(), input_shape=input_shape, classes=classes,
-                         include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, name="resnet20_cifar")
+VARIANTS = [
+    Variant("resnet20_cifar", dict(depth=20), params=0.27e6, macs=41e6, notes=_SHORTCUT_NOTE,
+            source="paper Table 6 (params); MACs are not in the paper: 41M as commonly reported"),
+    Variant("resnet56_cifar", dict(depth=56), params=0.85e6, macs=125e6, notes=_SHORTCUT_NOTE,
+            source="paper Table 6 (params); GhostNet paper Table 5 (arXiv 1911.11907) for MACs"),
+    Variant("ghost_resnet56_cifar", dict(depth=56, ghost=True), params=0.43e6, macs=63e6,
+            paper="arXiv 1911.11907", source="paper Table 5", options=("ratio", "dw_kernel"),
+            notes="every conv-BN unit of ResNet-56 (stem included) as a Ghost module, s=2, d=3, "
+                  "3x3 primary conv; " + _SHORTCUT_NOTE + "; variant kwargs ratio (s), dw_kernel (d)"),
+]
 
-
-@register_model(paper="arXiv 1512.03385", params=0.85e6, macs=125e6, **_CIFAR,
-                source="paper Table 6 (params); GhostNet paper Table 5 (arXiv 1911.11907) for MACs",
-                notes=_SHORTCUT_NOTE)
-def resnet56_cifar(*, input_shape, classes, include_top, pooling, classifier_activation, **kwargs):
-    reject_extra_kwargs("resnet56_cifar", kwargs)
-    return _cifar_resnet(56, unit=conv_unit(), input_shape=input_shape, classes=classes,
-                         include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, name="resnet56_cifar")
-
-
-@register_model(paper="arXiv 1911.11907", params=0.43e6, macs=63e6, **_CIFAR, source="paper Table 5",
-                notes="every conv-BN unit of ResNet-56 (stem included) as a Ghost module, s=2, d=3, "
-                      "3x3 primary conv; " + _SHORTCUT_NOTE + "; variant kwargs ratio (s), dw_kernel (d)")
-def ghost_resnet56_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
-                         ratio=2, dw_kernel=3, **kwargs):
-    reject_extra_kwargs("ghost_resnet56_cifar", kwargs)
-    return _cifar_resnet(56, unit=conv_unit(ratio, dw_kernel), input_shape=input_shape,
-                         classes=classes, include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, name="ghost_resnet56_cifar")
+registry.register_variants(_cifar_resnet, VARIANTS, paper="arXiv 1512.03385", **_CIFAR)
 
 
 # --- MLPerf Tiny ResNet-8 --------------------------------------------------------------------
@@ -148,11 +117,7 @@ def _mlperf_head(x, *, include_top, pooling, classes, classifier_activation):
                    name="head_fc")(x)
 
 
-@register_model(paper="MLPerf Tiny (arXiv 2106.07597)", params=78e3, macs=12.5e6, **_CIFAR,
-                source="official code: mlcommons/tiny benchmark/training/image_classification/keras_model.py",
-                notes="resnet_v1_eembc with 16/32/64 filters; convs with bias and L2 1e-4, Keras-default BN")
-def resnet8(*, input_shape, classes, include_top, pooling, classifier_activation, **kwargs):
-    reject_extra_kwargs("resnet8", kwargs)
+def _resnet8(*, input_shape, classes, include_top, pooling, classifier_activation, name):
     inputs = blocks.model_input(input_shape)
     x = _mlperf_conv_bn(inputs, 16, 3, name="stem")
     x = _mlperf_stack(x, 16, strides=1, name="stack1")
@@ -160,4 +125,16 @@ def resnet8(*, input_shape, classes, include_top, pooling, classifier_activation
     x = _mlperf_stack(x, 64, strides=2, name="stack3")
     outputs = _mlperf_head(x, include_top=include_top, pooling=pooling, classes=classes,
                            classifier_activation=classifier_activation)
-    return keras.Model(inputs, outputs, name="resnet8")
+    return keras.Model(inputs, outputs, name=name)
+
+
+MLPERF_VARIANTS = [
+    Variant("resnet8", {}, params=78e3, macs=12.5e6,
+            notes="resnet_v1_eembc with 16/32/64 filters; convs with bias and L2 1e-4, "
+                  "Keras-default BN"),
+]
+
+registry.register_variants(
+    _resnet8, MLPERF_VARIANTS, paper="MLPerf Tiny (arXiv 2106.07597)", **_CIFAR,
+    source="official code: mlcommons/tiny benchmark/training/image_classification/keras_model.py",
+    figure_source="official code")

@@ -12,9 +12,8 @@ bottleneck is rounded up to a multiple of the groups (36), the only change to an
 """
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.registry import register_model
-from kerasnets.registry import reject_extra_kwargs
+from kerasnets import blocks, registry
+from kerasnets.registry import Variant
 
 L = keras.layers
 
@@ -86,64 +85,20 @@ def _shufflenet(*, groups, width, input_shape, classes, include_top, pooling,
     return keras.Model(inputs, outputs, name=name)
 
 
-@register_model(paper=PAPER, params=1.53e6, macs=143e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=SOURCE, notes="1.0x, g=1: no grouping, no shuffle")
-def shufflenet_g1(*, input_shape, classes, include_top, pooling, classifier_activation,
-                  **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenet_g1", kwargs)
-    return _shufflenet(groups=1, width=1.0, input_shape=input_shape, classes=classes,
-                       include_top=include_top, pooling=pooling,
-                       classifier_activation=classifier_activation, name="shufflenet_g1")
+VARIANTS = [
+    Variant("shufflenet_g1", dict(groups=1, width=1.0), params=1.53e6, macs=143e6,
+            notes="1.0x, g=1: no grouping, no shuffle"),
+    Variant("shufflenet_g2", dict(groups=2, width=1.0), params=1.73e6, macs=140e6, notes="1.0x, g=2"),
+    Variant("shufflenet_g3", dict(groups=3, width=1.0), params=1.87e6, macs=137e6,
+            source=SOURCE + "; 1.87M also in mmpretrain's model zoo",
+            notes="1.0x, g=3: the paper's headline model"),
+    Variant("shufflenet_g4", dict(groups=4, width=1.0), params=1.97e6, macs=133e6, notes="1.0x, g=4"),
+    Variant("shufflenet_g8", dict(groups=8, width=1.0), params=2.43e6, macs=137e6,
+            source=SOURCE + "; the megvii README gives 2.4M", notes="1.0x, g=8"),
+    Variant("shufflenet_050_g4", dict(groups=4, width=0.5), params=0.78e6, macs=38e6,
+            notes="0.5x, g=4 (41.6% top-1 error in Table 2); stage-2 bottleneck 34 -> 36"),
+]
 
-
-@register_model(paper=PAPER, params=1.73e6, macs=140e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=SOURCE, notes="1.0x, g=2")
-def shufflenet_g2(*, input_shape, classes, include_top, pooling, classifier_activation,
-                  **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenet_g2", kwargs)
-    return _shufflenet(groups=2, width=1.0, input_shape=input_shape, classes=classes,
-                       include_top=include_top, pooling=pooling,
-                       classifier_activation=classifier_activation, name="shufflenet_g2")
-
-
-@register_model(paper=PAPER, params=1.87e6, macs=137e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=SOURCE + "; 1.87M also in mmpretrain's model zoo",
-                notes="1.0x, g=3: the paper's headline model")
-def shufflenet_g3(*, input_shape, classes, include_top, pooling, classifier_activation,
-                  **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenet_g3", kwargs)
-    return _shufflenet(groups=3, width=1.0, input_shape=input_shape, classes=classes,
-                       include_top=include_top, pooling=pooling,
-                       classifier_activation=classifier_activation, name="shufflenet_g3")
-
-
-@register_model(paper=PAPER, params=1.97e6, macs=133e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=SOURCE, notes="1.0x, g=4")
-def shufflenet_g4(*, input_shape, classes, include_top, pooling, classifier_activation,
-                  **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenet_g4", kwargs)
-    return _shufflenet(groups=4, width=1.0, input_shape=input_shape, classes=classes,
-                       include_top=include_top, pooling=pooling,
-                       classifier_activation=classifier_activation, name="shufflenet_g4")
-
-
-@register_model(paper=PAPER, params=2.43e6, macs=137e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=SOURCE + "; the megvii README gives 2.4M",
-                notes="1.0x, g=8")
-def shufflenet_g8(*, input_shape, classes, include_top, pooling, classifier_activation,
-                  **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenet_g8", kwargs)
-    return _shufflenet(groups=8, width=1.0, input_shape=input_shape, classes=classes,
-                       include_top=include_top, pooling=pooling,
-                       classifier_activation=classifier_activation, name="shufflenet_g8")
-
-
-@register_model(paper=PAPER, params=0.78e6, macs=38e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=SOURCE,
-                notes="0.5x, g=4 (41.6% top-1 error in Table 2); stage-2 bottleneck 34 -> 36")
-def shufflenet_050_g4(*, input_shape, classes, include_top, pooling, classifier_activation,
-                      **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenet_050_g4", kwargs)
-    return _shufflenet(groups=4, width=0.5, input_shape=input_shape, classes=classes,
-                       include_top=include_top, pooling=pooling,
-                       classifier_activation=classifier_activation, name="shufflenet_050_g4")
+# params are the official code's (MACs the paper's)
+registry.register_variants(_shufflenet, VARIANTS, paper=PAPER, input_shape=(224, 224, 3), classes=1000,
+                           min_size=32, source=SOURCE, figure_source="official code")

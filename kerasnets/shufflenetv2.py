@@ -16,9 +16,9 @@ import dataclasses
 
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.registry import register_model
-from kerasnets.registry import reject_extra_kwargs
+from kerasnets import blocks, registry
+from kerasnets.blocks import shuffle_downsample_unit, shuffle_main_branch
+from kerasnets.registry import Variant
 
 L = keras.layers
 
@@ -46,19 +46,6 @@ IMAGENET = Layout(stem_stride=2, stem_pool=True, split="even_odd", downsample_sh
 CIFAR = Layout(stem_stride=1, stem_pool=False, split="halves", downsample_shortcut="half_output")
 
 
-def _main_branch(x, mid, out, *, stride, name):
-    """1x1 conv -> 3x3 depthwise conv (stride) -> 1x1 conv: the processed side of every unit."""
-    x = blocks.conv_bn(x, mid, 1, name=f"{name}_pw1")
-    x = blocks.dw_bn(x, 3, strides=stride, name=name)
-    return blocks.conv_bn(x, out, 1, name=f"{name}_pw2")
-
-
-def _shortcut_branch(x, out, *, name):
-    """Stride-2 shortcut: 3x3 depthwise conv -> 1x1 conv, so both branches see the full input."""
-    x = blocks.dw_bn(x, 3, strides=2, name=f"{name}_shortcut")
-    return blocks.conv_bn(x, out, 1, name=f"{name}_shortcut_pw")
-
-
 def _basic_unit(x, *, split, name):
     """Stride 1: shuffle, pass one half through untouched, process the other, concatenate."""
     channels = x.shape[-1]
@@ -68,16 +55,8 @@ def _basic_unit(x, *, split, name):
     x = blocks.channel_shuffle(x, groups, name=f"{name}_shuffle")
     kept = blocks.channel_slice(x, 0, half, name=f"{name}_keep")
     branch = blocks.channel_slice(x, half, channels - half, name=f"{name}_split")
-    branch = _main_branch(branch, half, channels - half, stride=1, name=name)
+    branch = shuffle_main_branch(branch, half, channels - half, stride=1, name=name)
     return L.Concatenate(name=f"{name}_concat")([kept, branch])
-
-
-def _downsample_unit(x, out_channels, *, shortcut, name):
-    """Stride 2: both branches read the whole input; their outputs concatenate to out_channels."""
-    shortcut_channels = x.shape[-1] if shortcut == "input" else out_channels // 2
-    left = _shortcut_branch(x, shortcut_channels, name=name)
-    right = _main_branch(x, out_channels // 2, out_channels - shortcut_channels, stride=2, name=name)
-    return L.Concatenate(name=f"{name}_concat")([left, right])
 
 
 def _shufflenetv2(*, width, layout, input_shape, classes, include_top, pooling,
@@ -90,8 +69,8 @@ def _shufflenetv2(*, width, layout, input_shape, classes, include_top, pooling,
     if layout.stem_pool:
         x = L.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
     for stage, (channels, repeats) in enumerate(zip(stage_channels, STAGE_REPEATS), start=2):
-        x = _downsample_unit(x, channels, shortcut=layout.downsample_shortcut,
-                             name=f"stage{stage}_unit1")
+        x = shuffle_downsample_unit(x, channels, shortcut=layout.downsample_shortcut,
+                                    name=f"stage{stage}_unit1")
         for unit in range(2, repeats + 1):
             x = _basic_unit(x, split=layout.split, name=f"stage{stage}_unit{unit}")
     x = blocks.conv_bn(x, last_channels, 1, name="conv5")
@@ -108,71 +87,25 @@ CIFAR_SOURCE = ("ohmydroid/AugShuffleNet-Plus README (CIFAR-10 table, MAdds) and
                 "models/shufflenetv2.py, by the author of AugShuffleNet (arXiv 2203.06589)")
 
 
-@register_model(paper=PAPER, params=1.4e6, macs=41e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=IMAGENET_SOURCE, notes="0.5x")
-def shufflenetv2_050(*, input_shape, classes, include_top, pooling, classifier_activation,
-                     **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenetv2_050", kwargs)
-    return _shufflenetv2(width=0.5, layout=IMAGENET, input_shape=input_shape, classes=classes,
-                         include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, name="shufflenetv2_050")
+_CIFAR_STEM = "CIFAR stem (stride 1, no max-pool)"
+_CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=8, source=CIFAR_SOURCE)
 
+VARIANTS = [
+    Variant("shufflenetv2_050", dict(width=0.5, layout=IMAGENET), params=1.4e6, macs=41e6,
+            notes="0.5x"),
+    Variant("shufflenetv2_100", dict(width=1.0, layout=IMAGENET), params=2.3e6, macs=146e6,
+            notes="1.0x"),
+    Variant("shufflenetv2_150", dict(width=1.5, layout=IMAGENET), params=3.5e6, macs=299e6,
+            notes="1.5x"),
+    Variant("shufflenetv2_200", dict(width=2.0, layout=IMAGENET), params=7.4e6, macs=591e6,
+            notes="2.0x, dropout 0.2 before the classifier"),
+    Variant("shufflenetv2_050_cifar", dict(width=0.5, layout=CIFAR), params=0.35e6, macs=10.9e6,
+            **_CIFAR, figure_source="official code", notes="0.5x, " + _CIFAR_STEM),
+    Variant("shufflenetv2_100_cifar", dict(width=1.0, layout=CIFAR), params=1.26e6, macs=45.0e6,
+            **_CIFAR, figure_source="official code", notes="1.0x, " + _CIFAR_STEM),
+    Variant("shufflenetv2_150_cifar", dict(width=1.5, layout=CIFAR), params=2.49e6, macs=94.3e6,
+            **_CIFAR, figure_source="official code", notes="1.5x, " + _CIFAR_STEM),
+]
 
-@register_model(paper=PAPER, params=2.3e6, macs=146e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=IMAGENET_SOURCE, notes="1.0x")
-def shufflenetv2_100(*, input_shape, classes, include_top, pooling, classifier_activation,
-                     **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenetv2_100", kwargs)
-    return _shufflenetv2(width=1.0, layout=IMAGENET, input_shape=input_shape, classes=classes,
-                         include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, name="shufflenetv2_100")
-
-
-@register_model(paper=PAPER, params=3.5e6, macs=299e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=IMAGENET_SOURCE, notes="1.5x")
-def shufflenetv2_150(*, input_shape, classes, include_top, pooling, classifier_activation,
-                     **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenetv2_150", kwargs)
-    return _shufflenetv2(width=1.5, layout=IMAGENET, input_shape=input_shape, classes=classes,
-                         include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, name="shufflenetv2_150")
-
-
-@register_model(paper=PAPER, params=7.4e6, macs=591e6, input_shape=(224, 224, 3), classes=1000,
-                min_size=32, source=IMAGENET_SOURCE, notes="2.0x, dropout 0.2 before the classifier")
-def shufflenetv2_200(*, input_shape, classes, include_top, pooling, classifier_activation,
-                     **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenetv2_200", kwargs)
-    return _shufflenetv2(width=2.0, layout=IMAGENET, input_shape=input_shape, classes=classes,
-                         include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, name="shufflenetv2_200")
-
-
-@register_model(paper=PAPER, params=0.35e6, macs=10.9e6, input_shape=(32, 32, 3), classes=10,
-                min_size=8, source=CIFAR_SOURCE, notes="0.5x, CIFAR stem (stride 1, no max-pool)")
-def shufflenetv2_050_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
-                           **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenetv2_050_cifar", kwargs)
-    return _shufflenetv2(width=0.5, layout=CIFAR, input_shape=input_shape, classes=classes,
-                         include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, name="shufflenetv2_050_cifar")
-
-
-@register_model(paper=PAPER, params=1.26e6, macs=45.0e6, input_shape=(32, 32, 3), classes=10,
-                min_size=8, source=CIFAR_SOURCE, notes="1.0x, CIFAR stem (stride 1, no max-pool)")
-def shufflenetv2_100_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
-                           **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenetv2_100_cifar", kwargs)
-    return _shufflenetv2(width=1.0, layout=CIFAR, input_shape=input_shape, classes=classes,
-                         include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, name="shufflenetv2_100_cifar")
-
-
-@register_model(paper=PAPER, params=2.49e6, macs=94.3e6, input_shape=(32, 32, 3), classes=10,
-                min_size=8, source=CIFAR_SOURCE, notes="1.5x, CIFAR stem (stride 1, no max-pool)")
-def shufflenetv2_150_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
-                           **kwargs) -> keras.Model:
-    reject_extra_kwargs("shufflenetv2_150_cifar", kwargs)
-    return _shufflenetv2(width=1.5, layout=CIFAR, input_shape=input_shape, classes=classes,
-                         include_top=include_top, pooling=pooling,
-                         classifier_activation=classifier_activation, name="shufflenetv2_150_cifar")
+registry.register_variants(_shufflenetv2, VARIANTS, paper=PAPER, input_shape=(224, 224, 3), classes=1000,
+                           min_size=32, source=IMAGENET_SOURCE)

@@ -40,21 +40,12 @@ import dataclasses
 
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.hardnet import harmonic_channels, harmonic_links
-from kerasnets.registry import register_model
+from kerasnets import blocks, registry
+from kerasnets.blocks import (ThreshStage, conv_transition, connects_densely,  # noqa: F401
+                              dense_block, harmonic_block, layer_links, pooled_stem)
+from kerasnets.registry import Variant
 
 L = keras.layers
-DENSE_BOTTLENECK = 128  # 1x1 width of every dense layer in the official code
-GROWTH_MULT = 1.7  # HarDNet's m for the harmonic blocks
-
-
-@dataclasses.dataclass(frozen=True)
-class ThreshStage:
-    layers: int  # layers in the block
-    growth: int  # new channels per dense layer, or the harmonic k
-    channels: int  # output channels of the 1x1 transition after the block
-    downsample: bool  # 2x2/2 max pool after the transition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,89 +59,19 @@ def _stages(layers, growth, channels, downsample):
     return tuple(ThreshStage(*row) for row in zip(layers, growth, channels, downsample))
 
 
-CONFIGS = {
-    "threshnet79": ThreshNetConfig(threshold=4, stages=_stages(
-        layers=(6, 8, 12, 16, 4), growth=(32, 32, 32, 40, 160),
-        channels=(128, 192, 288, 480, 960), downsample=(True, True, False, True, False))),
-    "threshnet95": ThreshNetConfig(threshold=4, stages=_stages(
-        layers=(6, 12, 16, 16, 4), growth=(32, 32, 32, 40, 160),
-        channels=(128, 256, 384, 480, 960), downsample=(True, True, False, True, False))),
-}
-
-
-def connects_densely(block: int, threshold: int) -> bool:
-    """The threshold mechanism: block `block` (1-based) is dense below the threshold."""
-    return block < threshold
-
-
-def layer_links(layer: int, *, dense: bool) -> list[int]:
-    """Earlier outputs (0 = block input) that `layer` (1-based) of a block concatenates, in order:
-    all of them, oldest first, in a dense block; layer - 2^n for each power of two dividing it,
-    nearest first, in a harmonic one."""
-    return list(range(layer)) if dense else harmonic_links(layer)
-
-
-def _bn_relu_conv(x, filters, kernel, *, name):
-    x = blocks.batch_norm(x, name=f"{name}_bn")
-    x = blocks.activation(x, "relu", name=f"{name}_relu")
-    return L.Conv2D(filters, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
-
-
-def dense_block(x, layers, growth, *, name):
-    """`layers` dense layers (BN-ReLU-1x1 conv 128, BN-ReLU-3x3 conv growth), each appended to
-    its input, so layer k reads the block input and layers 1..k-1 (chained concatenations)."""
-    for k in range(1, layers + 1):
-        new = _bn_relu_conv(x, DENSE_BOTTLENECK, 1, name=f"{name}_layer{k}_1")
-        new = _bn_relu_conv(new, growth, 3, name=f"{name}_layer{k}_2")
-        x = L.Concatenate(name=f"{name}_layer{k}_concat")([x, new])
-    return x
-
-
-def harmonic_block(x, layers, growth, *, act, mult=GROWTH_MULT, name):
-    """HarDNet block of 3x3 Conv-BN-act layers; outputs the odd layers and the last one."""
-    outputs = [x]
-    for k in range(1, layers + 1):
-        inputs = [outputs[j] for j in layer_links(k, dense=False)]
-        h = inputs[0] if len(inputs) == 1 else L.Concatenate(name=f"{name}_layer{k}_in")(inputs)
-        filters = harmonic_channels(k, growth, mult)
-        outputs.append(blocks.conv_bn(h, filters, 3, act=act, name=f"{name}_layer{k}"))
-    kept = [t for i, t in enumerate(outputs) if i % 2 == 1 or i == layers]
-    return kept[0] if len(kept) == 1 else L.Concatenate(name=f"{name}_out")(kept)
-
-
-def stem(x, channels, *, act):
-    """3x3/2 and 3x3 Conv-BN-act, then a 3x3/2 max pool: a quarter of the input resolution."""
-    first, second = channels
-    x = blocks.conv_bn(x, first, 3, strides=2, act=act, name="stem1")
-    x = blocks.conv_bn(x, second, 3, act=act, name="stem2")
-    return L.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
-
-
-def transition(x, channels, *, downsample, act, name):
-    """1x1 Conv-BN-act to the stage's channels, then an optional 2x2/2 max pool."""
-    x = blocks.conv_bn(x, channels, 1, act=act, name=name)
-    if downsample:
-        x = L.MaxPooling2D(2, strides=2, name=f"{name}_pool")(x)
-    return x
-
-
-def reject_variant_kwargs(kwargs, name):
-    if kwargs:
-        raise TypeError(f"{name} takes no variant arguments, got {', '.join(sorted(kwargs))}")
 
 
 def _threshnet(config: ThreshNetConfig, *, input_shape, classes, include_top, pooling,
-               classifier_activation, name, **kwargs) -> keras.Model:
-    reject_variant_kwargs(kwargs, name)
+               classifier_activation, name) -> keras.Model:
     inputs = blocks.model_input(input_shape)
-    x = stem(inputs, config.stem_channels, act="relu")
+    x = pooled_stem(inputs, config.stem_channels, act="relu")
     for i, stage in enumerate(config.stages, start=1):
         if connects_densely(i, config.threshold):
             x = dense_block(x, stage.layers, stage.growth, name=f"block{i}")
         else:
             x = harmonic_block(x, stage.layers, stage.growth, act="relu", name=f"block{i}")
-        x = transition(x, stage.channels, downsample=stage.downsample, act="relu",
-                       name=f"transition{i}")
+        x = conv_transition(x, stage.channels, downsample=stage.downsample, act="relu",
+                            name=f"transition{i}")
     x = blocks.classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
                                classifier_activation=classifier_activation)
     return keras.Model(inputs, x, name=name)
@@ -164,19 +85,17 @@ _NOTES = ("official code trains classes=10 on 32x32 CIFAR-10; figures at 224x224
           "blocks 1-3 dense, 4-5 harmonic; min_size is the total stride")
 
 
-@register_model(paper=_PAPER, params=15.32e6, macs=3.46e9, input_shape=(224, 224, 3),
-                classes=1000, min_size=32, source=_SOURCE, notes=_NOTES)
-def threshnet79(*, input_shape, classes, include_top, pooling, classifier_activation,
-                **kwargs) -> keras.Model:
-    return _threshnet(CONFIGS["threshnet79"], input_shape=input_shape, classes=classes,
-                      include_top=include_top, pooling=pooling,
-                      classifier_activation=classifier_activation, name="threshnet79", **kwargs)
+VARIANTS = [
+    Variant("threshnet79", dict(config=ThreshNetConfig(threshold=4, stages=_stages(
+        layers=(6, 8, 12, 16, 4), growth=(32, 32, 32, 40, 160),
+        channels=(128, 192, 288, 480, 960), downsample=(True, True, False, True, False)))),
+        params=15.32e6, macs=3.46e9),
+    Variant("threshnet95", dict(config=ThreshNetConfig(threshold=4, stages=_stages(
+        layers=(6, 12, 16, 16, 4), growth=(32, 32, 32, 40, 160),
+        channels=(128, 256, 384, 480, 960), downsample=(True, True, False, True, False)))),
+        params=17.14e6, macs=4.07e9),
+]
+CONFIGS = {row.name: row.args["config"] for row in VARIANTS}
 
-
-@register_model(paper=_PAPER, params=17.14e6, macs=4.07e9, input_shape=(224, 224, 3),
-                classes=1000, min_size=32, source=_SOURCE, notes=_NOTES)
-def threshnet95(*, input_shape, classes, include_top, pooling, classifier_activation,
-                **kwargs) -> keras.Model:
-    return _threshnet(CONFIGS["threshnet95"], input_shape=input_shape, classes=classes,
-                      include_top=include_top, pooling=pooling,
-                      classifier_activation=classifier_activation, name="threshnet95", **kwargs)
+registry.register_variants(_threshnet, VARIANTS, paper=_PAPER, input_shape=(224, 224, 3), classes=1000,
+                           min_size=32, source=_SOURCE, notes=_NOTES, figure_source="official code")

@@ -41,9 +41,10 @@ import dataclasses
 
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets import threshnet
-from kerasnets.registry import register_model
+from kerasnets import blocks, registry
+from kerasnets.blocks import (ThreshStage, connects_densely, conv_transition, dense_block,
+                              harmonic_block, pooled_stem)
+from kerasnets.registry import Variant
 
 L = keras.layers
 ACT = "relu6"  # stem, harmonic layers and transitions; dense and residual layers use ReLU
@@ -53,23 +54,19 @@ THRESHOLD = 2  # ThreshNet's threshold mechanism with only block 1 below it: blo
 
 @dataclasses.dataclass(frozen=True)
 class TripleNetConfig:
-    stages: tuple[threshnet.ThreshStage, ...]  # block 1 dense, then harmonic blocks
+    stages: tuple[ThreshStage, ...]  # block 1 dense, then harmonic blocks
     residual_blocks: int  # bottlenecks in the last block
     dropout: float = 0.1
     stem_channels: tuple[int, int] = (32, 64)
 
 
 def _stages(layers, growth, channels, downsample):
-    return tuple(threshnet.ThreshStage(*row) for row in zip(layers, growth, channels, downsample))
+    return tuple(ThreshStage(*row) for row in zip(layers, growth, channels, downsample))
 
 
 _BLOCKS_1_TO_4 = _stages(layers=(6, 16, 16, 16), growth=(32, 16, 20, 40),
                          channels=(128, 192, 256, 320), downsample=(True, False, True, True))
 
-CONFIGS = {
-    "triplenet_s": TripleNetConfig(stages=_BLOCKS_1_TO_4, residual_blocks=2),
-    "triplenet_b": TripleNetConfig(stages=_BLOCKS_1_TO_4, residual_blocks=3),
-}
 
 
 def bottleneck_planes(in_channels: int) -> int:
@@ -90,17 +87,16 @@ def residual_bottleneck(x, planes, *, name):
 
 
 def _triplenet(config: TripleNetConfig, *, input_shape, classes, include_top, pooling,
-               classifier_activation, name, **kwargs) -> keras.Model:
-    threshnet.reject_variant_kwargs(kwargs, name)
+               classifier_activation, name) -> keras.Model:
     inputs = blocks.model_input(input_shape)
-    x = threshnet.stem(inputs, config.stem_channels, act=ACT)
+    x = pooled_stem(inputs, config.stem_channels, act=ACT)
     for i, stage in enumerate(config.stages, start=1):
-        if threshnet.connects_densely(i, THRESHOLD):
-            x = threshnet.dense_block(x, stage.layers, stage.growth, name=f"block{i}")
+        if connects_densely(i, THRESHOLD):
+            x = dense_block(x, stage.layers, stage.growth, name=f"block{i}")
         else:
-            x = threshnet.harmonic_block(x, stage.layers, stage.growth, act=ACT, name=f"block{i}")
-        x = threshnet.transition(x, stage.channels, downsample=stage.downsample, act=ACT,
-                                 name=f"transition{i}")
+            x = harmonic_block(x, stage.layers, stage.growth, act=ACT, name=f"block{i}")
+        x = conv_transition(x, stage.channels, downsample=stage.downsample, act=ACT,
+                            name=f"transition{i}")
     last = len(config.stages) + 1
     for j in range(1, config.residual_blocks + 1):
         x = residual_bottleneck(x, bottleneck_planes(x.shape[-1]), name=f"block{last}_layer{j}")
@@ -117,20 +113,14 @@ _NOTES = ("official code trains classes=10 on 32x32 CIFAR-10; figures at 224x224
           "block 1 dense, 2-4 harmonic, 5 residual; min_size is the total stride")
 
 
-@register_model(paper=_PAPER, params=9.67e6, macs=4.17e9, input_shape=(224, 224, 3),
-                classes=1000, min_size=32, source=_SOURCE, notes=_NOTES)
-def triplenet_s(*, input_shape, classes, include_top, pooling, classifier_activation,
-                **kwargs) -> keras.Model:
-    return _triplenet(CONFIGS["triplenet_s"], input_shape=input_shape, classes=classes,
-                      include_top=include_top, pooling=pooling,
-                      classifier_activation=classifier_activation, name="triplenet_s", **kwargs)
+VARIANTS = [
+    Variant("triplenet_s", dict(config=TripleNetConfig(stages=_BLOCKS_1_TO_4, residual_blocks=2)),
+            params=9.67e6, macs=4.17e9),
+    Variant("triplenet_b", dict(config=TripleNetConfig(stages=_BLOCKS_1_TO_4, residual_blocks=3)),
+            params=12.63e6, macs=4.29e9,
+            notes=_NOTES + "; the README's B (3 bottlenecks), not the wider cifar10/ file"),
+]
+CONFIGS = {row.name: row.args["config"] for row in VARIANTS}
 
-
-@register_model(paper=_PAPER, params=12.63e6, macs=4.29e9, input_shape=(224, 224, 3),
-                classes=1000, min_size=32, source=_SOURCE,
-                notes=_NOTES + "; the README's B (3 bottlenecks), not the wider cifar10/ file")
-def triplenet_b(*, input_shape, classes, include_top, pooling, classifier_activation,
-                **kwargs) -> keras.Model:
-    return _triplenet(CONFIGS["triplenet_b"], input_shape=input_shape, classes=classes,
-                      include_top=include_top, pooling=pooling,
-                      classifier_activation=classifier_activation, name="triplenet_b", **kwargs)
+registry.register_variants(_triplenet, VARIANTS, paper=_PAPER, input_shape=(224, 224, 3), classes=1000,
+                           min_size=32, source=_SOURCE, notes=_NOTES, figure_source="official code")

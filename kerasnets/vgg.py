@@ -15,9 +15,9 @@ keeping it plain would add 0.6M MACs (+0.4%). The classifier is kept.
 """
 import tf_keras as keras
 
-from kerasnets import blocks
-from kerasnets.registry import register_model, reject_extra_kwargs
-from kerasnets.resnet import conv_unit
+from kerasnets import blocks, registry
+from kerasnets.blocks import conv_unit
+from kerasnets.registry import Variant
 
 L = keras.layers
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -46,8 +46,10 @@ def _vgg_head(x, *, include_top, pooling, classes, classifier_activation):
     return L.Dense(classes, activation=classifier_activation, name="head_fc")(x)
 
 
-def _vgg(stages, *, unit, input_shape, classes, include_top, pooling, classifier_activation,
-         name) -> keras.Model:
+def _vgg(stages, *, input_shape, classes, include_top, pooling, classifier_activation, name,
+         ghost=False, ratio=2, dw_kernel=3) -> keras.Model:
+    """VGG of `stages`, plain or (ghost=True) with Ghost modules of ratio s, kernel d."""
+    unit = conv_unit(ratio, dw_kernel) if ghost else conv_unit()
     inputs = blocks.model_input(input_shape)
     x = _vgg_features(inputs, stages, unit=unit)
     outputs = _vgg_head(x, include_top=include_top, pooling=pooling, classes=classes,
@@ -58,22 +60,15 @@ def _vgg(stages, *, unit, input_shape, classes, include_top, pooling, classifier
 _CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=16)  # four 2x2 max pools
 
 
-@register_model(paper="arXiv 1608.08710", params=15.0e6, macs=313e6, **_CIFAR,
-                source="GhostNet paper Table 5 (arXiv 1911.11907); Li et al. Table 1: 1.5e7, 3.13e8",
-                notes="BN after every conv and after the hidden Linear(512) of the classifier")
-def vgg16_cifar(*, input_shape, classes, include_top, pooling, classifier_activation, **kwargs):
-    reject_extra_kwargs("vgg16_cifar", kwargs)
-    return _vgg(VGG16_STAGES, unit=conv_unit(), input_shape=input_shape, classes=classes,
-                include_top=include_top, pooling=pooling,
-                classifier_activation=classifier_activation, name="vgg16_cifar")
+VARIANTS = [
+    Variant("vgg16_cifar", dict(stages=VGG16_STAGES), params=15.0e6, macs=313e6,
+            paper="arXiv 1608.08710",
+            source="GhostNet paper Table 5 (arXiv 1911.11907); Li et al. Table 1: 1.5e7, 3.13e8",
+            notes="BN after every conv and after the hidden Linear(512) of the classifier"),
+    Variant("ghost_vgg16_cifar", dict(stages=VGG16_STAGES, ghost=True), params=7.7e6, macs=158e6,
+            paper="arXiv 1911.11907", source="paper Table 5", options=("ratio", "dw_kernel"),
+            notes="all 13 convs as Ghost modules, s=2, d=3, 3x3 primary conv; "
+                  "variant kwargs ratio (s), dw_kernel (d)"),
+]
 
-
-@register_model(paper="arXiv 1911.11907", params=7.7e6, macs=158e6, **_CIFAR, source="paper Table 5",
-                notes="all 13 convs as Ghost modules, s=2, d=3, 3x3 primary conv; "
-                      "variant kwargs ratio (s), dw_kernel (d)")
-def ghost_vgg16_cifar(*, input_shape, classes, include_top, pooling, classifier_activation,
-                      ratio=2, dw_kernel=3, **kwargs):
-    reject_extra_kwargs("ghost_vgg16_cifar", kwargs)
-    return _vgg(VGG16_STAGES, unit=conv_unit(ratio, dw_kernel), input_shape=input_shape,
-                classes=classes, include_top=include_top, pooling=pooling,
-                classifier_activation=classifier_activation, name="ghost_vgg16_cifar")
+registry.register_variants(_vgg, VARIANTS, **_CIFAR)
