@@ -40,7 +40,7 @@ def firmware_cache(tmp_path_factory):
     return {"dir": cache, "library_seconds": {}}
 
 
-@pytest.fixture(scope="module", params=["resnet8"])
+@pytest.fixture(scope="module", params=["resnet8", "shufflenetv2_050_cifar"])
 def bundle(request, tmp_path_factory, digit_batches):
     name = request.param
     model = kerasnets.create_model(name)
