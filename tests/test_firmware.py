@@ -7,6 +7,7 @@ Needs arm-none-eabi-g++, qemu-system-arm, g++ (scripts/bootstrap.sh) and the TFL
 compiled once per kernel set and target per session (in a session folder, or in
 $KERASNETS_CACHE to reuse it across runs).
 """
+import json
 import os
 import shutil
 import time
@@ -35,9 +36,13 @@ RUNS = [("reference", "mps2-an386"), ("cmsis_nn", "mps2-an386"), ("reference", "
 
 @pytest.fixture(scope="session")
 def firmware_cache(tmp_path_factory):
-    """One TFLM library per kernel set and target for the whole session; the seconds it took."""
+    """One TFLM library per kernel set and target for the whole session. The measurements of each
+    run go to firmware-timings.json in pytest's base temporary folder (xdist hides prints)."""
     cache = os.environ.get("KERASNETS_CACHE") or str(tmp_path_factory.mktemp("tflm-cache"))
-    return {"dir": cache, "library_seconds": {}}
+    state = {"dir": cache, "runs": []}
+    yield state
+    report = tmp_path_factory.getbasetemp() / "firmware-timings.json"
+    report.write_text(json.dumps(state["runs"], indent=1) + "\n")
 
 
 @pytest.fixture(scope="module", params=["resnet8", "shufflenetv2_050_cifar"])
@@ -65,11 +70,12 @@ def test_firmware_outputs_are_the_tflite_micro_interpreters(bundle, firmware_cac
     started = time.monotonic()
     result = firmware_build.benchmark(model_dir, TREES[kernels], target, inputs=inputs, expected=expected,
                                       out_dir=tmp_path / "build", cache_dir=firmware_cache["dir"], jobs=2)
-    firmware_cache["library_seconds"].setdefault((kernels, target), result["library_seconds"])
-    print(f"{name} {kernels} {target}: library {result['library_seconds']:.1f} s, firmware build "
-          f"{result['build_seconds']:.1f} s, run {result['seconds']:.1f} s, total "
-          f"{time.monotonic() - started:.1f} s; size {result['size']}; arena used {result['arena_used']}; "
-          f"ticks {result['ticks']}; instructions {result.get('instructions')}")
+    firmware_cache["runs"].append({
+        "model": name, "kernels": kernels, "target": target, "library_seconds": round(result["library_seconds"], 1),
+        "firmware_build_seconds": round(result["build_seconds"], 1), "run_seconds": round(result["seconds"], 1),
+        "total_seconds": round(time.monotonic() - started, 1), "size": result["size"],
+        "arena_used": result["arena_used"], "arena_size": result["arena_size"], "ticks": result["ticks"],
+        "instructions": result.get("instructions"), "outputs": result["outputs"].tolist()})
     assert result["kernels"] == kernels
     assert result["exit_code"] == 0 and result["passed"] and not result["errors"], result["log"][-2000:]
     assert result["outputs"].shape == expected.shape
@@ -108,6 +114,22 @@ def test_errors_name_the_argument(tmp_path, monkeypatch):
         firmware_build.qemu_command("fw.elf")
     with pytest.raises(firmware_build.FirmwareError, match="gcc-arm-none-eabi"):
         firmware_build.build_tflm_library(tmp_path, "mps2-an386")
+
+
+@pytest.mark.skipif(not shutil.which("g++"), reason="g++ is installed by scripts/bootstrap.sh")
+def test_library_key_follows_the_tree_content_not_its_place(tmp_path):
+    for place in ("a", "b"):
+        header = tmp_path / place / "tree" / "tensorflow" / "lite" / "micro" / "micro_interpreter.h"
+        header.parent.mkdir(parents=True)
+        header.write_text("// same content\n")
+    tool = {"cxx": "g++"}
+    keys = [firmware_build._tree_key(str(tmp_path / p / "tree"), "host",
+                                     firmware_build._flags(str(tmp_path / p / "tree"), "host", "reference"), tool)
+            for p in ("a", "b")]
+    assert keys[0] == keys[1]
+    (tmp_path / "b" / "tree" / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").write_text("// changed\n")
+    assert firmware_build._tree_key(str(tmp_path / "b" / "tree"), "host", firmware_build._flags(
+        str(tmp_path / "b" / "tree"), "host", "reference"), tool) != keys[0]
 
 
 def test_parse_output_reads_chunked_outputs():
