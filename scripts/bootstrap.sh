@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up kerasnets on a fresh machine with Python 3.11: a virtualenv in .venv with the package
 # (and, with --test, its test extras), plus the system packages the toolchain checks use
-# (g++ and the Arm cross-compiler), installed with apt-get when running as root.
+# (g++, the Arm cross-compiler, and QEMU's Arm system emulator that runs the Cortex-M firmware),
+# installed with apt-get when running as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
@@ -22,11 +23,12 @@ fi
 need=()
 command -v g++ >/dev/null || need+=(g++)
 command -v arm-none-eabi-g++ >/dev/null || need+=(gcc-arm-none-eabi libnewlib-arm-none-eabi)
+command -v qemu-system-arm >/dev/null || need+=(qemu-system-arm)
 if [[ ${#need[@]} -gt 0 ]]; then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "bootstrap: installing ${need[*]} (apt-get)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "bootstrap: without ${need[*]} the C compile checks are skipped; install them with apt-get" >&2
+    echo "bootstrap: without ${need[*]} the C compile and firmware checks are skipped; install them with apt-get" >&2
   fi
 fi

@@ -1,0 +1,141 @@
+"""The shipped firmware builds and runs: on QEMU's Cortex-M4 (mps2-an386) with TFLM's reference and
+CMSIS-NN kernels, and on the host, its int8 outputs for real images are the tflite-micro Python
+interpreter's, bit for bit.
+
+Needs arm-none-eabi-g++, qemu-system-arm, g++ (scripts/bootstrap.sh) and the TFLM tree fixtures
+(../shared/tflm/*.tar.gz beside the checkout, or $KERASNETS_TFLM_FIXTURES). The TFLM library is
+compiled once per kernel set and target per session (in a session folder, or in
+$KERASNETS_CACHE to reuse it across runs).
+"""
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+import kerasnets
+from kerasnets.micro import arena, codegen, firmware_build
+from kerasnets.pipelines import convert
+from conftest import calibrate_batchnorm
+
+FIXTURES = os.environ.get("KERASNETS_TFLM_FIXTURES") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "tflm")
+TREES = {"reference": os.path.join(FIXTURES, "tflm-cortex-m4-reference.tar.gz"),
+         "cmsis_nn": os.path.join(FIXTURES, "tflm-cortex-m4-cmsis-nn.tar.gz")}
+MISSING = [tool for tool in ("arm-none-eabi-g++", "qemu-system-arm", "g++") if not shutil.which(tool)]
+needs_toolchain = pytest.mark.skipif(
+    bool(MISSING) or not all(os.path.isfile(t) for t in TREES.values()),
+    reason=(f"{', '.join(MISSING)} not installed (scripts/bootstrap.sh installs them)" if MISSING
+            else f"TFLM tree fixtures not found in {FIXTURES} (set KERASNETS_TFLM_FIXTURES)"))
+
+# (kernel set, target): QEMU with both kernel sets; the host with the reference kernels.
+RUNS = [("reference", "mps2-an386"), ("cmsis_nn", "mps2-an386"), ("reference", "host")]
+
+
+@pytest.fixture(scope="session")
+def firmware_cache(tmp_path_factory):
+    """One TFLM library per kernel set and target for the whole session. The measurements of each
+    run go to firmware-timings.json in pytest's base temporary folder (xdist hides prints)."""
+    cache = os.environ.get("KERASNETS_CACHE") or str(tmp_path_factory.mktemp("tflm-cache"))
+    state = {"dir": cache, "runs": []}
+    yield state
+    report = tmp_path_factory.getbasetemp() / "firmware-timings.json"
+    report.write_text(json.dumps(state["runs"], indent=1) + "\n")
+
+
+@pytest.fixture(scope="module", params=["resnet8", "shufflenetv2_050_cifar"])
+def bundle(request, tmp_path_factory, digit_batches):
+    name = request.param
+    model = kerasnets.create_model(name)
+    images = digit_batches(model.input_shape[1:], 16)
+    calibrate_batchnorm(model, images)
+    tflite = convert.export(model, "int8", images)
+    details = convert.litert_interpreter(tflite, reference=True).get_input_details()[0]
+    x8 = convert.quantize_input(images, details)
+    out = tmp_path_factory.mktemp(f"{name}-bundle")
+    codegen.emit(tflite, out / "micro", name, golden_input=x8[0])
+    expected = arena.run_micro(tflite, x8)  # the tflite-micro Python interpreter (reference kernels)
+    # two real images whose int8 outputs differ, so a firmware that ignored its input would fail
+    second = next(i for i in range(1, len(x8)) if not np.array_equal(expected[i], expected[0]))
+    pick = [0, second]
+    return name, tflite, out / "micro", x8[pick], expected[pick]
+
+
+@needs_toolchain
+@pytest.mark.parametrize("kernels,target", RUNS)
+def test_firmware_outputs_are_the_tflite_micro_interpreters(bundle, firmware_cache, kernels, target, tmp_path):
+    name, tflite, model_dir, inputs, expected = bundle
+    started = time.monotonic()
+    result = firmware_build.benchmark(model_dir, TREES[kernels], target, inputs=inputs, expected=expected,
+                                      out_dir=tmp_path / "build", cache_dir=firmware_cache["dir"], jobs=2)
+    firmware_cache["runs"].append({
+        "model": name, "kernels": kernels, "target": target, "library_seconds": round(result["library_seconds"], 1),
+        "firmware_build_seconds": round(result["build_seconds"], 1), "run_seconds": round(result["seconds"], 1),
+        "total_seconds": round(time.monotonic() - started, 1), "size": result["size"],
+        "arena_used": result["arena_used"], "arena_size": result["arena_size"], "ticks": result["ticks"],
+        "instructions": result.get("instructions"), "outputs": result["outputs"].tolist()})
+    assert result["kernels"] == kernels
+    assert result["exit_code"] == 0 and result["passed"] and not result["errors"], result["log"][-2000:]
+    assert result["outputs"].shape == expected.shape
+    assert np.array_equal(result["outputs"], expected)  # bit-identical to the Python interpreter
+    assert not np.array_equal(result["outputs"][0], result["outputs"][1])
+    assert result["max_diff"] == [0, 0]
+    assert 0 < result["arena_used"] <= result["arena_size"]
+    assert len(result["ticks"]) == 2 and all(t > 0 for t in result["ticks"])
+    if target == "mps2-an386":
+        assert result["size"]["flash"] > len(tflite) and result["size"]["ram"] > result["arena_size"]
+        assert all(n == t * 40 for n, t in zip(result["instructions"], result["ticks"]))
+        # -icount makes the count deterministic: the same model and kernels give the same count
+        # for inputs of the same shape up to data-dependent branches (a few percent at most)
+        assert abs(result["instructions"][0] - result["instructions"][1]) < 0.05 * result["instructions"][0]
+
+
+@needs_toolchain
+def test_golden_pair_of_the_export_runs_without_extra_inputs(bundle, firmware_cache, tmp_path):
+    """The firmware as `kerasnets export --micro` ships it (no kerasnets_inputs.h) passes on QEMU."""
+    _, _, model_dir, inputs, expected = bundle
+    result = firmware_build.benchmark(model_dir, TREES["cmsis_nn"], "mps2-an386", out_dir=tmp_path / "build",
+                                      cache_dir=firmware_cache["dir"], jobs=2)
+    assert result["passed"] and result["exit_code"] == 0
+    assert np.array_equal(result["outputs"], expected[:1])
+
+
+def test_errors_name_the_argument(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="`target`"):
+        firmware_build.build_tflm_library(tmp_path, "esp32")
+    with pytest.raises(FileNotFoundError, match="`tflm_tree`"):
+        firmware_build.resolve_tree(tmp_path / "missing")
+    with pytest.raises(ValueError, match="`tflm_tree`"):
+        firmware_build.resolve_tree(tmp_path)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(firmware_build.FirmwareError, match="apt-get install qemu-system-arm"):
+        firmware_build.qemu_command("fw.elf")
+    with pytest.raises(firmware_build.FirmwareError, match="gcc-arm-none-eabi"):
+        firmware_build.build_tflm_library(tmp_path, "mps2-an386")
+
+
+@pytest.mark.skipif(not shutil.which("g++"), reason="g++ is installed by scripts/bootstrap.sh")
+def test_library_key_follows_the_tree_content_not_its_place(tmp_path):
+    for place in ("a", "b"):
+        header = tmp_path / place / "tree" / "tensorflow" / "lite" / "micro" / "micro_interpreter.h"
+        header.parent.mkdir(parents=True)
+        header.write_text("// same content\n")
+    tool = {"cxx": "g++"}
+    keys = [firmware_build._tree_key(str(tmp_path / p / "tree"), "host",
+                                     firmware_build._flags(str(tmp_path / p / "tree"), "host", "reference"), tool)
+            for p in ("a", "b")]
+    assert keys[0] == keys[1]
+    (tmp_path / "b" / "tree" / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").write_text("// changed\n")
+    assert firmware_build._tree_key(str(tmp_path / "b" / "tree"), "host", firmware_build._flags(
+        str(tmp_path / "b" / "tree"), "host", "reference"), tool) != keys[0]
+
+
+def test_parse_output_reads_chunked_outputs():
+    text = ("kn-model m arena 100\nkn-output 0 0 1 2\nkn-output 0 2 3\nkn-ticks 0 0000000007 per-second 25\n"
+            "kn-check 0 max-diff 0\nkn-arena used 90 of 100\n~~~ALL TESTS PASSED~~~\n")
+    parsed = firmware_build.parse_output(text)
+    assert parsed["outputs"].tolist() == [[1, 2, 3]] and parsed["ticks"] == [7]
+    assert parsed["arena_used"] == 90 and parsed["arena_size"] == 100 and parsed["passed"]
+    assert not firmware_build.parse_output(text + "kn-fault CPU fault\n")["passed"]
