@@ -30,6 +30,10 @@ needs_toolchain = pytest.mark.skipif(
     reason=(f"{', '.join(MISSING)} not installed (scripts/bootstrap.sh installs them)" if MISSING
             else f"TFLM tree fixtures not found in {FIXTURES} (set KERASNETS_TFLM_FIXTURES)"))
 
+# One xdist worker runs every firmware test (pytest.ini: --dist loadgroup), so each TFLM library is
+# compiled once per run, not once per worker.
+pytestmark = pytest.mark.xdist_group("firmware")
+
 # (kernel set, target): QEMU with both kernel sets; the host with the reference kernels.
 RUNS = [("reference", "mps2-an386"), ("cmsis_nn", "mps2-an386"), ("reference", "host")]
 
@@ -139,3 +143,28 @@ def test_parse_output_reads_chunked_outputs():
     assert parsed["outputs"].tolist() == [[1, 2, 3]] and parsed["ticks"] == [7]
     assert parsed["arena_used"] == 90 and parsed["arena_size"] == 100 and parsed["passed"]
     assert not firmware_build.parse_output(text + "kn-fault CPU fault\n")["passed"]
+
+
+@needs_toolchain
+def test_bench_cortex_m4_command_checks_the_board_against_the_interpreter(firmware_cache):
+    """`kerasnets bench --target cortex-m4` as a user runs it: one JSON line with bit-exactness
+    on two real inputs, QEMU's instruction count, the clock estimate and the ELF's flash and RAM."""
+    import subprocess
+    import sys
+
+    def bench(*args):
+        return subprocess.run([sys.executable, "-c", "from kerasnets.tools.cli import run; run()", "bench",
+                               "--target=cortex-m4", "--model=resnet8", *args], capture_output=True, text=True,
+                              timeout=1800, env={**os.environ, "KERASNETS_CACHE": firmware_cache["dir"],
+                                                 "KERASNETS_TFLM_TREE": TREES["reference"]})
+
+    done = bench("--clock_mhz=80")
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads(done.stdout.splitlines()[-1])
+    assert row["bit_exact"] is True and row["inputs_checked"] == 2 and row["kernels"] == "reference"
+    assert row["instructions"] > 12.5e6  # resnet8 is 12.5M MACs: at least one instruction each
+    assert row["est_ms"] == round(row["instructions"] / 80e3, 3)
+    assert row["flash_bytes"] > 78_000 and row["ram_bytes"] > row["arena_bytes"] >= row["arena_bytes_used"] > 0
+    refused = bench("--kernels=cmsis_nn")
+    assert refused.returncode == 2
+    assert "--kernels=cmsis_nn" in refused.stderr and "--tflm_tree" in refused.stderr

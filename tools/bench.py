@@ -21,7 +21,7 @@ from kerasnets.pipelines.files import write_atomic
 from kerasnets.tools import bench_child
 from kerasnets.tools.bench_child import time_invokes
 
-TARGETS = ("host", "android")  # where `kerasnets bench` runs a model
+TARGETS = ("host", "android", "cortex-m4")  # where `kerasnets bench` runs a model
 COLUMNS = ["model", "input", "mode", "threads", "xnnpack", "latency_ms_median", "latency_ms_p90",
            "peak_rss_mb", "macs", "gmacs_per_s", "peak_fraction", "machine", "command"]
 

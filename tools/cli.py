@@ -123,6 +123,19 @@ def _bench_flags(d):
              "org.tensorflow.lite.benchmark/.BenchmarkModelActivity).")
     d.string("stage_apk", None, android + "TensorFlow checkout to stage the kerasnets benchmark APK "
              "package into, with the --tflite models (comma-separated) packaged.")
+    _cortex_m_flags(d)
+
+
+def _cortex_m_flags(d):
+    from kerasnets.micro import firmware_build
+    from kerasnets.tools import cortex_m
+
+    m4 = "--target cortex-m4: "
+    d.string("tflm_tree", None, m4 + "TFLite Micro tree (folder or .tar.gz from create_tflm_tree.py; "
+             f"default ${cortex_m.TFLM_TREE_ENV}).")
+    d.enum("kernels", None, firmware_build.KERNELS, m4 + "kernel set the tree must hold (checked).")
+    d.float("clock_mhz", cortex_m.DEFAULT_CLOCK_MHZ, m4 + "core clock for est_ms (one cycle per "
+            "instruction: a lower bound).", lower_bound=0)
 
 
 def _training_flags(d):
@@ -296,6 +309,8 @@ def _bench() -> int:
             bench.append_rows(rows, f"results/bench-android-{bench.slug(rows[0]['device'])}.csv",
                               android.COLUMNS)
         return 0
+    if FLAGS.target == "cortex-m4":
+        return _bench_cortex_m4()
     row = bench.host_row(_bench_model_bytes(), threads=FLAGS.threads, runs=FLAGS.runs,
                          xnnpack=FLAGS.xnnpack, command=" ".join(["kerasnets"] + sys.argv[1:]))
     print(json.dumps(row))
@@ -306,12 +321,24 @@ def _bench() -> int:
     return 0
 
 
+def _bench_cortex_m4() -> int:
+    from kerasnets.tools import cortex_m
+
+    if FLAGS.mode != "int8":
+        raise app.UsageError("bench --target cortex-m4 runs full-integer models: --mode int8")
+    row = cortex_m.cortex_m4_row(_bench_model_bytes(), tflm_tree=FLAGS.tflm_tree, kernels=FLAGS.kernels,
+                                 clock_mhz=FLAGS.clock_mhz)
+    print(json.dumps(row))
+    return 0 if row["bit_exact"] else 1
+
+
 def _bench_model_bytes():
-    """(name, .tflite bytes) from --tflite or a registry --model exported in --mode."""
+    """(name, .tflite bytes) from --tflite or a registry --model exported in --mode (untrained
+    weights with BatchNorm statistics from the calibration images, so int8 ranges are real)."""
     from kerasnets.pipelines import tflite_file
 
     if bool(FLAGS.tflite) == bool(FLAGS.model):
-        raise app.UsageError("bench --target host needs exactly one of --tflite FILE or --model NAME")
+        raise app.UsageError(f"bench --target {FLAGS.target} needs exactly one of --tflite FILE or --model NAME")
     if FLAGS.tflite:
         data, _ = tflite_file.read_tflite_file(FLAGS.tflite)
         return os.path.splitext(os.path.basename(FLAGS.tflite))[0], data
@@ -319,6 +346,7 @@ def _bench_model_bytes():
 
     model = saving.create_at_size(FLAGS.model, FLAGS.input_size)
     images = data_mod.digits_images(model.input_shape[1:], 32)[0]
+    convert.calibrate_batchnorm(model, images)
     return FLAGS.model, convert.export(model, FLAGS.mode, images)
 
 
@@ -406,7 +434,8 @@ COMMANDS = {
                       _export_flags, _export,
                       {"keras_file": "keras", "saved_model_dir": "saved_model", "spec": "calibration",
                        "golden_input": "calibration"}),
-    "bench": Command("latency and memory of a .tflite model on this machine or an Android phone",
+    "bench": Command("latency and memory of a .tflite model on this machine, an Android phone or an "
+                     "emulated Cortex-M4",
                      _bench_flags, _bench,
                      {"activity": "apk_activity", "tflite_files": "tflite", "tf_root": "stage_apk"}),
     "compress": Command("prune (and fine-tune) a model to a ratio or a budget", _compress_flags, _compress,
