@@ -15,7 +15,22 @@ if os.environ["TF_USE_LEGACY_KERAS"] not in ("1", "true", "True"):
 from kerasnets.registry import (  # noqa: E402
     Variant, create_model, list_models, model_info, model_options, register_model, register_variants)
 from kerasnets.profile import profile  # noqa: E402
-from kerasnets import zoo as _zoo  # noqa: E402,F401  (registers every family)
+# The families register themselves on the first look-up (list_models, create_model, model_info):
+# importing them loads TensorFlow, and the command line sets its log levels before that.
+
+
+def __getattr__(name):
+    """The zoo's modules (`kerasnets.layers`, `kerasnets.resnet`, ...) as attributes, imported on use."""
+    import importlib
+
+    if name.startswith("_"):
+        raise AttributeError(f"module 'kerasnets' has no attribute {name!r}")
+    try:
+        return importlib.import_module(f"kerasnets.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"kerasnets.{name}":
+            raise
+        raise AttributeError(f"module 'kerasnets' has no attribute {name!r}") from None
 
 __all__ = ["create_model", "list_models", "model_info", "model_options", "register_model",
            "register_variants", "Variant", "profile"]

@@ -8,12 +8,26 @@ only reinterpret a buffer (Reshape, Flatten) share their input's buffer instead 
 """
 from __future__ import annotations
 
-import numpy as np
-import tf_keras as keras
+from typing import TYPE_CHECKING
 
-L = keras.layers
-_ALIASING = (L.BatchNormalization, L.ReLU, L.Activation, L.Dropout, L.Reshape, L.Flatten,
-             L.SpatialDropout2D)
+import numpy as np
+
+if TYPE_CHECKING:
+    import tf_keras as keras
+
+
+def _layers():
+    """tf_keras.layers, imported on first use: `import kerasnets` does not load TensorFlow (the
+    command line sets TensorFlow's log levels first)."""
+    import tf_keras
+
+    return tf_keras.layers
+
+
+def _aliasing():
+    L = _layers()
+    return (L.BatchNormalization, L.ReLU, L.Activation, L.Dropout, L.Reshape, L.Flatten,
+            L.SpatialDropout2D)
 
 
 def _numel(shape) -> int:
@@ -26,6 +40,7 @@ def _output_shape(layer):
 
 
 def _call_macs(layer, node) -> int:
+    L = _layers()
     outputs = _numel(tuple(node.output_shapes)[1:])
     if isinstance(layer, L.DepthwiseConv2D):
         kh, kw = layer.kernel_size
@@ -47,6 +62,7 @@ def _layer_macs(model, layer) -> int:
 
 def _layer_weight_int8_bytes(layer) -> int:
     """int8 kernel bytes plus an int32 bias per output channel (BatchNorm folds into it)."""
+    L = _layers()
     if isinstance(layer, L.DepthwiseConv2D):
         kernel = layer.depthwise_kernel
     elif isinstance(layer, (L.Conv2D, L.Dense)):
@@ -79,12 +95,13 @@ def _buffers(model):
     buffer_of = {}  # layer -> id of the layer that owns its output buffer
     size = {}
     last_use = {}
+    input_layer, aliasing = _layers().InputLayer, _aliasing()
     for i, layer in enumerate(layers):
-        inbound = [] if isinstance(layer, L.InputLayer) else _inbound_layers(model, layer)
+        inbound = [] if isinstance(layer, input_layer) else _inbound_layers(model, layer)
         for src in inbound:
             owner = buffer_of[id(src)]
             last_use[owner] = max(last_use.get(owner, index[owner]), i)
-        if isinstance(layer, _ALIASING) and len(inbound) == 1:
+        if isinstance(layer, aliasing) and len(inbound) == 1:
             buffer_of[id(layer)] = buffer_of[id(inbound[0])]
         else:
             buffer_of[id(layer)] = id(layer)
@@ -124,6 +141,8 @@ def profile(model: keras.Model) -> dict:
     Returns params (trainable/total), macs, float32 and int8 weight bytes, peak int8 activation
     bytes, and `layers`: one row per layer (name, type, output shape, params, macs, live bytes).
     """
+    import tf_keras as keras
+
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
         raise TypeError(f"profile() needs a functional tf_keras Model, got {type(model).__name__}")
     peak, live = _peak_activation(model)

@@ -162,14 +162,22 @@ def _join(names):
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
+def _load_zoo():
+    """Registers every family of the zoo on first look-up (importing them loads TensorFlow, which
+    `import kerasnets` leaves to the first use so that a caller can set its log levels first)."""
+    import kerasnets.zoo  # noqa: F401
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style wildcard (`ghostnet_*`, `*_cifar`), sorted."""
+    _load_zoo()
     return sorted(n for n in _BUILDERS if fnmatch.fnmatchcase(n, pattern))
 
 
 def _lookup(name: str) -> str:
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
+    _load_zoo()
     if name in _BUILDERS:
         return name
     close = difflib.get_close_matches(name, list(_BUILDERS), n=3, cutoff=0.5)

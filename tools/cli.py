@@ -15,9 +15,9 @@ import re
 import sys
 from typing import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from kerasnets.tools import console
 
 FLAGS = flags.FLAGS
 
@@ -37,6 +37,11 @@ class _Definer:
 
 # ---------------------------------------------------------------------------------------------
 # flags shared by several subcommands (one definition each; the meaning is the same everywhere)
+
+
+def _common_flags(d):
+    """Flags every subcommand has."""
+    d.bool("verbose", False, "Show everything: TensorFlow's C++, converter and Python logs (quiet by default).")
 
 
 def _model_flags(d, *, classes=False, size_default="the model's default"):
@@ -183,6 +188,7 @@ def _run_flags(d):
     d.string("data_dir", None, "tensorflow-datasets data folder.")
     d.bool("strict", None, "Stop on an unreadable image instead of skipping it.")
     d.string("out", None, "Run folder (default runs/<model>-<dataset>).")
+    d.bool("json", False, "End with the metrics as one JSON line instead of the summary table.")
     for key, default in sorted(run.flatten(run.default_config().to_dict()).items()):
         if key not in FLAGS:
             d.string(key, None, f"Run config key (default: {default!r}).")
@@ -399,9 +405,15 @@ def _run() -> int:
     from kerasnets.tools import run
 
     cfg = _run_config()
-    manifest = run.run_pipeline(cfg, from_stage=FLAGS.from_stage, resume=FLAGS.resume, strategy=_strategy())
-    print(json.dumps(manifest["metrics"]))
-    print(f"report: {os.path.join(manifest['out_dir'], 'report.html')}", file=sys.stderr)
+    keras_verbose = 1 if sys.stdout.isatty() else 2  # a progress bar on a terminal, one line per epoch in a log
+    manifest = run.run_pipeline(cfg, from_stage=FLAGS.from_stage, resume=FLAGS.resume, strategy=_strategy(),
+                                verbose=keras_verbose, progress=console.print_stage)
+    report = os.path.join(manifest["out_dir"], "report.html")
+    if FLAGS.json:
+        print(json.dumps(manifest["metrics"]))
+        print(f"report: {report}", file=sys.stderr)
+    else:
+        print(f"\n{cfg.model} on {cfg.data.dataset}\n{console.summary(manifest['metrics'], report)}")
     return 0
 
 
@@ -478,6 +490,7 @@ def main(argv):
         raise app.UsageError(f"{USAGE}; got {argv[1:2] or 'no subcommand'}")
     if len(argv) > 2:
         raise app.UsageError(f"unexpected arguments {argv[2:]}; flags take the form --name=value")
+    console.set_absl_verbosity(FLAGS.verbose)
     try:
         return COMMANDS[argv[1]].main()
     except ValueError as error:
@@ -500,11 +513,20 @@ _HELP = ("--help", "-h", "-?", "--helpshort")
 
 
 def run():
-    """Entry point: defines only the named subcommand's flags, answers --help, then runs it."""
+    """Entry point: defines only the named subcommand's flags, answers --help, then runs it; quiet
+    (TensorFlow's log levels set before it loads, its native output captured) unless --verbose."""
     argv = _dashes_to_underscores(sys.argv)
+    verbose = console.verbose_requested(argv)
+    console.set_log_levels(verbose)
+    with console.quiet_native_stderr(not verbose):
+        _define_and_run(argv)
+
+
+def _define_and_run(argv):
     command = argv[1] if len(argv) > 1 and argv[1] in COMMANDS else None
     if command:
         COMMANDS[command].define(_Definer(command))
+        _common_flags(_Definer(command))
     if any(arg in _HELP for arg in argv[1:]):
         print(command_help(command) if command else usage())
         sys.exit(0)

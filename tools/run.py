@@ -352,9 +352,23 @@ def _inputs_digest(run, cfg, stage):
     return _digest({"config": config, "upstream": artefacts})
 
 
+def _log_stage(stage: str, status: str) -> None:
+    log.info("stage %s: %s", stage, status)
+
+
+def _status(artefacts, metrics, seconds) -> str:
+    """What a stage line says: its time, or `off` for a stage the config turns off."""
+    return f"{seconds:.1f} s" if artefacts or metrics else "off"
+
+
 def run_pipeline(cfg, *, from_stage: str | None = None, resume: bool = False, strategy=None,
-                 verbose: int = 1) -> dict:
-    """Run (or bring up to date) every stage; returns the manifest."""
+                 verbose: int = 1, progress=_log_stage) -> dict:
+    """Run (or bring up to date) every stage; returns the manifest.
+
+    verbose: Keras' fit verbosity (1 progress bar, 2 one line per epoch, 0 silent).
+    progress(stage, status) hears each stage as it ends: `12.3 s`, `off` (turned off by the
+    config) or `skipped (unchanged)`; by default it logs at INFO.
+    """
     if from_stage is not None and from_stage not in STAGES:
         raise ValueError(f"`from_stage` must be one of {', '.join(STAGES)}, got {from_stage!r}")
     import kerasnets
@@ -369,10 +383,11 @@ def run_pipeline(cfg, *, from_stage: str | None = None, resume: bool = False, st
     for stage in STAGES:
         digest = _inputs_digest(run, cfg, stage)
         if stage not in forced and stage != "report" and run.is_fresh(stage, digest):
-            log.warning("stage %s: up to date, skipped", stage)
+            progress(stage, "skipped (unchanged)")
             continue
         start = time.time()
-        log.warning("stage %s: running", stage)
         artefacts, metrics = _STAGE_FUNCTIONS[stage](run, cfg, ctx)
-        run.record(stage, digest, artefacts, metrics, time.time() - start)
+        seconds = time.time() - start
+        run.record(stage, digest, artefacts, metrics, seconds)
+        progress(stage, _status(artefacts, metrics, seconds))
     return run.manifest

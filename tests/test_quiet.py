@@ -1,0 +1,58 @@
+"""`kerasnets run` is quiet by default (no TensorFlow logs, one line per stage, a summary at the end)
+and `--verbose` brings TensorFlow's logs back."""
+import os
+import re
+import subprocess
+import sys
+
+from kerasnets.tools import run
+
+SMALL = ["--model=resnet8", "--input_size=16", "--epochs=1", "--batch_size=64", "--bench.runs=3",
+         "--export.calibration_images=20"]
+TF_LOGS = [r"^[IWEF]\d{4} ", r"oneDNN", r"cpu_feature_guard", r"Estimated count of arithmetic ops",
+           r"Assets written to", r"cuInit"]
+
+
+def kerasnets(*args):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-c", "from kerasnets.tools.cli import run; run()", *args],
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def tf_log_lines(text):
+    return [line for line in text.splitlines() if any(re.search(p, line) for p in TF_LOGS)]
+
+
+def test_run_is_quiet_and_ends_with_the_summary(tmp_path):
+    result = kerasnets("run", *SMALL, f"--out={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert tf_log_lines(result.stdout + result.stderr) == []
+    stage_lines = [line for line in result.stderr.splitlines() if re.match(r"[a-z]+ \.+ ", line)]
+    assert [line.split()[0] for line in stage_lines] == list(run.STAGES)
+    assert all(re.fullmatch(r"[a-z]+ \.+ (\d+\.\d s|off)", line) for line in stage_lines), stage_lines
+    assert len(re.findall(r"^\d+/\d+ - \d+s - loss: ", result.stdout, re.M)) == 1  # one line for the epoch
+    assert not re.search(r"\d+/\d+ \[[=>.]+\]", result.stdout), "per-batch progress in a log"
+    tail = result.stdout.rstrip().splitlines()[-6:]
+    rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in tail)
+    for label in ("top-1 fp32", "top-1 int8"):
+        assert 0 <= float(rows[label].rstrip("%")) <= 100, rows
+    assert rows["int8 size"].endswith(" kB") and "bytes" in rows["TFLM arena"] and " ms" in rows["host latency"]
+    assert rows["report"] == str(tmp_path / "run" / "report.html")
+
+
+def test_verbose_shows_tensorflows_logs(tmp_path):
+    result = kerasnets("run", *SMALL, "--verbose", "--micro.enabled=false", "--bench.targets=",
+                       f"--out={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(tf_log_lines(result.stderr)) > 0
+
+
+def test_json_ends_with_the_metrics_line(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    assert kerasnets("run", *SMALL, f"--out={out}", "--micro.enabled=false").returncode == 0
+    again = kerasnets("run", *SMALL, f"--out={out}", "--micro.enabled=false", "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "train ....... skipped (unchanged)" in again.stderr
+    assert 0 <= json.loads(again.stdout.splitlines()[-1])["top1_int8"] <= 1
