@@ -59,20 +59,25 @@ def plain_table(path: str, columns: list[str]) -> str:
 def host_table(path: str) -> str:
     """Latency per model: fp32 Keras, fp32 and int8 TFLite, and the int8 speed-up over Keras."""
     rows = _rows(path)
+    machines = sorted({r["machine"] for r in rows})
+    # One file holds the rows of every machine with that CPU model and core count (the file name
+    # drops the ISA features): a model's figures are only combined within one machine label.
     by_model = {}
     for r in rows:
-        by_model.setdefault((r["model"], r["input"]), {})[(r["mode"], r["threads"])] = r
-    lines = ["| model | input | Keras fp32 ms (1 / 2 thr) | TFLite fp32 ms | TFLite int8 ms | int8 vs Keras "
-             "(1 thr) | int8 GMAC/s (peak fraction) |", "|---|---|---|---|---|---|---|"]
-    for (model, shape), cells in sorted(by_model.items()):
+        by_model.setdefault((r["model"], r["input"], r["machine"]), {})[(r["mode"], r["threads"])] = r
+    several = len(machines) > 1
+    lines = ["| model | input | " + ("machine | " if several else "") + "Keras fp32 ms (1 / 2 thr) | TFLite fp32 ms "
+             "| TFLite int8 ms | int8 vs Keras (1 thr) | int8 GMAC/s (peak fraction) |",
+             "|---|---|" + ("---|" if several else "") + "---|---|---|---|---|"]
+    for (model, shape, machine), cells in sorted(by_model.items()):
         def ms(mode):
             return " / ".join(cells[(mode, t)]["latency_ms_median"] if (mode, t) in cells else "–" for t in ("1", "2"))
         keras_1, int8_1 = cells.get(("keras-fp32", "1")), cells.get(("int8", "1"))
         speedup = (f"{float(keras_1['latency_ms_median']) / float(int8_1['latency_ms_median']):.1f}x"
                    if keras_1 and int8_1 else "–")
         throughput = f"{int8_1['gmacs_per_s']} ({int8_1['peak_fraction']})" if int8_1 else "–"
-        lines.append(f"| {model} | {shape} | {ms('keras-fp32')} | {ms('fp32')} | {ms('int8')} | {speedup} | {throughput} |")
-    machines = sorted({r["machine"] for r in rows})
+        lines.append(f"| {model} | {shape} | " + (f"{machine} | " if several else "")
+                     + f"{ms('keras-fp32')} | {ms('fp32')} | {ms('int8')} | {speedup} | {throughput} |")
     lines += ["", f"From `{path}` (`benchmarks/host.py`); median of repeated runs, XNNPACK for TFLite; "
               f"machine: {'; '.join(machines)}."]
     return "\n".join(lines)
