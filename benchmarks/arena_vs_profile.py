@@ -13,6 +13,7 @@ than the Keras graph suggests.
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 from pathlib import Path
 
 from absl import app, flags
@@ -21,7 +22,9 @@ import kerasnets
 from kerasnets.tools import zoo
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = ["model", "input", "peak_activation_bytes", "arena_bytes", "arena_over_estimate"]
+# The figures depend on the model and TFLite Micro's allocator, not on the machine: rows name the
+# tflite-micro package (run right after `kerasnets zoo`, whose arena column they compare).
+COLUMNS = ["model", "input", "peak_activation_bytes", "arena_bytes", "arena_over_estimate", "tflite_micro"]
 FLAGS = flags.FLAGS
 flags.DEFINE_string("zoo_csv", str(REPO / "results" / "zoo.csv"), "table written by kerasnets zoo")
 flags.DEFINE_string("out", str(REPO / "results" / "arena-vs-profile.csv"), "CSV to write")
@@ -30,6 +33,7 @@ flags.DEFINE_string("out", str(REPO / "results" / "arena-vs-profile.csv"), "CSV 
 def main(argv):
     del argv
     rows = []
+    tflm = importlib.metadata.version("tflite-micro")
     for row in zoo.read_csv(FLAGS.zoo_csv):
         if not row["arena_bytes"]:
             continue
@@ -37,7 +41,8 @@ def main(argv):
         estimate = kerasnets.profile(kerasnets.create_model(row["model"], input_shape=shape))["peak_activation_bytes"]
         arena = int(row["arena_bytes"])
         rows.append({"model": row["model"], "input": row["input"], "peak_activation_bytes": estimate,
-                     "arena_bytes": arena, "arena_over_estimate": round(arena / estimate, 3)})
+                     "arena_bytes": arena, "arena_over_estimate": round(arena / estimate, 3),
+                     "tflite_micro": tflm})
         print(f"{row['model']}: estimate {estimate}, arena {arena}, ratio {arena / estimate:.2f}", flush=True)
     with open(FLAGS.out, "w", newline="", encoding="utf-8") as table:
         writer = csv.DictWriter(table, fieldnames=COLUMNS)

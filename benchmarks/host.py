@@ -1,6 +1,6 @@
 """Benchmark: every registry model at its default input on this host — fp32 Keras vs fp32 TFLite
 vs int8 TFLite latency at 1 and 2 threads, against this machine's dense-conv peak; appends rows
-to results/bench-host-<machine>.csv (a model whose six rows are there already is skipped, so an
+to results/bench-host-<machine_slug>.csv (a model whose six rows are there already is skipped, so an
 interrupted run continues where it stopped).
 
     .venv/bin/python benchmarks/host.py                          # the whole registry
@@ -30,17 +30,19 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("filter", "*", "wildcard over registry names")
 flags.DEFINE_list("threads", ["1", "2"], "thread counts to measure")
 flags.DEFINE_integer("runs", 30, "timed invocations per figure (median and p90 reported)", lower_bound=1)
-flags.DEFINE_string("out", None, "CSV file (default results/bench-host-<machine>.csv)")
+flags.DEFINE_string("out", None, "CSV file (default results/bench-host-<machine_slug>.csv: CPU model and cores)")
 
 MODES = ("keras-fp32", "fp32", "int8")
 CALIBRATION_IMAGES = 16
 
 
-def _done(path: str) -> set[tuple[str, str, str]]:
+def _done(path: str, machine: str) -> set[tuple[str, str, str]]:
+    """(model, mode, threads) already measured on `machine`: the file is named by CPU model and
+    cores only, so it can hold rows of machines whose ISA features differ."""
     if not os.path.exists(path):
         return set()
     with open(path, newline="", encoding="utf-8") as table:
-        return {(r["model"], r["mode"], r["threads"]) for r in csv.DictReader(table)}
+        return {(r["model"], r["mode"], r["threads"]) for r in csv.DictReader(table) if r["machine"] == machine}
 
 
 def _keras_row(name, model, keras_file, threads, command):
@@ -67,10 +69,10 @@ def measure(name: str, threads: list[int], command: str) -> list[dict]:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # TensorFlow's SavedModel writer logs every save
-    out = FLAGS.out or str(REPO / "results" / f"bench-host-{bench.slug(bench.machine_name())}.csv")
+    out = FLAGS.out or str(REPO / "results" / f"bench-host-{bench.machine_slug()}.csv")
     threads = [int(t) for t in FLAGS.threads]
     command = shlex.join([Path(sys.executable).name, *sys.argv])
-    done = _done(out)
+    done = _done(out, bench.machine_name())
     for name in kerasnets.list_models(FLAGS.filter):
         if all((name, mode, str(n)) in done for mode in MODES for n in threads):
             continue

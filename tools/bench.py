@@ -9,8 +9,6 @@ import csv
 import io
 import json
 import os
-import re
-import platform
 import subprocess
 import sys
 import tempfile
@@ -18,26 +16,14 @@ import tempfile
 import numpy as np
 
 from kerasnets.pipelines.files import write_atomic
+# The machine description lives in pipelines (training asks it too); re-exported for benchmarks.
+from kerasnets.pipelines.machine import isa_features, machine_name, machine_slug, slug  # noqa: F401
 from kerasnets.tools import bench_child
 from kerasnets.tools.bench_child import time_invokes
 
 TARGETS = ("host", "android", "cortex-m4")  # where `kerasnets bench` runs a model
 COLUMNS = ["model", "input", "mode", "threads", "xnnpack", "latency_ms_median", "latency_ms_p90",
            "peak_rss_mb", "macs", "gmacs_per_s", "peak_fraction", "machine", "command"]
-
-
-def machine_name() -> str:
-    """e.g. 'x86_64 AMD EPYC 7B13 (2 cores)': quoted beside every measured figure."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{platform.machine()} {cpu} ({os.cpu_count()} cores)"
 
 
 def litert_latency_ms(tflite: bytes, *, threads: int = 1, runs: int = 50, warmup: int = 5) -> dict:
@@ -93,10 +79,6 @@ def peak_gmacs(threads: int) -> float:
     if threads not in _PEAK_CACHE:
         _PEAK_CACHE[threads] = dense_conv_peak_gmacs(threads)
     return _PEAK_CACHE[threads]
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60]
 
 
 def timing_row(name: str, input_shape, mode: str, *, threads: int, xnnpack: bool, timing: dict, macs: int,

@@ -115,7 +115,8 @@ def _bench_flags(d):
     _runs_flag(d, 30)
     d.integer("threads", 1, "Interpreter threads.", lower_bound=1)
     d.bool("xnnpack", True, "Use LiteRT's default XNNPACK delegate (host).")
-    d.bool("record", False, "Append the row to results/bench-<target>-<machine>.csv.")
+    d.bool("record", False, "Append the row to results/bench-<target>-<machine>.csv (host: CPU model "
+           "and cores; the row's machine column also names the ISA features).")
     android = "--target android: "
     d.string("parse", None, android + "parse a saved benchmark_model log.")
     d.string("adb", None, android + "adb binary (default: adb on PATH).")
@@ -321,7 +322,7 @@ def _bench() -> int:
                          xnnpack=FLAGS.xnnpack, command=" ".join(["kerasnets"] + sys.argv[1:]))
     print(json.dumps(row))
     if FLAGS.record:
-        path = f"results/bench-host-{bench.slug(row['machine'])}.csv"
+        path = f"results/bench-host-{bench.machine_slug()}.csv"  # model + cores; the row names the ISA
         bench.append_rows([row], path, bench.COLUMNS)
         print(f"appended to {path}", file=sys.stderr)
     return 0

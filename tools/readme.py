@@ -26,7 +26,7 @@ def _figure_source(name: str) -> str:
 def zoo_table(path: str) -> str:
     rows = _rows(path)
     machines = sorted({r["machine"] for r in rows})
-    lines = ["| model | input | params (registered) | MACs (registered) | figures from | within 5% | int8 kB | "
+    lines = ["| model | input | params (registered) | MACs (registered) | figures from | within 5% | int8 KiB | "
              "TFLM arena B | int8 latency ms |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['input']} | {_fmt_count(r['params'])} ({_fmt_count(r['published_params'])}) "
@@ -37,7 +37,7 @@ def zoo_table(path: str) -> str:
     lines.append(f"From `{path}` (`kerasnets zoo`); the registered figures come from the paper, the "
                  "official code, or (\"this implementation\") this code's own count where no source gives "
                  "one, and the registry test holds params and MACs within 5% of them; latency: LiteRT, 1 "
-                 f"thread, median; machine: {'; '.join(machines)}.")
+                 f"thread, median; int8 KiB = .tflite bytes / 1024; machine: {'; '.join(machines)}.")
     return "\n".join(lines)
 
 
@@ -46,33 +46,59 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+# Header labels that carry a unit the column name does not (sizes are bytes / 1024).
+LABELS = {"int8_kb": "int8 KiB"}
+
+
+def _header(columns) -> str:
+    return "| " + " | ".join(LABELS.get(c, c) for c in columns) + " |"
+
+
 def plain_table(path: str, columns: list[str]) -> str:
     """`columns` of every row, as recorded, and the machines that measured them."""
     rows = _rows(path)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = [_header(columns), "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
     machines = sorted({r["machine"] for r in rows if r.get("machine")})
     lines += ["", f"From `{path}`; machine: {'; '.join(machines)}."]
     return "\n".join(lines)
 
 
+def arena_table(path: str) -> str:
+    """Profiler estimate vs TFLite Micro arena: a property of the model and of TFLite Micro, so the
+    footnote names the tflite-micro package, not a machine."""
+    columns = ["model", "input", "peak_activation_bytes", "arena_bytes", "arena_over_estimate"]
+    rows = _rows(path)
+    lines = [_header(columns), "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
+    versions = sorted({r.get("tflite_micro") or "not recorded" for r in rows})
+    lines += ["", f"From `{path}`; the figures depend on the model and TFLite Micro, not the machine; "
+              f"tflite-micro: {'; '.join(versions)}."]
+    return "\n".join(lines)
+
+
 def host_table(path: str) -> str:
     """Latency per model: fp32 Keras, fp32 and int8 TFLite, and the int8 speed-up over Keras."""
     rows = _rows(path)
+    machines = sorted({r["machine"] for r in rows})
+    # One file holds the rows of every machine with that CPU model and core count (the file name
+    # drops the ISA features): a model's figures are only combined within one machine label.
     by_model = {}
     for r in rows:
-        by_model.setdefault((r["model"], r["input"]), {})[(r["mode"], r["threads"])] = r
-    lines = ["| model | input | Keras fp32 ms (1 / 2 thr) | TFLite fp32 ms | TFLite int8 ms | int8 vs Keras "
-             "(1 thr) | int8 GMAC/s (peak fraction) |", "|---|---|---|---|---|---|---|"]
-    for (model, shape), cells in sorted(by_model.items()):
+        by_model.setdefault((r["model"], r["input"], r["machine"]), {})[(r["mode"], r["threads"])] = r
+    several = len(machines) > 1
+    lines = ["| model | input | " + ("machine | " if several else "") + "Keras fp32 ms (1 / 2 thr) | TFLite fp32 ms "
+             "| TFLite int8 ms | int8 vs Keras (1 thr) | int8 GMAC/s (peak fraction) |",
+             "|---|---|" + ("---|" if several else "") + "---|---|---|---|---|"]
+    for (model, shape, machine), cells in sorted(by_model.items()):
         def ms(mode):
             return " / ".join(cells[(mode, t)]["latency_ms_median"] if (mode, t) in cells else "–" for t in ("1", "2"))
         keras_1, int8_1 = cells.get(("keras-fp32", "1")), cells.get(("int8", "1"))
         speedup = (f"{float(keras_1['latency_ms_median']) / float(int8_1['latency_ms_median']):.1f}x"
                    if keras_1 and int8_1 else "–")
         throughput = f"{int8_1['gmacs_per_s']} ({int8_1['peak_fraction']})" if int8_1 else "–"
-        lines.append(f"| {model} | {shape} | {ms('keras-fp32')} | {ms('fp32')} | {ms('int8')} | {speedup} | {throughput} |")
-    machines = sorted({r["machine"] for r in rows})
+        lines.append(f"| {model} | {shape} | " + (f"{machine} | " if several else "")
+                     + f"{ms('keras-fp32')} | {ms('fp32')} | {ms('int8')} | {speedup} | {throughput} |")
     lines += ["", f"From `{path}` (`benchmarks/host.py`); median of repeated runs, XNNPACK for TFLite; "
               f"machine: {'; '.join(machines)}."]
     return "\n".join(lines)
@@ -81,7 +107,7 @@ def host_table(path: str) -> str:
 def compression_table(path: str) -> str:
     """Each compressed row against its unpruned base: MACs removed and the fp32 top-1 change."""
     rows = _rows(path)
-    lines = ["| model | method | ratio | params | MACs | MACs removed | int8 kB | int8 latency ms | top-1 fp32 | "
+    lines = ["| model | method | ratio | params | MACs | MACs removed | int8 KiB | int8 latency ms | top-1 fp32 | "
              "top-1 int8 | fp32 vs base | epochs |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         removed = 1 - float(r["macs"]) / float(r["base_macs"])
@@ -102,7 +128,7 @@ def run_table(path: str) -> str:
     with open(path, encoding="utf-8") as f:
         manifest = json.load(f)
     metrics, config = manifest["metrics"], manifest["config"]
-    lines = ["| " + " | ".join(RUN_METRICS) + " |", "|" + "---|" * len(RUN_METRICS),
+    lines = [_header(RUN_METRICS), "|" + "---|" * len(RUN_METRICS),
              "| " + " | ".join(str(metrics.get(key, "–")) for key in RUN_METRICS) + " |", "",
              f"From `{path}`: `{config['model']}` on `{config['data']['dataset']}`, "
              f"{config['train']['epochs']} epochs, batch {config['train']['batch_size']}, augment "
@@ -120,8 +146,7 @@ SECTIONS = {
         "max_abs_diff", "params", "macs", "int8_kb"])),
     "throughput": ("results/train-throughput.csv", lambda p: plain_table(p, [
         "model", "pipeline", "images_per_s", "epochs_timed", "batch_size", "ratio_vs_plain"])),
-    "arena": ("results/arena-vs-profile.csv", lambda p: plain_table(p, [
-        "model", "input", "peak_activation_bytes", "arena_bytes", "arena_over_estimate"])),
+    "arena": ("results/arena-vs-profile.csv", arena_table),
 }
 
 

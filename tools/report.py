@@ -79,7 +79,7 @@ def _plot_layers(ax_macs, ax_mem, profile):
     ax_macs.set_title("MACs per conv/dense layer (M)")
     ax_macs.set_xlabel("layer (execution order)")
     ax_mem.plot([r["live_activation_bytes"] / 1024 for r in rows])
-    ax_mem.set_title("live int8 activation memory (kB)")
+    ax_mem.set_title("live int8 activation memory (KiB)")
     ax_mem.set_xlabel("layer (execution order)")
 
 
@@ -112,7 +112,7 @@ def _plot_tradeoff(ax_size, ax_latency, metrics, points):
         if "latency_ms" in metrics:
             ax_latency.scatter(metrics["latency_ms"], metrics["top1_int8"], color="red", s=40, label="this run")
             ax_latency.legend()
-    ax_size.set(xlabel="int8 .tflite (kB)", ylabel="top-1 int8", title="accuracy vs size")
+    ax_size.set(xlabel="int8 .tflite (KiB)", ylabel="top-1 int8", title="accuracy vs size")
     ax_latency.set(xlabel="host int8 latency (ms)", ylabel="top-1 int8", title="accuracy vs latency")
 
 

@@ -180,7 +180,8 @@ class Run:
 
 
 def _machine():
-    from kerasnets.tools.bench import machine_name
+    """CPU model, cores and ISA features (pipelines.machine.machine_name)."""
+    from kerasnets.pipelines.machine import machine_name
 
     return machine_name()
 
