@@ -64,7 +64,7 @@ def test_profile_json_and_csv():
     (("profile",), "needs --model"),
     (("profile", "--model=resnet_8"), "did you mean resnet8"),
     (("compress", "--model=resnet8", "--out=small.keras"), "compress needs --method (one of "),
-    (("bench", "--target=phone"), "<host|android>"),
+    (("bench", "--target=phone"), "<host|android|cortex-m4>"),
 ])
 def test_cli_errors_are_clear(args, message):
     result = kerasnets(*args)
@@ -107,7 +107,7 @@ def test_export_fp32_parity_gate(tmp_path):
     ("export", ["--io_type: <int8|uint8>", "--mode: <fp32|fp16|dynamic|int8|int16x8>", "--calibration",
                 "--max_arena", "--input_size"], ["--filter", "--target", "--helpfull"]),
     ("compress", ["--target: A budget KEY=VALUE", "--method: <", "scl", "--strength"], ["--io_type"]),
-    ("bench", ["--target: <host|android>: Where to run", "--tflite", "--threads"], ["--method"]),
+    ("bench", ["--target: <host|android|cortex-m4>: Where to run", "--tflite", "--threads", "--tflm_tree", "--clock_mhz"], ["--method"]),
     ("run", ["--from_stage: <data|train|compress|qat|export|micro|bench|report>", "--train.epochs",
              "--dataset"], ["--io_type"]),
 ])
