@@ -120,6 +120,12 @@ def append_rows(rows: list[dict], path: str, columns) -> None:
     if not os.path.exists(path):
         existing, header = [], columns
     else:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+        if set(columns) <= set(header):  # every column has its place: append, no rewrite
+            with open(path, "a", newline="", encoding="utf-8") as out:
+                csv.DictWriter(out, fieldnames=header, extrasaction="ignore").writerows(rows)
+            return
         header, existing = _read_csv(path)
         header = header + [c for c in columns if c not in header]
     text = io.StringIO(newline="")
