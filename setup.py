@@ -35,7 +35,7 @@ setup(
         "tensorboard",
     ],
     extras_require={"test": ["pytest", "pytest-xdist", "opencv-python-headless"]},
-    package_data={"kerasnets.micro": ["firmware/*"],
+    package_data={"kerasnets": ["pretrained/*"], "kerasnets.micro": ["firmware/*"],
                   "kerasnets.tools": ["android_apk/*", "android_apk/jni/*",
                                       "android_apk/src/com/kerasnets/benchmark/*"]},
     entry_points={"console_scripts": ["kerasnets=kerasnets.tools.cli:run"]},

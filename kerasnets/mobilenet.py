@@ -117,6 +117,44 @@ def _mobilenet_v2(*, width, input_shape, classes, include_top, pooling, classifi
     return keras.Model(inputs, outputs, name=name)
 
 
+# MobileNetV2 for 32x32 inputs, as a family with knobs for searches under a microcontroller budget:
+# the V2 table without its 7x7-scale stages (CIFAR maps are 32x32, so two downsamplings after
+# the stem's instead of four), expansion `expansion` instead of 6, and an optional last 1x1 conv.
+V2_CIFAR_STAGES = [  # channels c, repeats n, first stride s
+    (16, 1, 1),
+    (24, 2, 1),
+    (32, 3, 2),
+    (64, 3, 2),
+    (96, 2, 1),
+]
+
+
+def mobilenet_v2_cifar(*, width=1.0, expansion=6, stem_stride=2, last_channels=0, input_shape=(32, 32, 3),
+                       classes=10, include_top=True, pooling=None, classifier_activation="softmax",
+                       name=None, dropout=0.0):
+    """MobileNetV2 inverted residuals on CIFAR-sized inputs: width x the V2 channels
+    (make_divisible 8), expansion t, a stride-1 or stride-2 stem (stride 2 keeps the expanded
+    32x32 maps out of a small TFLite Micro arena) and a last 1x1 conv of `last_channels` (0: none)."""
+    if stem_stride not in (1, 2) or expansion < 1 or width <= 0:
+        raise ValueError(f"stem_stride must be 1 or 2, expansion >= 1 and width > 0; got {stem_stride}, "
+                         f"{expansion}, {width}")
+    inputs = blocks.model_input(input_shape)
+    x = blocks.conv_bn(inputs, make_divisible(32 * width, 8), 3, strides=stem_stride, act="relu6", name="stem")
+    index = 0
+    for stage, (channels, repeats, first_stride) in enumerate(V2_CIFAR_STAGES):
+        filters = make_divisible(channels * width, 8)
+        for r in range(repeats):
+            index += 1
+            t = 1 if stage == 0 else expansion
+            x = _inverted_residual(x, x.shape[-1] * t, filters, kernel=3, stride=first_stride if r == 0 else 1,
+                                   act="relu6", name=f"block{index}")
+    if last_channels:
+        x = blocks.conv_bn(x, last_channels, 1, act="relu6", name="last")
+    outputs = conv_head(x, include_top=include_top, pooling=pooling, classes=classes,
+                        classifier_activation=classifier_activation, dropout=dropout)
+    return keras.Model(inputs, outputs, name=name or f"mobilenet_v2_cifar_{int(round(width * 100)):03d}")
+
+
 # ---------------------------------------------------------------------------------------------
 # MobileNetV3
 

@@ -211,15 +211,28 @@ def _check_input_shape(input_shape, info: ModelInfo) -> tuple[int, int, int]:
 
 
 def create_model(name: str, *, input_shape=None, classes=None, include_top: bool = True,
-                 pooling=None, classifier_activation=None, **variant_kwargs):
+                 pooling=None, classifier_activation=None, weights=None, **variant_kwargs):
     """Build a registered model as a tf_keras functional Model.
 
     `None` for input_shape/classes/classifier_activation means the variant's published default
-    (softmax for the classifier). Extra keyword arguments go to the family builder (e.g. `width`);
-    `model_options(name)` lists those a variant accepts.
+    (softmax for the classifier), or with `weights` the shape and classes they were trained at.
+    `weights="cifar10"` loads the trained weights shipped with the package (`kerasnets.weights`
+    lists them; their hash is checked). Extra keyword arguments go to the family builder (e.g.
+    `width`); `model_options(name)` lists those a variant accepts.
     """
     key = _lookup(name)
     info = _INFOS[key]
+    if weights is not None:
+        from kerasnets import weights as shipped
+
+        trained = shipped.entry(key, weights)
+        input_shape = trained["input_shape"] if input_shape is None else input_shape
+        classes = trained["classes"] if classes is None else classes
+        shipped.check_head(key, weights, input_shape, classes, include_top)
+        model = create_model(key, input_shape=input_shape, classes=classes, include_top=include_top,
+                             pooling=pooling, classifier_activation=classifier_activation, **variant_kwargs)
+        shipped.load_into(model, key, weights)
+        return model
     if _OPTIONS[key] is not None:
         check_options(key, variant_kwargs, _OPTIONS[key])
     shape = _check_input_shape(info.input_shape if input_shape is None else input_shape, info)

@@ -47,22 +47,32 @@ def _basic_block(x, filters, *, strides, unit, name):
     return blocks.activation(x, "relu", name=f"{name}_out")
 
 
-def _cifar_resnet(depth, *, input_shape, classes, include_top, pooling, classifier_activation, name,
-                  ghost=False, ratio=2, dw_kernel=3) -> keras.Model:
-    """CIFAR ResNet of `depth`, plain or (ghost=True) with Ghost modules of ratio s, kernel d."""
+def stage_filters(width: float, multiple: int = 4) -> tuple[int, ...]:
+    """The CIFAR ResNet's 16/32/64 stage widths scaled by `width`, rounded to `multiple`."""
+    return tuple(max(multiple, int(round(f * width / multiple)) * multiple) for f in CIFAR_STAGE_FILTERS)
+
+
+def cifar_resnet(depth, *, input_shape=(32, 32, 3), classes=10, include_top=True, pooling=None,
+                 classifier_activation="softmax", name=None, width=1.0, ghost=False, ratio=2,
+                 dw_kernel=3) -> keras.Model:
+    """CIFAR ResNet of `depth` (6n + 2) with stage widths 16/32/64 x `width`, plain or (ghost=True)
+    with Ghost modules of ratio s, kernel d: the family's knobs, for searches over its sizes."""
     unit = conv_unit(ratio, dw_kernel) if ghost else conv_unit()
-    if (depth - 2) % 6:
-        raise ValueError(f"CIFAR ResNet depth must be 6n + 2, got {depth}")
+    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (8, 14, 20, ...), got {depth!r}")
+    if not 0 < width <= 4:
+        raise ValueError(f"width must be in (0, 4], got {width!r}")
+    filters_per_stage = stage_filters(width)
     blocks_per_stage = (depth - 2) // 6
     inputs = blocks.model_input(input_shape)
-    x = unit(inputs, CIFAR_STAGE_FILTERS[0], 3, name="stem")
-    for stage, filters in enumerate(CIFAR_STAGE_FILTERS, start=1):
+    x = unit(inputs, filters_per_stage[0], 3, name="stem")
+    for stage, filters in enumerate(filters_per_stage, start=1):
         for block in range(1, blocks_per_stage + 1):
             strides = 2 if stage > 1 and block == 1 else 1
             x = _basic_block(x, filters, strides=strides, unit=unit, name=f"stage{stage}_block{block}")
     outputs = blocks.classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
                                      classifier_activation=classifier_activation)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=name or f"{'ghost_' if ghost else ''}resnet{depth}_cifar")
 
 
 _CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=4)
@@ -80,7 +90,7 @@ VARIANTS = [
                   "3x3 primary conv; " + _SHORTCUT_NOTE + "; variant kwargs ratio (s), dw_kernel (d)"),
 ]
 
-registry.register_variants(_cifar_resnet, VARIANTS, paper="arXiv 1512.03385", **_CIFAR)
+registry.register_variants(cifar_resnet, VARIANTS, paper="arXiv 1512.03385", **_CIFAR)
 
 
 # --- MLPerf Tiny ResNet-8 --------------------------------------------------------------------

@@ -35,7 +35,8 @@ def _as_images(calibration, input_shape) -> np.ndarray:
     return images
 
 
-def _is_qat(model) -> bool:
+def is_qat(model) -> bool:
+    """Whether `model` is a TFMOT quantisation-aware model (fake-quant wrappers)."""
     return any(type(layer).__name__ == "QuantizeWrapperV2" or type(layer).__name__ == "QuantizeLayer"
                for layer in model.layers)
 
@@ -58,7 +59,7 @@ def export(model: keras.Model, mode: str = "int8", calibration=None, *, io_type:
     if mode == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     if mode in ("int8", "int16x8"):
-        if calibration is None and not _is_qat(model):
+        if calibration is None and not is_qat(model):
             raise ValueError(f"mode {mode} needs calibration images (a representative dataset)")
         if calibration is None:
             # TF 2.21's converter insists on a representative dataset even for a QAT model,

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from kerasnets.pipelines import augment as augment_mod
+from kerasnets.pipelines import augment as augment_mod, convert
 
 log = logging.getLogger("kerasnets.train")
 
@@ -19,9 +19,15 @@ DEFAULTS = {
     "epochs": 30, "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
     "nesterov": True, "weight_decay": 5e-4, "schedule": "cosine", "warmup_epochs": 0,
     "step_epochs": [], "step_factor": 0.1, "label_smoothing": 0.0, "mixed_precision": "auto",
+    "ema": 0.0,
     "augment": ["crop", "flip"], "teacher": "", "distill_alpha": 0.5, "distill_temperature": 4.0,
     "seed": 0,
 }
+
+
+SCHEDULES = ("cosine", "linear", "step", "constant")
+# "auto": bfloat16 on a CPU with native bf16 arithmetic (AVX512_BF16 / AMX), float16 on a GPU
+PRECISIONS = ("auto", "bfloat16", "float16", "float32", True, False)
 
 
 class TrainingStopped(RuntimeError):
@@ -36,8 +42,14 @@ def _config(overrides: dict | None) -> dict:
         config[key] = value
     if config["optimizer"] not in ("sgd", "adamw"):
         raise ValueError(f"optimizer must be sgd or adamw, got {config['optimizer']!r}")
-    if config["schedule"] not in ("cosine", "step", "constant"):
-        raise ValueError(f"schedule must be cosine, step or constant, got {config['schedule']!r}")
+    if config["schedule"] not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {config['schedule']!r}")
+    if not 0.0 <= float(config["ema"]) < 1.0:
+        raise ValueError(f"ema is the per-step decay of the weights' moving average, in [0, 1) (0: off), "
+                         f"got {config['ema']!r}")
+    if config["mixed_precision"] not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {', '.join(map(repr, PRECISIONS))}, "
+                         f"got {config['mixed_precision']!r}")
     if int(config["epochs"]) < 1 or int(config["batch_size"]) < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {config['epochs']}, {config['batch_size']}")
     return config
@@ -45,7 +57,8 @@ def _config(overrides: dict | None) -> dict:
 
 @keras.saving.register_keras_serializable(package="kerasnets")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up, then cosine decay to 0, step decay, or constant (per optimiser step)."""
+    """Linear warm-up, then cosine or linear decay to 0, step decay, or constant (per optimiser
+    step). Linear decay after a warm-up is the one-cycle shape of fast CIFAR training."""
 
     def __init__(self, base_lr, total_steps, warmup_steps=0, kind="cosine", boundaries=(), factor=0.1):
         self.base_lr, self.total_steps, self.warmup_steps = float(base_lr), int(total_steps), int(warmup_steps)
@@ -58,6 +71,9 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
             span = tf.cast(max(self.total_steps - self.warmup_steps, 1), tf.float32)
             progress = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
             lr = 0.5 * self.base_lr * (1.0 + tf.cos(math.pi * progress))
+        elif self.kind == "linear":
+            span = tf.cast(max(self.total_steps - self.warmup_steps, 1), tf.float32)
+            lr = self.base_lr * (1.0 - tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0))
         elif self.kind == "step":
             drops = tf.add_n([tf.cast(step >= b, tf.float32) for b in self.boundaries] or [tf.constant(0.0)])
             lr = self.base_lr * tf.pow(self.factor, drops)
@@ -103,9 +119,10 @@ class Distiller(keras.Model):
 
     def train_step(self, data):
         x, y = data
-        teacher = self._soft(self.teacher(x, training=False))
+        # under a mixed policy the networks answer in bf16/fp16: the losses are taken in float32
+        teacher = self._soft(tf.cast(self.teacher(x, training=False), tf.float32))
         with tf.GradientTape() as tape:
-            pred = self.student(x, training=True)
+            pred = tf.cast(self.student(x, training=True), tf.float32)
             soft = keras.losses.kl_divergence(teacher, self._soft(pred)) * self.temperature ** 2
             loss = self.alpha * self.hard_loss(y, pred) + (1 - self.alpha) * tf.reduce_mean(soft)
             loss += tf.add_n(self.student.losses) if self.student.losses else 0.0
@@ -113,6 +130,36 @@ class Distiller(keras.Model):
         self.optimizer.apply_gradients(zip(grads, self.student.trainable_variables))
         self.compiled_metrics.update_state(y, pred)
         return {"loss": loss, **{m.name: m.result() for m in self.metrics if m.name != "loss"}}
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """Exponential moving average of every weight of `target` (BatchNorm statistics included, so
+    they match the averaged kernels), swapped into the model when training ends. The decay warms
+    up as min(decay, (1 + n) / (10 + n)) after n steps, so a short run is not pulled back to its
+    initialisation (Keras' optimiser EMA starts from the initial weights at the full decay).
+    A resumed run restarts the average from the restored weights."""
+
+    def __init__(self, target, decay: float):
+        super().__init__()
+        self.target, self.decay = target, float(decay)
+
+    def on_train_begin(self, logs=None):
+        self.step = tf.Variable(0.0, trainable=False)
+        self.averages = [tf.Variable(w, trainable=False) for w in self.target.weights]
+        self._update = tf.function(self._average)
+
+    def _average(self):
+        self.step.assign_add(1.0)
+        decay = tf.minimum(self.decay, (1.0 + self.step) / (10.0 + self.step))
+        for average, weight in zip(self.averages, self.target.weights):
+            average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update()
+
+    def on_train_end(self, logs=None):
+        for average, weight in zip(self.averages, self.target.weights):
+            weight.assign(tf.cast(average, weight.dtype))
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -129,6 +176,13 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def write_model(model, path):
+    """Save a .keras file under a temporary name, then rename: never half-written."""
+    tmp = path[:-len(".keras")] + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Save `last.keras` (atomically) and the epoch history after every epoch with a finite loss."""
 
@@ -140,9 +194,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.nan_guard.bad_batch is not None:
             return
         path = os.path.join(self.out_dir, "last.keras")
-        tmp = os.path.join(self.out_dir, "last.tmp.keras")
-        (self.model_to_save or self.model).save(tmp)
-        os.replace(tmp, path)
+        write_model(self.model_to_save or self.model, path)
         history_path = os.path.join(self.out_dir, "history.jsonl")
         with open(history_path, "a", encoding="utf-8") as out:
             out.write(json.dumps({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}) + "\n")
@@ -168,10 +220,27 @@ def eval_dataset(dataset, *, batch_size, classes, cache=True):
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _use_mixed_precision(setting) -> bool:
+def precision_policy(setting="auto") -> str:
+    """The Keras dtype policy training uses for `mixed_precision` (see PRECISIONS): "auto" picks
+    mixed_float16 on a GPU, mixed_bfloat16 on a CPU with native bf16, else float32."""
     if setting == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
-    return bool(setting)
+        if tf.config.list_physical_devices("GPU"):
+            return "mixed_float16"
+        from kerasnets.pipelines import machine
+
+        native_bf16 = {"avx512_bf16", "amx_bf16", "bf16"} & set(machine.isa_features())
+        return "mixed_bfloat16" if native_bf16 else "float32"
+    if setting is True or setting == "float16":
+        return "mixed_float16"
+    return "mixed_bfloat16" if setting == "bfloat16" else "float32"
+
+
+def _as_float32(build_model, trained):
+    """A float32 copy of a model trained under a mixed policy: what is saved and converted."""
+    keras.mixed_precision.set_global_policy("float32")
+    model = build_model()
+    model.set_weights(trained.get_weights())
+    return model
 
 
 def fit(build_model, data, out_dir, *, config=None, resume=False, strategy=None, verbose=1,
@@ -194,8 +263,7 @@ def fit(build_model, data, out_dir, *, config=None, resume=False, strategy=None,
             import shutil
 
             shutil.rmtree(backup_dir)
-    if _use_mixed_precision(config["mixed_precision"]):
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    policy = precision_policy(config["mixed_precision"])
     strategy = strategy or tf.distribute.get_strategy()
     global_batch = int(config["batch_size"])
     if global_batch > data.num_train:  # drop_remainder would leave an empty epoch
@@ -210,6 +278,12 @@ def fit(build_model, data, out_dir, *, config=None, resume=False, strategy=None,
     keras.utils.set_random_seed(int(config["seed"]))
     with strategy.scope():
         student = build_model()
+        # fake quantisation learns int8 ranges: a QAT model trains in float32 whatever the CPU has
+        if policy != "float32" and not convert.is_qat(student):
+            keras.mixed_precision.set_global_policy(policy)
+            student = build_model()
+        else:
+            policy = "float32"
         if student.output_shape[-1] != classes:
             raise ValueError(f"the model has {student.output_shape[-1]} outputs but {data.source} has "
                              f"{classes} classes: build it with classes={classes}")
@@ -229,17 +303,26 @@ def fit(build_model, data, out_dir, *, config=None, resume=False, strategy=None,
         keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False),
         *extra_callbacks,
     ]
-    history = model.fit(train_ds, epochs=int(config["epochs"]), validation_data=val_ds,
-                        callbacks=callbacks, verbose=verbose)
-    keras.mixed_precision.set_global_policy("float32")
+    if config["ema"]:  # before the checkpoint's final save below, after the epoch checkpoints
+        callbacks.append(WeightAverage(student, config["ema"]))
+    try:
+        history = model.fit(train_ds, epochs=int(config["epochs"]), validation_data=val_ds,
+                            callbacks=callbacks, verbose=verbose)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     last = os.path.join(out_dir, "last.keras")
     if nan_guard.bad_batch is not None:
         raise TrainingStopped(
             f"loss became NaN/inf at batch {nan_guard.bad_batch}; training stopped. Last good checkpoint: "
             f"{last if os.path.exists(last) else 'none (failed in the first epoch)'}. Lower the learning "
             "rate or add warm-up (`warmup_epochs`).")
+    if policy != "float32" or config["ema"]:
+        # the final model in float32 with its EMA weights (fit swapped them in at the end)
+        if policy != "float32":
+            student = _as_float32(build_model, student)
+        write_model(student, last)
     return {"history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
-            "model_path": last, "model": student}
+            "model_path": last, "model": student, "precision": policy}
 
 
 def evaluate(model, data, batch_size=256) -> float:

@@ -110,6 +110,7 @@ def test_export_fp32_parity_gate(tmp_path):
     ("bench", ["--target: <host|android|cortex-m4>: Where to run", "--tflite", "--threads", "--tflm_tree", "--clock_mhz"], ["--method"]),
     ("run", ["--from_stage: <data|train|compress|qat|export|micro|bench|report>", "--train.epochs",
              "--dataset"], ["--io_type"]),
+    ("frontier", ["--recipe: <baseline|fast>", "--candidates", "--rank_epochs", "--top"], ["--io_type", "--method"]),
 ])
 def test_subcommand_help_lists_its_own_flags(command, shown, not_shown):
     result = kerasnets(command, "--help")

@@ -176,6 +176,22 @@ _RUN_SHORTCUTS = {"model": "model", "dataset": "data.dataset", "input_size": "da
                   "out": "out", "data_dir": "data.data_dir", "strict": "data.strict"}
 
 
+def _frontier_flags(d):
+    from kerasnets.tools import frontier
+
+    d.string("dataset", "cifar10", f"Data set ({_dataset_help()}); the budget and every row use it.")
+    d.integer("epochs", 30, "Training epochs of every row (reference and candidates).", lower_bound=1)
+    d.enum("recipe", "fast", list(frontier.RECIPES), "Training recipe (pipelines.train options).")
+    d.integer("top", 2, "Ranked candidates trained for --epochs.", lower_bound=0)
+    d.integer("rank_epochs", 4, "Epochs of the cheap ranking run.", lower_bound=1)
+    d.integer("rank_images", 20000, "Training images of the cheap ranking run.", lower_bound=100)
+    d.list("candidates", None, "Train these candidates (labels as in the rank table, e.g. "
+           "'ghost_resnet_cifar[depth=14,width=1.0,ghost]') instead of screening and ranking.")
+    d.string("out", os.path.join("results", "frontier.csv"), "CSV the rows are appended to; the screen "
+             "and rank tables go beside it.")
+    d.string("work", os.path.join("runs", "frontier"), "Folder for checkpoints and models.")
+
+
 def _run_flags(d):
     from kerasnets.tools import run
 
@@ -418,6 +434,20 @@ def _run() -> int:
     return 0
 
 
+def _frontier() -> int:
+    from kerasnets.pipelines import data as data_mod, machine
+    from kerasnets.tools import frontier
+
+    data = data_mod.in_memory(data_mod.load(FLAGS.dataset, image_shape=(32, 32, 3)))
+    rows = frontier.run_frontier(
+        data, out=FLAGS.out, work=FLAGS.work, epochs=FLAGS.epochs, recipe=FLAGS.recipe, top=FLAGS.top,
+        rank_epochs=FLAGS.rank_epochs, rank_images=FLAGS.rank_images, candidates=FLAGS.candidates,
+        device=machine.machine_name(), command=" ".join(["kerasnets", *sys.argv[1:]]),
+        progress=lambda message: console.print_stage("frontier", message))
+    print(f"{len(rows)} rows added to {FLAGS.out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # subcommands, help and error messages
 
@@ -453,6 +483,8 @@ COMMANDS = {
                      {"activity": "apk_activity", "tflite_files": "tflite", "tf_root": "stage_apk"}),
     "compress": Command("prune (and fine-tune) a model to a ratio or a budget", _compress_flags, _compress,
                         {"keras_file": "keras", "spec": "dataset", "data": "dataset"}),
+    "frontier": Command("models fitted to ResNet-8's int8 size and arena, ranked, trained and measured "
+                        "on CIFAR-10", _frontier_flags, _frontier, {"spec": "dataset"}),
 }
 SUBCOMMANDS = tuple(COMMANDS)
 USAGE = f"usage: kerasnets {{{','.join(SUBCOMMANDS)}}} [flags]   (kerasnets <subcommand> --help)"

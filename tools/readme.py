@@ -120,6 +120,40 @@ def compression_table(path: str) -> str:
     return "\n".join(lines)
 
 
+def frontier_table(path: str) -> str:
+    """Every trained row of the frontier, the reference's margin and whether it fits the budget."""
+    rows = _rows(path)
+    reference = {r["epochs"]: r for r in rows if r["model"] == "resnet8"}
+    lines = ["| model | variant | epochs | params | MACs | int8 KiB | arena B | fits budget | top-1 fp32 | "
+             "top-1 int8 (PTQ) | top-1 QAT int8 | QAT int8 vs ResNet-8 | latency ms | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ref = reference.get(r["epochs"])
+        fits = ref and int(r["arena_bytes"]) <= int(ref["arena_bytes"]) and float(r["int8_kb"]) <= float(ref["int8_kb"])
+        margin = (f"{100 * (float(r['top1_qat_int8']) - float(ref['top1_qat_int8'])):+.1f} pt"
+                  if ref and r["top1_qat_int8"] and ref["top1_qat_int8"] else "–")
+        lines.append(f"| {r['model']} | {r['variant']} | {r['epochs']} | {int(r['params']):,} | {_fmt_count(r['macs'])} | "
+                     f"{r['int8_kb']} | {r['arena_bytes']} | {'yes' if fits else 'NO'} | {float(r['top1_fp32']):.2%} | "
+                     f"{float(r['top1_int8']):.2%} | {float(r['top1_qat_int8'] or 'nan'):.2%} | {margin} | "
+                     f"{r['latency_ms']} | {r['seconds']} |")
+    machines = sorted({r["device"] for r in rows})
+    lines += ["", f"From `{path}` (`kerasnets frontier`, command in the CSV); top-1 on the 10,000 CIFAR-10 (JPEG) "
+              "test images; the budget is ResNet-8's own int8 size and arena at the same epochs; latency: "
+              f"LiteRT int8, 1 thread, median; machine: {'; '.join(machines)}."]
+    return "\n".join(lines)
+
+
+def recipe_table(path: str) -> str:
+    rows = _rows(path)
+    columns = ["option", "epochs", "config", "top1_fp32", "top1_fp32_flip_tta", "top1_int8", "seconds", "precision"]
+    lines = [_header(columns), "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
+    machines = sorted({r["machine"] for r in rows})
+    lines += ["", f"From `{path}` (`benchmarks/recipe.py`, `{rows[0]['model'] if rows else ''}`, command in the CSV); "
+              f"machine: {'; '.join(machines)}."]
+    return "\n".join(lines)
+
+
 RUN_METRICS = ("top1_fp32", "top1_int8", "int8_kb", "arena_bytes", "latency_ms", "params", "macs")
 
 
@@ -147,6 +181,8 @@ SECTIONS = {
     "throughput": ("results/train-throughput.csv", lambda p: plain_table(p, [
         "model", "pipeline", "images_per_s", "epochs_timed", "batch_size", "ratio_vs_plain"])),
     "arena": ("results/arena-vs-profile.csv", arena_table),
+    "frontier": ("results/frontier.csv", frontier_table),
+    "recipe": ("results/recipe.csv", recipe_table),
 }
 
 

@@ -1,0 +1,77 @@
+"""kerasnets frontier: the budget screen, the cheap ranking and one trained, deployed row."""
+import numpy as np
+import pytest
+
+from kerasnets.pipelines import data
+from kerasnets.tools import frontier
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load("digits", image_shape=(32, 32, 3))
+
+
+@pytest.fixture(scope="module")
+def calibration(digits):
+    return data.representative_images(digits, 32)
+
+
+@pytest.fixture(scope="module")
+def limit(calibration):
+    return frontier.budget(calibration)
+
+
+def test_the_budget_is_the_reference_measured_in_this_run(limit):
+    # ResNet-8: 78k params, ~92 KiB int8, ~55 kB arena (the MLPerf Tiny model)
+    assert limit["params"] == 78186
+    assert 85_000 < limit["int8_bytes"] < 100_000 and 50_000 < limit["arena_bytes"] < 60_000
+
+
+def test_screen_keeps_what_fits_and_says_why_the_rest_does_not(limit, calibration):
+    space = frontier.search_space()
+    picked = [frontier.find(space, label) for label in (
+        "resnet_cifar[depth=8,width=0.5]",              # fits
+        "resnet_cifar[depth=26,width=1.25]",            # too many parameters: rejected by the profiler
+        "resnet_cifar[depth=8,width=1.25]",             # 20-channel 32x32 maps: arena over budget
+        "effcnet_cifar[res=32]")]                       # few parameters, large arena and file
+    verdicts = {f"{r['model']}[{r['variant']}]": r["verdict"]
+                for r in frontier.screen(picked, limit, calibration)}
+    assert verdicts["resnet_cifar[depth=8,width=0.5]"] == "fits"
+    assert verdicts["resnet_cifar[depth=26,width=1.25]"] == "params over the int8 budget (profiler)"
+    assert verdicts["resnet_cifar[depth=8,width=1.25]"] in ("arena over budget", "int8 size over budget")
+    assert verdicts["effcnet_cifar[res=32]"] != "fits"
+    # the reference itself fits its own budget exactly
+    reference = frontier.screen(frontier.search_space_reference(), limit, calibration)
+    assert reference[0]["verdict"] == "fits"
+
+
+def test_an_unknown_candidate_is_named():
+    with pytest.raises(ValueError, match="no candidate 'nonet'"):
+        frontier.find(frontier.search_space(), "nonet")
+
+
+def test_a_trained_row_measures_the_deployed_int8_model(digits, tmp_path):
+    candidate = frontier.find(frontier.search_space(), "resnet_cifar[depth=8,width=0.5]")
+    row = frontier.train_row(candidate, digits, str(tmp_path), recipe="fast", epochs=6, qat_epochs=1,
+                             overrides={"batch_size": 32}, verbose=0)
+    assert set(frontier.COLUMNS) - {"device", "command"} <= set(row)
+    # a trained digits classifier, and its int8 (post-training and QAT) forms classify like it
+    assert row["top1_fp32"] > 0.8, {k: row[k] for k in ("top1_fp32", "top1_int8", "top1_qat_int8")}
+    assert abs(row["top1_int8"] - row["top1_fp32"]) < 0.05 and abs(row["top1_qat_int8"] - row["top1_fp32"]) < 0.05
+    tflite = (tmp_path / "model_int8.tflite").read_bytes()
+    assert row["int8_kb"] == round(len(tflite) / 1024, 1) and row["arena_bytes"] > 0
+    path = tmp_path / "frontier.csv"
+    frontier.append_row(str(path), {**row, "device": "test", "command": "test"}, frontier.COLUMNS)
+    assert frontier.done(str(path), candidate, 6, "fast") and not frontier.done(str(path), candidate, 30, "fast")
+
+
+def test_flip_tta_averages_an_image_and_its_mirror(digits):
+    import tf_keras as keras
+
+    # a "model" that answers by the left half's brightness: mirror-averaging changes its answers
+    inputs = keras.Input((32, 32, 3))
+    left = keras.layers.Cropping2D(((0, 0), (0, 16)))(inputs)
+    outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(left))
+    model = keras.Model(inputs, outputs)
+    plain = np.mean([np.argmax(model.predict_on_batch(x), -1) == y.numpy() for x, y in digits.test.batch(10_000)])
+    assert frontier.evaluate_flip_tta(model, digits) != pytest.approx(plain)

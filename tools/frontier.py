@@ -1,0 +1,427 @@
+"""The tiny-model frontier (`kerasnets frontier`): candidates fitted to a reference model's int8
+size and TFLite Micro arena, ranked cheaply, trained with one recipe and measured as deployed.
+
+Flow: `budget(reference)` measures the reference's int8 .tflite bytes and arena; `screen` builds
+every candidate of `search_space()` and rejects with the profiler (params) and then the measured
+arena and int8 size before any training; `rank` trains the survivors a few epochs on a subset
+and scores them on held-out images; `train_row` trains one model with the full recipe and
+measures fp32, post-training int8 and converted-QAT int8 top-1 on the whole test split, the
+int8 size, the arena and the host latency. `run_frontier` composes them and appends each finished
+row to the CSV at once, so an interrupted run keeps what it finished and a re-run skips it.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Callable
+
+import numpy as np
+
+log = logging.getLogger("kerasnets.frontier")
+
+REFERENCE = "resnet8"
+COLUMNS = ["model", "variant", "params", "macs", "int8_kb", "arena_bytes", "latency_ms", "top1_fp32",
+           "top1_int8", "top1_qat_int8", "epochs", "recipe", "seconds", "device", "command"]
+SCREEN_COLUMNS = ["model", "variant", "params", "macs", "int8_kb", "arena_bytes", "verdict"]
+RANK_COLUMNS = ["model", "variant", "params", "int8_kb", "arena_bytes", "rank_top1", "rank_epochs",
+                "rank_images", "seconds", "device"]
+
+# Training recipes (pipelines.train options). "baseline" is the 30-epoch run the README quoted
+# before; "fast" is the ablation's winner (results/recipe.csv).
+RECIPES = {
+    "baseline": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
+                 "schedule": "cosine", "warmup_epochs": 0, "label_smoothing": 0.0, "ema": 0.0,
+                 "batch_size": 128, "augment": ["crop", "flip"], "mixed_precision": "float32"},
+}
+RECIPES["fast"] = {**RECIPES["baseline"], "lr": 0.1, "schedule": "linear", "warmup_epochs": 2,
+                   "label_smoothing": 0.2, "ema": 0.999, "mixed_precision": "auto"}
+QAT_EPOCHS = 2
+QAT_LR = 0.002
+CALIBRATION_IMAGES = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One point of the search: a family, the knobs that make it, and how to build it."""
+
+    family: str
+    variant: str  # the knobs, e.g. "depth=14,width=0.75,ghost"
+    build: Callable  # build(input_shape, classes) -> tf_keras Model
+    resolution: int = 32
+
+    @property
+    def label(self) -> str:
+        return f"{self.family}[{self.variant}]"
+
+
+# ---------------------------------------------------------------------------------------------
+# the search space: each family's knobs (width, depth, resolution)
+
+
+def _registered(name, resolution=None):
+    from kerasnets import create_model, model_info
+
+    size = resolution or model_info(name).input_shape[0]
+    return Candidate(name, f"res={size}", lambda shape, classes: create_model(name, input_shape=shape,
+                                                                              classes=classes), size)
+
+
+def _resnet(depth, width, ghost):
+    from kerasnets import resnet
+
+    variant = f"depth={depth},width={width}" + (",ghost" if ghost else "")
+    family = "ghost_resnet_cifar" if ghost else "resnet_cifar"
+    return Candidate(family, variant, lambda shape, classes: resnet.cifar_resnet(
+        depth, width=width, ghost=ghost, input_shape=shape, classes=classes))
+
+
+def _mobilenet_v2(width, expansion, stem_stride, last_channels=0):
+    from kerasnets import mobilenet
+
+    variant = f"width={width},t={expansion},stem_stride={stem_stride}" + (f",last={last_channels}" if last_channels else "")
+    return Candidate("mobilenet_v2_cifar", variant, lambda shape, classes: mobilenet.mobilenet_v2_cifar(
+        width=width, expansion=expansion, stem_stride=stem_stride, last_channels=last_channels,
+        input_shape=shape, classes=classes))
+
+
+def search_space_reference() -> list[Candidate]:
+    """The reference alone, as a candidate (what every frontier row is compared with)."""
+    return [_registered(REFERENCE)]
+
+
+def search_space() -> list[Candidate]:
+    """CIFAR ResNets and Ghost-ResNets over depth x width; MobileNetV2 inverted residuals over
+    width x expansion x stem stride; every registered CIFAR-sized model
+    (ShuffleNetV2/AugShuffleNet, DenseNet, CondenseNet/EffCNet, MGIC, ResNet) at 32x32 and at
+    24x24 (lower resolution shrinks the arena); the ImageNet-layout efficient families at 32x32."""
+    from kerasnets import list_models, model_info
+
+    space = [_resnet(depth, width, ghost) for ghost in (False, True) for depth in (8, 14, 20, 26)
+             for width in (0.5, 0.625, 0.75, 0.875, 1.0, 1.25)]
+    space += [_mobilenet_v2(width, expansion, stride) for stride in (2, 1) for expansion in (3, 6)
+              for width in (0.5, 0.75, 1.0)]
+    for name in list_models():
+        if name == REFERENCE:
+            continue
+        native = model_info(name).input_shape[0]
+        sizes = (32, 24) if native == 32 else (32,)
+        space += [_registered(name, size) for size in sizes if size >= model_info(name).min_size]
+    return space
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring a model as deployed
+
+
+def deployment(model, calibration: np.ndarray, *, calibrate_bn: bool = False) -> dict:
+    """int8 .tflite bytes (+ the model) and TFLite Micro arena of a Keras model; an untrained model
+    gets BatchNorm statistics from the calibration images first (`calibrate_bn`)."""
+    from kerasnets import profile
+    from kerasnets.micro import arena
+    from kerasnets.pipelines import convert
+
+    if calibrate_bn:
+        convert.calibrate_batchnorm(model, calibration)
+    tflite = convert.to_int8(model, calibration)
+    stats = profile(model)
+    try:
+        arena_bytes = arena.measure_arena_in_child(tflite)
+    except RuntimeError as error:  # TFLite Micro cannot run it
+        log.info("no arena for %s: %s", model.name, error)
+        arena_bytes = None
+    return {"tflite": tflite, "params": stats["params"], "macs": stats["macs"],
+            "int8_bytes": len(tflite), "arena_bytes": arena_bytes}
+
+
+def budget(calibration: np.ndarray, reference: str = REFERENCE) -> dict:
+    """The reference's own int8 size and arena (untrained, BatchNorm-calibrated: neither depends
+    on the trained values), measured in this run."""
+    from kerasnets import create_model
+
+    model = create_model(reference, input_shape=calibration.shape[1:], classes=10)
+    measured = deployment(model, calibration, calibrate_bn=True)
+    return {"int8_bytes": measured["int8_bytes"], "arena_bytes": measured["arena_bytes"],
+            "params": measured["params"]}
+
+
+def _resized(images: np.ndarray, size: int) -> np.ndarray:
+    import tensorflow as tf
+
+    if images.shape[1] == size:
+        return images
+    return tf.image.resize(images, (size, size), antialias=True).numpy()
+
+
+def screen(candidates, limit: dict, calibration: np.ndarray, *, classes: int = 10) -> list[dict]:
+    """Each candidate's params, MACs, int8 size and arena with a verdict: "fits" or why not.
+    The profiler rejects first (params alone over the int8 budget); only the rest are converted."""
+    from kerasnets import profile
+
+    rows = []
+    for candidate in candidates:
+        row = {"model": candidate.family, "variant": candidate.variant}
+        try:
+            images = _resized(calibration, candidate.resolution)
+            model = candidate.build(images.shape[1:], classes)
+        except ValueError as error:  # the knobs do not make a valid model
+            rows.append({**row, "verdict": f"invalid: {error}"})
+            continue
+        stats = profile(model)
+        row.update(params=stats["params"], macs=stats["macs"])
+        if stats["params"] > limit["int8_bytes"]:  # int8 weights alone exceed the file budget
+            rows.append({**row, "verdict": "params over the int8 budget (profiler)"})
+            continue
+        measured = deployment(model, images[:32], calibrate_bn=True)
+        row.update(int8_kb=round(measured["int8_bytes"] / 1024, 1), arena_bytes=measured["arena_bytes"])
+        if measured["arena_bytes"] is None:
+            verdict = "TFLite Micro cannot run it"
+        elif measured["int8_bytes"] > limit["int8_bytes"]:
+            verdict = "int8 size over budget"
+        elif measured["arena_bytes"] > limit["arena_bytes"]:
+            verdict = "arena over budget"
+        else:
+            verdict = "fits"
+        rows.append({**row, "verdict": verdict})
+        log.info("screen %s: %s", candidate.label, verdict)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# training and measuring
+
+
+def _subset(data, train_images: int, test_images: int):
+    return dataclasses.replace(data, train=data.train.take(train_images), test=data.test.take(test_images),
+                               num_train=min(train_images, data.num_train),
+                               num_test=min(test_images, data.num_test))
+
+
+def _at_resolution(data, size: int):
+    """The data set resized to size x size (the candidate's input resolution)."""
+    import tensorflow as tf
+
+    if data.image_shape[0] == size:
+        return data
+
+    def resize(x, y):
+        return tf.image.resize(x, (size, size), antialias=True), y
+
+    return dataclasses.replace(data, train=data.train.map(resize).cache(), test=data.test.map(resize).cache(),
+                               image_shape=(size, size, data.image_shape[2]))
+
+
+def evaluate_flip_tta(model, data, batch_size: int = 500) -> float:
+    """Top-1 with test-time flip augmentation (mean of the image's and its mirror's outputs):
+    reported apart, as it doubles the cost of an inference on the device."""
+    import tensorflow as tf
+
+    correct = total = 0
+    for x, y in data.test.batch(batch_size):
+        both = model.predict_on_batch(x) + model.predict_on_batch(tf.reverse(x, axis=[2]))
+        correct += int(np.sum(np.argmax(both, -1) == y.numpy()))
+        total += int(len(y))
+    return correct / max(total, 1)
+
+
+def test_top1_int8(tflite: bytes, data) -> float:
+    from kerasnets.pipelines import convert
+
+    return convert.tflite_accuracy(tflite, data.test.as_numpy_iterator())
+
+
+def train_row(candidate: Candidate, data, out_dir: str, *, recipe: str = "fast", epochs: int = 30,
+              qat_epochs: int = QAT_EPOCHS, overrides: dict | None = None, verbose: int = 2) -> dict:
+    """Train one candidate with `recipe` for `epochs`, then measure it as deployed: fp32 top-1,
+    post-training int8 top-1, QAT (`qat_epochs` at a low rate, float32) converted to int8 and its
+    top-1, all on the whole test split; int8 size and arena of the deployed (QAT) model; host
+    int8 latency (LiteRT, 1 thread, median). `overrides` change recipe options (ablations)."""
+    from kerasnets.pipelines import data as data_mod, quantize, train
+    from kerasnets.tools import bench
+
+    start = time.time()
+    data = _at_resolution(data, candidate.resolution)
+    classes = len(data.classes)
+    shape = data.image_shape
+    config = {**RECIPES[recipe], **(overrides or {}), "epochs": int(epochs)}
+    result = train.fit(lambda: candidate.build(shape, classes), data, os.path.join(out_dir, "train"),
+                       config=config, verbose=verbose)
+    model = result["model"]
+    calibration = data_mod.representative_images(data, CALIBRATION_IMAGES)
+    row = {"model": candidate.family, "variant": candidate.variant, "epochs": epochs, "recipe": recipe,
+           "precision": result["precision"], "top1_fp32": round(train.evaluate(model, data), 4),
+           "top1_fp32_flip_tta": round(evaluate_flip_tta(model, data), 4)}
+    ptq = deployment(model, calibration)
+    row["top1_int8"] = round(test_top1_int8(ptq["tflite"], data), 4)
+    if qat_epochs:
+        qat_config = {**config, "epochs": int(qat_epochs), "lr": QAT_LR, "warmup_epochs": 0, "ema": 0.0,
+                      "mixed_precision": "float32"}
+        qat = train.fit(lambda: quantize.quantize_model(model), data, os.path.join(out_dir, "qat"),
+                        config=qat_config, verbose=verbose)["model"]
+        deployed = deployment(qat, calibration)
+        row["top1_qat_int8"] = round(test_top1_int8(deployed["tflite"], data), 4)
+    else:
+        deployed = ptq
+    with open(os.path.join(out_dir, "model_int8.tflite"), "wb") as f:
+        f.write(deployed["tflite"])
+    model.save(os.path.join(out_dir, "model.keras"))
+    latency = bench.measure_in_child(deployed["tflite"], threads=1, runs=50, xnnpack=True)
+    row.update(params=ptq["params"], macs=ptq["macs"], int8_kb=round(deployed["int8_bytes"] / 1024, 1),
+               arena_bytes=deployed["arena_bytes"], latency_ms=round(latency["median"], 3),
+               seconds=round(time.time() - start))
+    return row
+
+
+def rank(candidates, data, out_dir: str, *, epochs: int = 4, train_images: int = 20000,
+         test_images: int = 5000, recipe: str = "fast") -> list[dict]:
+    """Score each candidate cheaply: `epochs` of the recipe on the first `train_images` training
+    images, top-1 (fp32) on the first `test_images` test images. Best first."""
+    from kerasnets.pipelines import train
+
+    scored = []
+    for candidate in candidates:
+        start = time.time()
+        subset = _at_resolution(_subset(data, train_images, test_images), candidate.resolution)
+        shape, classes = subset.image_shape, len(subset.classes)
+        config = {**RECIPES[recipe], "epochs": int(epochs)}
+        folder = os.path.join(out_dir, "rank", candidate.label.replace("[", "_").replace("]", "").replace(",", "_"))
+        result = train.fit(lambda: candidate.build(shape, classes), subset, folder, config=config, verbose=0)
+        scored.append({"model": candidate.family, "variant": candidate.variant,
+                       "rank_top1": round(train.evaluate(result["model"], subset), 4),
+                       "rank_epochs": epochs, "rank_images": train_images,
+                       "seconds": round(time.time() - start)})
+        log.info("rank %s: %.4f", candidate.label, scored[-1]["rank_top1"])
+    return sorted(scored, key=lambda r: -r["rank_top1"])
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def read_rows(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as table:
+        return list(csv.DictReader(table))
+
+
+def append_row(path: str, row: dict, columns: list[str]) -> None:
+    """Append one row (header first on a new file); the file is complete after every row."""
+    new = not os.path.exists(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", newline="", encoding="utf-8") as table:
+        writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def done(path: str, candidate: Candidate, epochs: int, recipe: str) -> bool:
+    return any((r["model"], r["variant"], r["epochs"], r["recipe"]) ==
+               (candidate.family, candidate.variant, str(epochs), recipe) for r in read_rows(path))
+
+
+def find(candidates, label: str) -> Candidate:
+    for candidate in candidates:
+        if candidate.label == label or (candidate.family == label and candidate.variant.startswith("res=32")):
+            return candidate
+    raise ValueError(f"no candidate {label!r} in the search space; e.g. "
+                     f"{', '.join(c.label for c in candidates[:4])}")
+
+
+def write_json(path: str, obj) -> None:
+    from kerasnets.pipelines.files import write_atomic
+
+    write_atomic(path, json.dumps(obj, indent=1, default=str))
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Pareto plots: QAT int8 top-1 against int8 KiB, arena and MACs, one marker per epochs, the
+    reference's budget as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_of = (("int8_kb", "int8 .tflite (KiB)"), ("arena_bytes", "TFLite Micro arena (B)"), ("macs", "MACs"))
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, (key, label) in zip(axes, axes_of):
+        for r in rows:
+            top1 = float(r["top1_qat_int8"] or r["top1_int8"]) * 100
+            marker = "o" if str(r["epochs"]) == "30" else "s"
+            color = "black" if r["model"] == REFERENCE else "tab:blue"
+            ax.scatter(float(r[key]), top1, marker=marker, color=color)
+            ax.annotate(f"{r['model']} {r['variant']} ({r['epochs']} ep)", (float(r[key]), top1), fontsize=7,
+                        xytext=(4, 2), textcoords="offset points")
+            if r["model"] == REFERENCE and key != "macs":
+                ax.axvline(float(r[key]), linestyle="--", color="grey", linewidth=0.8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-1 int8 (%)")
+        ax.grid(alpha=0.3)
+    figure.suptitle("CIFAR-10 (JPEG): int8 top-1 within ResNet-8's budget (dashed: its size and arena)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole search
+
+
+def _command(argv) -> str:
+    return " ".join(["kerasnets", "frontier", *argv])
+
+
+def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "fast", top: int = 2,
+                 rank_epochs: int = 4, rank_images: int = 20000, candidates=None, device: str = "",
+                 command: str = "kerasnets frontier", progress=print) -> list[dict]:
+    """Budget -> screen -> rank -> train the reference and the `top` ranked candidates (or the
+    labels in `candidates`) for `epochs`; every finished row is appended to `out` at once, and
+    the screen and rank tables (`<out>-screen.csv`, `<out>-rank.csv` beside it) are kept in `work`
+    so that a re-run picks up where it stopped."""
+    from kerasnets.pipelines import data as data_mod
+
+    if recipe not in RECIPES:
+        raise ValueError(f"`recipe` must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    os.makedirs(work, exist_ok=True)
+    calibration = data_mod.representative_images(data, CALIBRATION_IMAGES)
+    space = search_space()
+    stem = out[:-len(".csv")] if out.endswith(".csv") else out
+    screen_path, rank_path = f"{stem}-screen.csv", f"{stem}-rank.csv"
+    limit = budget(calibration)
+    progress(f"budget ({REFERENCE}, measured): int8 {limit['int8_bytes']} B, arena {limit['arena_bytes']} B")
+    if candidates:
+        chosen = [find(space, label) for label in candidates]
+    else:
+        screened = read_rows(screen_path)
+        if not screened:
+            screened = screen(space, limit, calibration)
+            for row in screened:
+                append_row(screen_path, row, SCREEN_COLUMNS)
+        fits = [c for c in space if any((r["model"], r["variant"], r["verdict"]) == (c.family, c.variant, "fits")
+                                        for r in screened)]
+        progress(f"screen: {len(fits)} of {len(space)} candidates fit the budget")
+        ranked = read_rows(rank_path)
+        missing = [c for c in fits if not any((r["model"], r["variant"]) == (c.family, c.variant) for r in ranked)]
+        for row in rank(missing, data, work, epochs=rank_epochs, train_images=rank_images, recipe=recipe):
+            append_row(rank_path, {**row, "device": device}, RANK_COLUMNS)
+        ranked = sorted(read_rows(rank_path), key=lambda r: -float(r["rank_top1"]))
+        chosen = [find(space, f"{r['model']}[{r['variant']}]") for r in ranked[:top]]
+    rows = []
+    for candidate in [_registered(REFERENCE), *chosen]:
+        if done(out, candidate, epochs, recipe):
+            progress(f"{candidate.label}: {epochs} epochs already in {out}")
+            continue
+        folder = os.path.join(work, f"{candidate.label}-{epochs}ep".replace("[", "_").replace("]", "")
+                              .replace(",", "_").replace("=", ""))
+        row = {**train_row(candidate, data, folder, recipe=recipe, epochs=epochs), "device": device,
+               "command": command}
+        append_row(out, row, COLUMNS)
+        rows.append(row)
+        progress(f"{candidate.label}: fp32 {row['top1_fp32']:.2%}, int8 {row['top1_int8']:.2%}, "
+                 f"QAT int8 {row.get('top1_qat_int8', 0):.2%}, {row['int8_kb']} KiB, arena {row['arena_bytes']} B")
+        plot(read_rows(out), f"{stem}.png")
+    return rows
