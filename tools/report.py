@@ -466,9 +466,10 @@ def write_report(run_dir: str, manifest: dict, results_glob: str = RESULTS_GLOB)
     if not profile:
         layers_note = "No profile: the train stage has not run."
     elif len(layers) < len(all_layers):
-        layers_note = (f"The plot shows {len(layers)} of the model's {len(all_layers)} layers: those with "
-                       "weights or MACs" + (", the largest by MACs and by live memory" if len(layers)
-                                            >= MAX_PLOTTED_LAYERS else "")
+        weighted = sum(1 for r in all_layers if r["macs"] or r["params"])
+        layers_note = (f"The plot shows {len(layers)} of the model's {len(all_layers)} layers: "
+                       + ("the largest by MACs and by live memory" if weighted > MAX_PLOTTED_LAYERS
+                          else "those with weights or MACs")
                        + f"; the table lists every layer. Peak int8 activation memory: "
                        f"{_kib(profile['peak_activation_bytes'])} (profile; the arena adds the interpreter's "
                        "bookkeeping).")
