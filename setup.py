@@ -34,7 +34,12 @@ setup(
         "matplotlib",
         "tensorboard",
     ],
-    extras_require={"test": ["pytest", "pytest-xdist", "opencv-python-headless"]},
+    # svhn and caltech101 come through tensorflow-datasets (with pyarrow and friends, ~100 MB: not
+    # worth it for everyone); its etils.epath imports importlib_resources without requiring it.
+    # The tests prepare both offline and open the report in Chromium through Selenium.
+    extras_require={"tfds": ["tensorflow-datasets", "importlib_resources"],
+                    "test": ["pytest", "pytest-xdist", "opencv-python-headless", "selenium",
+                             "tensorflow-datasets", "importlib_resources"]},
     package_data={"kerasnets": ["pretrained/*"], "kerasnets.micro": ["firmware/*"],
                   "kerasnets.tools": ["android_apk/*", "android_apk/jni/*",
                                       "android_apk/src/com/kerasnets/benchmark/*"]},

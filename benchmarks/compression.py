@@ -53,8 +53,8 @@ flags.DEFINE_bool("retime", False, "Only re-time the int8 latency of --model's r
 flags.DEFINE_integer("retime_rounds", 5, "Rounds of --retime; each times every row once (fresh process, "
                      "50 runs); a row's latency is the median of its rounds.")
 
-COLUMNS = ["model", "method", "ratio", "params", "macs", "int8_kb", "latency_ms", "top1_fp32", "top1_int8",
-           "base_params", "base_macs", "base_top1_fp32", "epochs", "device", "command"]
+COLUMNS = ["model", "dataset", "method", "ratio", "params", "macs", "int8_kb", "latency_ms", "top1_fp32",
+           "top1_int8", "base_params", "base_macs", "base_top1_fp32", "epochs", "device", "command"]
 
 
 def _subset(data, train_images, test_images):
@@ -175,7 +175,7 @@ def main(argv):
     base = _base_model(data, config)
     base_stats = _measure(base, data, images, _row_dir("none", 0))
     command = " ".join([os.path.basename(sys.executable), *sys.argv])
-    common = {"model": FLAGS.model, "base_params": base_stats["params"], "base_macs": base_stats["macs"],
+    common = {"model": FLAGS.model, "dataset": FLAGS.dataset, "base_params": base_stats["params"], "base_macs": base_stats["macs"],
               "base_top1_fp32": base_stats["top1_fp32"], "epochs": FLAGS.finetune_epochs,
               "device": bench.machine_name(), "command": command}
     done = _done(FLAGS.out)

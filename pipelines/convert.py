@@ -152,22 +152,41 @@ def run_litert(tflite: bytes, inputs: np.ndarray, *, reference: bool = False) ->
     return np.stack(outputs)
 
 
-def tflite_accuracy(tflite: bytes, examples) -> float:
-    """Top-1 accuracy of a .tflite classifier (LiteRT, any input type) over (image, label) pairs."""
+def tflite_predictions(tflite: bytes, examples) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predicted classes) of a .tflite classifier (LiteRT, any input type) over
+    (image, label) pairs."""
     interpreter = litert_interpreter(tflite)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    correct = total = 0
+    labels, predicted = [], []
     for x, y in examples:
         interpreter.set_tensor(inp["index"], quantize_input(np.asarray(x)[None], inp))
         interpreter.invoke()
-        correct += int(np.argmax(interpreter.get_tensor(out["index"])[0]) == y)
-        total += 1
-    return correct / max(total, 1)
+        predicted.append(int(np.argmax(interpreter.get_tensor(out["index"])[0])))
+        labels.append(int(y))
+    return np.asarray(labels, np.int64), np.asarray(predicted, np.int64)
+
+
+def tflite_accuracy(tflite: bytes, examples) -> float:
+    """Top-1 accuracy of a .tflite classifier (LiteRT, any input type) over (image, label) pairs."""
+    labels, predicted = tflite_predictions(tflite, examples)
+    return float(np.mean(labels == predicted)) if len(labels) else 0.0
+
+
+def tflite_test_predictions(tflite: bytes, data, limit: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """tflite_predictions on up to `limit` test images of a pipelines.data.ImageData."""
+    return tflite_predictions(tflite, data.test.take(limit).as_numpy_iterator())
 
 
 def tflite_top1(tflite: bytes, data, limit: int = 2000) -> float:
     """tflite_accuracy on up to `limit` test images of a pipelines.data.ImageData."""
     return tflite_accuracy(tflite, data.test.take(limit).as_numpy_iterator())
+
+
+def confusion_matrix(labels, predicted, classes: int) -> list[list[int]]:
+    """counts[true][predicted] over `classes` classes."""
+    counts = np.zeros((classes, classes), np.int64)
+    np.add.at(counts, (np.asarray(labels, np.int64), np.asarray(predicted, np.int64)), 1)
+    return counts.tolist()
 
 
 def graph_summary(tflite: bytes) -> dict:

@@ -5,8 +5,10 @@ Sources (`spec` strings, as on the command line):
   imagefolder:PATH   PATH/<split>/<class>/*.jpg|png, or PATH/<class>/* with a seeded split;
                      PATH may also be a .tar.gz of such a folder (unpacked once into a cache)
   npz:PATH           arrays x_train, y_train, x_test, y_test (or x, y with a seeded split)
-  cifar10, cifar100  keras.datasets (downloaded to ~/.keras/datasets when online)
-  svhn, caltech101   tensorflow-datasets (`pip install tensorflow-datasets`, online or `data_dir`)
+  cifar10, cifar100  keras.datasets' python archives: unpacked under `data_dir` or in
+                     ~/.keras/datasets (downloaded there when online)
+  svhn, caltech101   tensorflow-datasets (`pip install 'kerasnets[tfds]'`; svhn is its
+                     svhn_cropped): prepared under `data_dir`, or downloaded when online
 Images come out as float32 in [-1, 1] at (height, width, channels); labels as int64.
 """
 from __future__ import annotations
@@ -258,34 +260,95 @@ def _load_folder(root, shape, test_fraction, seed, strict):
                      len(train[0]), len(test[0]), full, skipped, f"imagefolder:{root}")
 
 
-def _load_named(name, shape, data_dir):
-    if name in ("cifar10", "cifar100"):
-        import tf_keras as keras
+# keras.datasets' CIFAR archives: folder name in ~/.keras/datasets, download, its sha256, the
+# pickled batch files of each split, the label key and the file with the class names
+_CIFAR = {
+    "cifar10": ("cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+                [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", ("batches.meta", "label_names")),
+    "cifar100": ("cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                 "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
+                 ["train"], ["test"], "fine_labels", ("meta", "fine_label_names")),
+}
+# tensorflow-datasets names of the data sets read through it
+_TFDS = {"svhn": "svhn_cropped", "caltech101": "caltech101"}
 
-        loader = keras.datasets.cifar10 if name == "cifar10" else keras.datasets.cifar100
-        try:
-            (xtr, ytr), (xte, yte) = loader.load_data()
-        except Exception as error:  # offline: urllib raises several kinds
-            raise ValueError(
-                f"{name} could not be downloaded ({type(error).__name__}). Without internet, put the "
-                f"files in ~/.keras/datasets (keras.datasets cache) or pass an image folder: "
-                f"`spec=imagefolder:PATH` (e.g. a CIFAR-10 JPEG folder or .tar.gz)") from None
-        classes = [str(c) for c in range(10 if name == "cifar10" else 100)]
-        return _from_arrays((xtr, ytr.ravel()), (xte, yte.ravel()), classes, _shape(shape, xtr), name)
+
+def _unpickle(path):
+    import pickle
+
+    with open(path, "rb") as f:
+        return {k.decode() if isinstance(k, bytes) else k: v for k, v in pickle.load(f, encoding="bytes").items()}
+
+
+def _cifar_folder(name, data_dir) -> str:
+    """The extracted CIFAR folder: under `data_dir`, else in keras.datasets' cache
+    (~/.keras/datasets), downloaded there (with keras' hash check) when missing."""
+    folder, origin, sha256, train_files, test_files, _, _ = _CIFAR[name]
+    needed = train_files + test_files
+    roots = [os.path.join(data_dir, folder), data_dir] if data_dir else [
+        os.path.join(os.path.expanduser("~"), ".keras", "datasets", folder)]
+    for root in roots:
+        if all(os.path.isfile(os.path.join(root, f)) for f in needed):
+            return root
+    if data_dir:
+        raise ValueError(f"{name}: `data_dir={data_dir}` holds no {folder}/ with {', '.join(needed)} (the "
+                         f"python version of the archive, {origin})")
+    import tf_keras as keras
+
+    try:
+        return keras.utils.get_file(folder, origin=origin, untar=True, file_hash=sha256)
+    except Exception as error:  # offline: urllib raises several kinds
+        raise ValueError(
+            f"{name} could not be downloaded ({type(error).__name__}). Without internet, unpack {origin} "
+            f"into ~/.keras/datasets (the keras.datasets cache) or pass `data_dir`, or pass an image folder: "
+            f"`spec=imagefolder:PATH` (e.g. a CIFAR-10 JPEG folder or .tar.gz)") from None
+
+
+def _load_cifar(name, shape, data_dir):
+    """CIFAR-10/100 from the python-pickle batches keras.datasets downloads (any number of images
+    per batch), with the class names of the archive's meta file."""
+    folder = _cifar_folder(name, data_dir)
+    _, _, _, train_files, test_files, label_key, (meta_file, names_key) = _CIFAR[name]
+
+    def read(files):
+        batches = [_unpickle(os.path.join(folder, f)) for f in files]
+        x = np.concatenate([np.asarray(b["data"], np.uint8).reshape(-1, 3, 32, 32) for b in batches])
+        y = np.concatenate([np.asarray(b[label_key], np.int64) for b in batches])
+        return x.transpose(0, 2, 3, 1), y
+
+    train, test = read(train_files), read(test_files)
+    meta = os.path.join(folder, meta_file)
+    classes = ([n.decode() if isinstance(n, bytes) else str(n) for n in _unpickle(meta)[names_key]]
+               if os.path.isfile(meta) else [str(c) for c in range(10 if name == "cifar10" else 100)])
+    return _from_arrays(train, test, classes, _shape(shape, train[0]), name)
+
+
+def _load_tfds(name, shape, data_dir):
+    """A tensorflow-datasets data set: prepared under `data_dir` (never downloaded there), else in
+    tfds' own folder (~/tensorflow_datasets), downloaded and prepared when missing."""
+    tfds_name = _TFDS[name]
     try:
         import tensorflow_datasets as tfds
     except ImportError:
         raise ValueError(f"{name} is read through tensorflow-datasets: pip install tensorflow-datasets "
-                         "(and be online, or pass `data_dir` with its prepared files)") from None
+                         f"(or kerasnets[tfds]), then be online once or pass `data_dir` with a prepared "
+                         f"{tfds_name}") from None
     try:
-        (train, test), info = tfds.load(name, split=["train", "test"], as_supervised=True,
-                                        with_info=True, data_dir=data_dir)
+        (train, test), info = tfds.load(tfds_name, split=["train", "test"], as_supervised=True, with_info=True,
+                                        data_dir=data_dir, download=not data_dir)
     except Exception as error:
-        raise ValueError(f"{name} could not be loaded by tensorflow-datasets ({error}); prepare it "
-                         f"online once or pass `data_dir` to its files") from None
+        where = f"`data_dir={data_dir}`" if data_dir else "the tensorflow-datasets folder"
+        raise ValueError(f"{name} ({tfds_name}) could not be loaded from {where}: {type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''}. Prepare it online once "
+                         f"(`tfds build {tfds_name} --data_dir DIR`) and pass `data_dir=DIR`") from None
     import tensorflow as tf
 
-    full = _shape(shape, np.zeros((1, *info.features["image"].shape)))
+    feature = info.features["image"].shape  # (None, None, 3) for data sets of mixed image sizes
+    full = tuple(want or have for want, have in zip(shape or (None, None, None), feature))
+    if None in full:
+        raise ValueError(f"{name} has images of different sizes: give `image_shape` (height, width), "
+                         f"e.g. (224, 224, 3)")
 
     def prep(image, label):
         image = tf.image.resize(tf.cast(image, tf.float32), full[:2])
@@ -296,6 +359,10 @@ def _load_named(name, shape, data_dir):
     classes = info.features["label"].names
     return ImageData(train.map(prep), test.map(prep), classes, info.splits["train"].num_examples,
                      info.splits["test"].num_examples, full, source=name)
+
+
+def _load_named(name, shape, data_dir):
+    return _load_cifar(name, shape, data_dir) if name in _CIFAR else _load_tfds(name, shape, data_dir)
 
 
 def load(spec: str, *, image_shape=None, data_dir=None, test_fraction: float = 0.2, seed: int = 0,

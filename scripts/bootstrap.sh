@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up kerasnets on a fresh machine with Python 3.11: a virtualenv in .venv with the package
 # (and, with --test, its test extras), plus the system packages the toolchain checks use
-# (g++, the Arm cross-compiler, and QEMU's Arm system emulator that runs the Cortex-M firmware),
-# installed with apt-get when running as root.
+# (g++, the Arm cross-compiler, and QEMU's Arm system emulator that runs the Cortex-M firmware;
+# with --test also Chromium and its driver, which open the run report), installed with apt-get
+# when running as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
@@ -24,11 +25,15 @@ need=()
 command -v g++ >/dev/null || need+=(g++)
 command -v arm-none-eabi-g++ >/dev/null || need+=(gcc-arm-none-eabi libnewlib-arm-none-eabi)
 command -v qemu-system-arm >/dev/null || need+=(qemu-system-arm)
+if [[ -n "$extras" ]]; then  # the report test opens report.html in headless Chromium (Selenium)
+  command -v chromium >/dev/null || need+=(chromium)
+  command -v chromedriver >/dev/null || need+=(chromium-driver)
+fi
 if [[ ${#need[@]} -gt 0 ]]; then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "bootstrap: installing ${need[*]} (apt-get)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "bootstrap: without ${need[*]} the C compile and firmware checks are skipped; install them with apt-get" >&2
+    echo "bootstrap: without ${need[*]} the C compile, firmware and browser checks are skipped; install them with apt-get" >&2
   fi
 fi

@@ -275,6 +275,7 @@ def stage_qat(run, cfg, ctx):
 
 def stage_export(run, cfg, ctx):
     from kerasnets.pipelines import convert, data as data_mod, metadata
+    from kerasnets.tools.report import CONFUSION
 
     data = ctx["data"]
     source = "qat/last.keras" if cfg.qat.enabled else _trained_model_file(cfg)
@@ -292,7 +293,12 @@ def stage_export(run, cfg, ctx):
         artefacts.append(name)
         metrics[f"{mode}_kb"] = round(len(tflite) / 1024, 1)
         if mode == "int8":
-            metrics["top1_int8"] = round(convert.tflite_top1(tflite, data), 4)
+            labels, predicted = convert.tflite_test_predictions(tflite, data)
+            metrics["top1_int8"] = round(float((labels == predicted).mean()), 4)
+            _write_json(run.file(CONFUSION), {
+                "model": "int8", "classes": list(data.classes), "images": int(len(labels)),
+                "matrix": convert.confusion_matrix(labels, predicted, len(data.classes))})
+            artefacts.append(CONFUSION)
     return artefacts, metrics
 
 
@@ -307,7 +313,8 @@ def stage_micro(run, cfg, ctx):
     report = codegen.emit(tflite, run.file("micro"), cfg.model, labels=ctx["data"].classes,
                           max_arena=int(cfg.micro.max_arena) or None)
     return [f"micro/{name}" for name in report["files"]], {"arena_bytes": report["arena_bytes"],
-                                                           "arena_headroom_bytes": report["headroom_bytes"]}
+                                                           "arena_headroom_bytes": report["headroom_bytes"],
+                                                           "micro_model_bytes": len(tflite)}
 
 
 def stage_bench(run, cfg, ctx):
