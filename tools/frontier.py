@@ -276,9 +276,10 @@ def train_row(candidate: Candidate, data, out_dir: str, *, recipe: str = "fast",
 
 
 def rank(candidates, data, out_dir: str, *, epochs: int = 4, train_images: int = 20000,
-         test_images: int = 5000, recipe: str = "fast") -> list[dict]:
+         test_images: int = 5000, recipe: str = "fast", on_row=None) -> list[dict]:
     """Score each candidate cheaply: `epochs` of the recipe on the first `train_images` training
-    images, top-1 (fp32) on the first `test_images` test images. Best first."""
+    images, top-1 (fp32) on the first `test_images` test images. Best first; `on_row(row)` is
+    called as each finishes (so a caller can keep it at once)."""
     from kerasnets.pipelines import train
 
     scored = []
@@ -294,6 +295,8 @@ def rank(candidates, data, out_dir: str, *, epochs: int = 4, train_images: int =
                        "rank_epochs": epochs, "rank_images": train_images,
                        "seconds": round(time.time() - start)})
         log.info("rank %s: %.4f", candidate.label, scored[-1]["rank_top1"])
+        if on_row:
+            on_row(scored[-1])
     return sorted(scored, key=lambda r: -r["rank_top1"])
 
 
@@ -406,8 +409,14 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "
         progress(f"screen: {len(fits)} of {len(space)} candidates fit the budget")
         ranked = read_rows(rank_path)
         missing = [c for c in fits if not any((r["model"], r["variant"]) == (c.family, c.variant) for r in ranked)]
-        for row in rank(missing, data, work, epochs=rank_epochs, train_images=rank_images, recipe=recipe):
-            append_row(rank_path, {**row, "device": device}, RANK_COLUMNS)
+        sizes = {(r["model"], r["variant"]): r for r in screened}
+
+        def keep(row):
+            size = sizes[(row["model"], row["variant"])]
+            append_row(rank_path, {**row, **{k: size[k] for k in ("params", "int8_kb", "arena_bytes")},
+                                   "device": device}, RANK_COLUMNS)
+
+        rank(missing, data, work, epochs=rank_epochs, train_images=rank_images, recipe=recipe, on_row=keep)
         ranked = sorted(read_rows(rank_path), key=lambda r: -float(r["rank_top1"]))
         chosen = [find(space, f"{r['model']}[{r['variant']}]") for r in ranked[:top]]
     rows = []
@@ -425,3 +434,36 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "
                  f"QAT int8 {row.get('top1_qat_int8', 0):.2%}, {row['int8_kb']} KiB, arena {row['arena_bytes']} B")
         plot(read_rows(out), f"{stem}.png")
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# shipping a trained row: package weights and a TFLite Micro bundle
+
+
+def ship(row: dict, folder: str, name: str, data, *, bundle_root: str = os.path.join("results", "bundles")) -> dict:
+    """Ship the model trained in `folder` (a `train_row` folder) as registered model `name`: its
+    fp32 weights into the package (`create_model(name, weights="cifar10")`) with the row's
+    accuracy, and its deployed int8 model as a TFLite Micro bundle (arrays, resolver, settings,
+    golden pairs from real test images) in `bundle_root/<name>-cifar10/`."""
+    import tf_keras as keras
+
+    from kerasnets import create_model, weights
+    from kerasnets.micro import codegen
+    from kerasnets.pipelines import convert
+
+    trained = keras.models.load_model(os.path.join(folder, "model.keras"), compile=False)
+    model = create_model(name, input_shape=trained.input_shape[1:], classes=trained.output_shape[-1])
+    model.set_weights(trained.get_weights())  # same builder and knobs: the same weights in order
+    metrics = {k: row[k] for k in ("top1_fp32", "top1_int8", "top1_qat_int8", "epochs", "recipe", "command")
+               if k in row}
+    weights.save(model, name, "cifar10", metrics={**metrics, "dataset": "CIFAR-10 (JPEG)", "device": row.get("device", "")})
+    with open(os.path.join(folder, "model_int8.tflite"), "rb") as f:
+        tflite = f.read()
+    images = np.stack([x for x, _ in data.test.take(64).as_numpy_iterator()])
+    details = convert.litert_interpreter(tflite).get_input_details()[0]
+    bundle = os.path.join(bundle_root, f"{name}-cifar10")
+    report = codegen.emit(tflite, bundle, name, labels=data.classes, firmware=False,
+                          golden_inputs=convert.quantize_input(images, details))
+    with open(os.path.join(bundle, f"{name}.tflite"), "wb") as f:
+        f.write(tflite)
+    return report
