@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import zlib
 
 import numpy as np
 from tflite_micro.python.tflite_micro import runtime
@@ -60,14 +61,18 @@ def measure_arena(tflite: bytes, arena_size: int | None = None) -> int:
     return int(match.group(1))
 
 
+class MicroCrash(RuntimeError):
+    """TFLite Micro ended the process that ran it (an abort in a kernel, a signal, an error exit)."""
+
+
 def _run_child(args: list[str], what: str, timeout: float) -> str:
-    """Run this file in a fresh process with `args`; its stdout, or a RuntimeError naming the crash."""
+    """Run this file in a fresh process with `args`; its stdout, or a MicroCrash naming the crash."""
     # Run by path, not as a package module: the child must not import TensorFlow.
     done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout)
     if done.returncode:
         cause = (f"killed by {signal.Signals(-done.returncode).name}" if done.returncode < 0
                  else f"exit status {done.returncode}")
-        raise RuntimeError(f"TFLite Micro {what} failed ({cause}): {done.stderr[-800:]}")
+        raise MicroCrash(f"TFLite Micro {what} failed ({cause}): {done.stderr[-800:]}")
     return done.stdout
 
 
@@ -82,28 +87,59 @@ def measure_arena_in_child(tflite: bytes, timeout: float = 1800) -> int:
         return int(_run_child(["arena", model_file], "arena measurement", timeout).split()[-1])
 
 
-def run_micro_in_child(tflite: bytes, inputs: np.ndarray, timeout: float = 1800) -> np.ndarray:
-    """run_micro in a fresh process: an abort inside a kernel (TFLite Micro asserts rather than
-    returning an error) becomes a RuntimeError instead of ending the caller."""
+def _in_child(command: str, tflite: bytes, arrays: list[np.ndarray], what: str, timeout: float) -> np.ndarray:
+    """Run `command` of this file in a fresh process on the model and `arrays` (saved as .npy);
+    the array it saves, or a MicroCrash naming the crash."""
     with tempfile.TemporaryDirectory() as work:
-        model_file, input_file, output_file = (os.path.join(work, n) for n in ("model.tflite", "in.npy", "out.npy"))
+        model_file, output_file = os.path.join(work, "model.tflite"), os.path.join(work, "out.npy")
         with open(model_file, "wb") as f:
             f.write(tflite)
-        np.save(input_file, inputs)
-        _run_child(["run", model_file, input_file, output_file], "inference", timeout)
+        array_files = [os.path.join(work, f"in{n}.npy") for n in range(len(arrays))]
+        for path, array in zip(array_files, arrays):
+            np.save(path, array)
+        _run_child([command, model_file, *array_files, output_file], what, timeout)
         return np.load(output_file)
 
 
+def run_micro_in_child(tflite: bytes, inputs: np.ndarray, timeout: float = 1800) -> np.ndarray:
+    """run_micro in a fresh process: an abort inside a kernel (TFLite Micro asserts rather than
+    returning an error) becomes a MicroCrash instead of ending the caller."""
+    return _in_child("run", tflite, [inputs], "inference", timeout)
+
+
+def tensor_checksums(tflite: bytes, item: np.ndarray, indices) -> np.ndarray:
+    """(byte length, CRC-32 of the bytes) of each tensor in `indices` (subgraph 0) after one
+    inference on `item`, with TFLite Micro keeping every tensor (its preserve-all-tensors mode,
+    which the firmware's KN_TENSOR_CHECKSUMS build uses too)."""
+    interpreter = runtime.Interpreter.from_bytes(
+        bytes(tflite), intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
+    interpreter.set_input(item[None], 0)
+    interpreter.invoke()
+    rows = []
+    for index in indices:
+        data = np.ascontiguousarray(interpreter.GetTensor(int(index), 0)["tensor_data"]).tobytes()
+        rows.append((len(data), zlib.crc32(data)))
+    return np.array(rows, np.int64).reshape(-1, 2)
+
+
+def tensor_checksums_in_child(tflite: bytes, item: np.ndarray, indices, timeout: float = 1800) -> np.ndarray:
+    """tensor_checksums in a fresh process (an abort becomes a MicroCrash)."""
+    return _in_child("checksums", tflite, [item, np.asarray(indices, np.int64)], "tensor checksums", timeout)
+
+
 def _child_main(command: str, model_path: str, *paths: str) -> None:
-    """`arena MODEL` prints the arena; `run MODEL IN.npy OUT.npy` saves the outputs."""
+    """`arena MODEL` prints the arena; `run MODEL IN.npy OUT.npy` and `checksums MODEL ITEM.npy
+    INDICES.npy OUT.npy` save their results."""
     with open(model_path, "rb") as model_file:
         model_bytes = model_file.read()
     if command == "arena":
         print(measure_arena(model_bytes))
     elif command == "run":
         np.save(paths[1], run_micro(model_bytes, np.load(paths[0])))
+    elif command == "checksums":
+        np.save(paths[2], tensor_checksums(model_bytes, np.load(paths[0]), np.load(paths[1])))
     else:
-        raise SystemExit(f"unknown child command {command!r}: expected arena or run")
+        raise SystemExit(f"unknown child command {command!r}: expected arena, run or checksums")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""TFLite Micro sources for an int8 model: C array, exact op resolver, model settings, arena size.
+"""TFLite Micro sources for an int8 model: C array, exact op resolver, model settings, arena size,
+golden pairs for the firmware's self-test.
 
-Writes `<name>_model_data.h/.cc`, `<name>_op_resolver.h`, `<name>_model_settings.h` and
-`arena.json`, after the deployment lint: a model TFLite Micro cannot run is refused before any
-file is written, with the ops and layers to change.
+Writes `<name>_model_data.h/.cc`, `<name>_op_resolver.h`, `<name>_model_settings.h`,
+`<name>_golden.h` and `arena.json`, after the deployment lint: a model TFLite Micro cannot run is
+refused before any file is written, with the ops and layers to change.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from kerasnets.pipelines.tflite_file import Graph, read_tflite
 FIRMWARE_TEMPLATE = os.path.join(os.path.dirname(__file__), "firmware")
 BYTES_PER_LINE = 12
 MIN_HEADROOM = 1024
+GOLDEN_COUNT = 2  # golden pairs in <name>_golden.h: the fewest that show the output follows the input
 
 
 def c_identifier(name: str) -> str:
@@ -32,22 +34,30 @@ def c_identifier(name: str) -> str:
     return f"m_{ident}" if ident[0].isdigit() else ident
 
 
-def scratch_headroom(graph: Graph, measured: int) -> int:
-    """Bytes to add to the measured arena for the scratch buffers of optimised kernels.
-
-    The Python TFLite Micro interpreter runs the reference kernels; CMSIS-NN's int8 convolution
-    also asks for an im2col scratch buffer of about 2 bytes (int16) per input channel x kernel
-    element. Headroom = the largest such buffer over the model's convolutions, at least 10% of
-    the measured arena and at least 1 KiB, rounded up to 16 bytes.
-    """
-    im2col = 0
+def _im2col_bytes(graph: Graph) -> list[int]:
+    """CMSIS-NN's int8 im2col scratch buffer of each convolution: about 2 bytes (int16) per input
+    channel x kernel element."""
+    sizes = []
     for op in graph.ops:
         if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(op.inputs) > 1:
             kernel = op.inputs[1].shape  # (out, kh, kw, in) or (1, kh, kw, out)
             if len(kernel) == 4:
-                im2col = max(im2col, 2 * kernel[1] * kernel[2] * kernel[3])
-    headroom = max(im2col, math.ceil(0.10 * measured), MIN_HEADROOM)
-    return (headroom + 15) // 16 * 16
+                sizes.append(2 * kernel[1] * kernel[2] * kernel[3])
+    return sizes
+
+
+def _align16(size: int) -> int:
+    return (size + 15) // 16 * 16
+
+
+def scratch_headroom(graph: Graph, measured: int) -> int:
+    """Bytes to add to the measured arena for the scratch buffers of optimised kernels.
+
+    The Python TFLite Micro interpreter runs the reference kernels; CMSIS-NN's int8 convolution
+    also asks for an im2col scratch buffer. Headroom = the largest such buffer over the model's
+    convolutions, at least 10% of the measured arena and at least 1 KiB, rounded up to 16 bytes.
+    """
+    return _align16(max(max(_im2col_bytes(graph), default=0), math.ceil(0.10 * measured), MIN_HEADROOM))
 
 
 def _guard(ident, what):
@@ -124,15 +134,40 @@ def _c_array(values, per_line=16) -> str:
                           for i in range(0, len(values), per_line))
 
 
-def golden_header(ident: str, golden_input, golden_output) -> str:
-    """One real input and the output TFLite Micro's reference kernels give for it."""
+def c_int8_table(declarator: str, rows) -> str:
+    """`constexpr int8_t <declarator> = {{...}, ...};` with one braced row per item of `rows`."""
+    body = ",\n    ".join("{\n    " + _c_array(row) + "}" for row in np.asarray(rows, np.int8))
+    return f"constexpr int8_t {declarator} = {{\n    {body}}};\n"
+
+
+def golden_header(ident: str, inputs, outputs, checksums: dict | None = None) -> str:
+    """Real inputs and the outputs TFLite Micro's reference kernels give for them (the firmware
+    checks every pair); with `checksums` ({"arena_bytes", "tensors": [{"index", "name", "bytes",
+    "crc32"}]}) also the CRC-32 of every activation tensor for the first input."""
     g = _guard(ident, "GOLDEN")
-    return (f"#ifndef {g}\n#define {g}\n\n#include <cstdint>\n\n"
+    inputs = np.asarray(inputs, np.int8).reshape(len(inputs), -1)
+    outputs = np.asarray(outputs, np.int8).reshape(len(inputs), -1)
+    text = (f"#ifndef {g}\n#define {g}\n\n#include <cstdint>\n\n"
             f"namespace {ident}_model {{\n\n"
-            f"// Output of the TFLite Micro reference kernels (host) for kGoldenInput.\n"
-            f"constexpr int8_t kGoldenInput[] = {{\n    {_c_array(golden_input)}}};\n"
-            f"constexpr int8_t kGoldenOutput[] = {{\n    {_c_array(golden_output)}}};\n\n"
-            f"}}  // namespace {ident}_model\n\n#endif  // {g}\n")
+            "// Real inputs whose outputs differ from each other and are not constant, and the output\n"
+            "// TFLite Micro's reference kernels (host) give for each.\n"
+            f"constexpr int kGoldenCount = {len(inputs)};\n"
+            f"constexpr int kGoldenInputSize = {inputs.shape[1]};\n"
+            f"constexpr int kGoldenOutputSize = {outputs.shape[1]};\n"
+            + c_int8_table("kGoldenInputs[kGoldenCount][kGoldenInputSize]", inputs)
+            + c_int8_table("kGoldenOutputs[kGoldenCount][kGoldenOutputSize]", outputs))
+    if checksums:
+        table = "\n    ".join(f"{{{t['index']}, {t['bytes']}, 0x{t['crc32']:08x}u}},  // {t['name']}"
+                                 for t in checksums["tensors"])
+        text += ("\n// KN_TENSOR_CHECKSUMS builds: every activation tensor kept (preserve_all_tensors), and the\n"
+                 "// CRC-32 (zlib's) of each after kGoldenInputs[0]. The arena bound adds every activation\n"
+                 "// tensor and every CMSIS-NN im2col buffer to kTensorArenaSize.\n"
+                 "#define KN_HAVE_TENSOR_CHECKSUMS 1\n"
+                 f"constexpr int kTensorArenaSizeAllTensors = {checksums['arena_bytes']};\n"
+                 "struct TensorChecksum {\n  int index;\n  int bytes;\n  uint32_t crc32;\n};\n"
+                 f"constexpr int kTensorChecksumCount = {len(checksums['tensors'])};\n"
+                 f"constexpr TensorChecksum kTensorChecksums[kTensorChecksumCount] = {{\n    {table}\n}};\n")
+    return text + f"\n}}  // namespace {ident}_model\n\n#endif  // {g}\n"
 
 
 def umbrella_header(ident: str, name: str) -> str:
@@ -156,54 +191,122 @@ class MicroExportError(ValueError):
         super().__init__(f"{name} cannot run on TFLite Micro:\n  {details}")
 
 
-def _golden_output(tflite: bytes, golden: np.ndarray, name: str) -> np.ndarray:
+def _micro_in_child(call, name: str, what: str):
+    """A TFLite Micro step run in a child process; its crash becomes an error saying nothing was written."""
     try:
-        return arena.run_micro_in_child(tflite, golden)[0]
-    except RuntimeError as crash:
-        # Seen on untrained 1000-class nets: int8 SOFTMAX asserts on near-uniform logits.
-        raise RuntimeError(
-            f"TFLite Micro crashed running {name} on the golden input, so nothing was written: {crash}\n"
+        return call()
+    except arena.MicroCrash as crash:
+        raise arena.MicroCrash(
+            f"TFLite Micro crashed {what} for {name}, so nothing was written: {crash}\n"
             "If the model is untrained or its logits are near-uniform, export a trained model or "
-            "pass a real `golden_input`.") from None
+            "pass other real `golden_inputs`.") from None
 
 
-def emit(tflite: bytes, out_dir, name: str, *, labels=None, max_arena: int | None = None,
-         golden_input=None, firmware: bool = True) -> dict:
+def _check_golden_inputs(golden_inputs, graph: Graph) -> np.ndarray:
+    shape = tuple(graph.inputs[0].shape[1:])
+    if golden_inputs is None:
+        raise ValueError(f"`golden_inputs` is needed: at least {GOLDEN_COUNT} real int8 inputs of shape {shape}, "
+                         "batch first (e.g. held-out images through kerasnets.pipelines.convert.quantize_input), "
+                         "for the firmware's self-test")
+    inputs = np.asarray(golden_inputs)
+    if inputs.dtype != np.int8:
+        raise TypeError(f"`golden_inputs` must be int8 (images quantised with the model's input scale and "
+                        f"zero point: kerasnets.pipelines.convert.quantize_input); got {inputs.dtype}")
+    size = int(np.prod(shape))
+    if inputs.ndim < 2 or inputs.size % size or inputs.size // size < GOLDEN_COUNT:
+        raise ValueError(f"`golden_inputs` must hold at least {GOLDEN_COUNT} inputs of shape {shape}, batch "
+                         f"first; got shape {inputs.shape}")
+    return inputs.reshape((-1, *shape))
+
+
+def select_golden(outputs: np.ndarray, count: int = GOLDEN_COUNT) -> list[int]:
+    """Indices of the first `count` outputs that are not constant and differ from each other (fewer
+    if there are not that many): an output that is the same for every input, or one value
+    repeated, would also come out of a broken port."""
+    chosen: list[int] = []
+    for i, row in enumerate(outputs):
+        if len(chosen) == count:
+            break
+        if row.min() != row.max() and not any(np.array_equal(row, outputs[j]) for j in chosen):
+            chosen.append(i)
+    return chosen
+
+
+def golden_pairs(tflite: bytes, golden_inputs, name: str, graph: Graph | None = None,
+                 count: int = GOLDEN_COUNT) -> tuple[np.ndarray, np.ndarray]:
+    """`count` (inputs, TFLite Micro outputs) picked from `golden_inputs` by `select_golden`;
+    ValueError if the inputs do not give that many."""
+    graph = graph or read_tflite(tflite, source=name)
+    inputs = _check_golden_inputs(golden_inputs, graph)
+    outputs = _micro_in_child(lambda: arena.run_micro_in_child(tflite, inputs), name, "on the golden inputs")
+    outputs = outputs.reshape(len(inputs), -1)
+    chosen = select_golden(outputs, count)
+    if len(chosen) < count:
+        distinct = len({row.tobytes() for row in outputs if row.min() != row.max()})
+        raise ValueError(
+            f"`golden_inputs`: TFLite Micro gives {name} {distinct} distinct non-constant outputs for the "
+            f"{len(inputs)} inputs given; the firmware's self-test needs {count} inputs whose int8 outputs "
+            "differ from each other and are not one value repeated, or a broken port could pass. Pass "
+            "more or other real images (`golden_inputs`), or export a trained (or BatchNorm-calibrated) "
+            "model: an untrained net's near-uniform logits quantise to the same values for every input.")
+    return inputs[chosen], outputs[chosen]
+
+
+def checksum_table(tflite: bytes, graph: Graph, golden_input: np.ndarray, arena_bytes: int, name: str) -> dict:
+    """{"arena_bytes", "tensors"}: the CRC-32 TFLite Micro's reference kernels give every activation
+    tensor for `golden_input`, and an arena that holds them all at once (for `golden_header`)."""
+    tensors = [t for t in graph.tensors if not t.is_constant]
+    rows = _micro_in_child(lambda: arena.tensor_checksums_in_child(tflite, golden_input, [t.index for t in tensors]),
+                           name, "computing tensor checksums")
+    bound = arena_bytes + sum(_align16(int(b)) for b, _ in rows) + sum(_align16(b) for b in _im2col_bytes(graph))
+    return {"arena_bytes": bound,
+            "tensors": [{"index": t.index, "name": t.name, "bytes": int(b), "crc32": int(c)}
+                        for t, (b, c) in zip(tensors, rows)]}
+
+
+def emit(tflite: bytes, out_dir, name: str, *, golden_inputs=None, labels=None, max_arena: int | None = None,
+         firmware: bool = True, tensor_checksums: bool = False) -> dict:
     """Lint, measure and write the TFLite Micro sources for `tflite` into `out_dir`.
 
-    `golden_input` (int8, the model's input shape; zeros if None) and the output TFLite Micro
-    gives for it go into `<name>_golden.h`; with `firmware` the Cortex-M firmware template is
+    `golden_inputs` (int8, batch first, at least GOLDEN_COUNT real inputs such as held-out images)
+    are run through TFLite Micro and the first GOLDEN_COUNT whose outputs are not constant and
+    differ from each other go into `<name>_golden.h` with those outputs: the firmware checks every
+    pair. `tensor_checksums` adds the CRC-32 of every activation tensor for the first golden input
+    (checked by a firmware built with KN_TENSOR_CHECKSUMS). With `firmware` the firmware template is
     copied to `out_dir/firmware/`. Returns {"files", "arena_bytes", "headroom_bytes", "ops",
-    "findings"}. Raises MicroExportError (before writing anything) if the lint finds errors or
-    the arena exceeds `max_arena`.
+    "findings", "golden_inputs", "golden_outputs"}. Raises MicroExportError (before writing
+    anything) if the lint finds errors, ValueError if the arena exceeds `max_arena` or the golden
+    inputs give fewer than GOLDEN_COUNT usable pairs, arena.MicroCrash (a RuntimeError) if TFLite
+    Micro crashes.
     """
     graph = read_tflite(tflite, source=name)
     findings = lint_mod.lint(graph)
     if lint_mod.errors(findings):
         raise MicroExportError(name, lint_mod.errors(findings))
-    measured = arena.measure_arena_in_child(tflite)
+    measured = _micro_in_child(lambda: arena.measure_arena_in_child(tflite), name, "measuring the arena")
     headroom = scratch_headroom(graph, measured)
     if max_arena is not None and measured + headroom > max_arena:
         raise ValueError(f"{name} needs a {measured + headroom}-byte tensor arena ({measured} measured + "
                          f"{headroom} headroom), above `max_arena={max_arena}`: prune or shrink the "
                          "input (kerasnets.pipelines.prune) or raise the limit")
+    inputs, outputs = golden_pairs(tflite, golden_inputs, name, graph)
+    checksums = checksum_table(tflite, graph, inputs[0], measured + headroom, name) if tensor_checksums else None
     ident = c_identifier(name)
     classes = graph.outputs[0].shape[-1]
     labels = [str(i) for i in range(classes)] if labels is None else list(labels)
     ops = graph.op_names
-    shape = graph.inputs[0].shape
-    golden = np.zeros(shape, np.int8) if golden_input is None else np.asarray(golden_input, np.int8).reshape(shape)
-    golden_output = _golden_output(tflite, golden, name)
     files = {
         f"{ident}_model_data.h": model_data_header(ident),
         f"{ident}_model_data.cc": model_data_source(ident, tflite),
         f"{ident}_op_resolver.h": op_resolver_header(ident, ops),
         f"{ident}_model_settings.h": model_settings_header(ident, graph, labels, measured + headroom),
-        f"{ident}_golden.h": golden_header(ident, golden, golden_output),
+        f"{ident}_golden.h": golden_header(ident, inputs, outputs, checksums),
         "kerasnets_model.h": umbrella_header(ident, name),
     }
     report = {"arena_bytes": measured, "headroom_bytes": headroom, "ops": ops,
               "findings": [str(f) for f in findings]}
+    if checksums:
+        report["all_tensors_arena_bytes"] = checksums["arena_bytes"]
     os.makedirs(out_dir, exist_ok=True)
     for filename, text in files.items():
         write_atomic(os.path.join(out_dir, filename), text)
@@ -211,4 +314,4 @@ def emit(tflite: bytes, out_dir, name: str, *, labels=None, max_arena: int | Non
     if firmware:
         shutil.copytree(FIRMWARE_TEMPLATE, os.path.join(out_dir, "firmware"), dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    return {**report, "files": sorted(files) + ["arena.json"]}
+    return {**report, "files": sorted(files) + ["arena.json"], "golden_inputs": inputs, "golden_outputs": outputs}

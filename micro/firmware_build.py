@@ -311,37 +311,32 @@ def model_ops(model_dir) -> list[str]:
 
 
 def inputs_header(inputs: np.ndarray, expected: np.ndarray) -> str:
-    """`kerasnets_inputs.h`: test inputs and their expected outputs for main.cc."""
+    """`kerasnets_inputs.h`: test inputs and their expected outputs for main.cc (laid out as the
+    golden pairs of `<name>_golden.h`, which it replaces)."""
+    from kerasnets.micro.codegen import c_int8_table
+
     inputs = np.asarray(inputs, np.int8).reshape(len(inputs), -1)
     expected = np.asarray(expected, np.int8).reshape(len(inputs), -1)
-
-    def array(name, values):
-        body = ",\n    ".join(", ".join(str(int(v)) for v in values[i:i + 24]) for i in range(0, len(values), 24))
-        return f"constexpr int8_t {name}[] = {{\n    {body}}};\n"
-
-    parts = ["// Written by kerasnets.micro.firmware_build: test inputs and the outputs TFLite Micro's\n"
-             "// reference kernels give for them on the host.\n#ifndef KERASNETS_INPUTS_H_\n"
-             "#define KERASNETS_INPUTS_H_\n\n#include <cstdint>\n\nnamespace kn_inputs {\n\n"]
-    for n, (x, y) in enumerate(zip(inputs, expected)):
-        parts += [array(f"kInput{n}", x), array(f"kExpected{n}", y)]
-    count = len(inputs)
-    parts.append(f"\nconstexpr int kCount = {count};\nconstexpr int kExpectedSize = {expected.shape[1]};\n"
-                 f"inline const int8_t* const kInputs[kCount] = {{{', '.join(f'kInput{n}' for n in range(count))}}};\n"
-                 f"inline const int8_t* const kExpected[kCount] = "
-                 f"{{{', '.join(f'kExpected{n}' for n in range(count))}}};\n\n"
-                 "}  // namespace kn_inputs\n\n#endif  // KERASNETS_INPUTS_H_\n")
-    return "".join(parts)
+    return ("// Written by kerasnets.micro.firmware_build: test inputs and the outputs TFLite Micro's\n"
+            "// reference kernels give for them on the host.\n#ifndef KERASNETS_INPUTS_H_\n"
+            "#define KERASNETS_INPUTS_H_\n\n#include <cstdint>\n\nnamespace kn_inputs {\n\n"
+            f"constexpr int kCount = {len(inputs)};\nconstexpr int kExpectedSize = {expected.shape[1]};\n"
+            + c_int8_table(f"kInputs[kCount][{inputs.shape[1]}]", inputs)
+            + c_int8_table("kExpected[kCount][kExpectedSize]", expected)
+            + "\n}  // namespace kn_inputs\n\n#endif  // KERASNETS_INPUTS_H_\n")
 
 
 def build_firmware(model_dir, tflm_tree, target: str = "mps2-an386", *, out_dir=None, inputs=None,
-                   expected=None, cache_dir=None, jobs: int | None = None) -> dict:
+                   expected=None, tensor_checksums: bool = False, cache_dir=None,
+                   jobs: int | None = None) -> dict:
     """Build the firmware for the bundle in `model_dir` (the `micro/` folder of `kerasnets export
     --micro`) against `tflm_tree` for `target`.
 
     `inputs` (int8, batch first) become the firmware's test inputs, with `expected` outputs (default:
     the TFLite Micro Python interpreter's, i.e. the reference kernels'); without `inputs` the
-    bundle's golden pair is used. Returns {"elf", "target", "kernels", "library", "seconds",
-    "library_seconds", "size"}.
+    bundle's golden pairs are used. `tensor_checksums` builds with KN_TENSOR_CHECKSUMS (the bundle
+    must have been emitted with tensor checksums). Returns {"elf", "target", "kernels", "library",
+    "seconds", "library_seconds", "size"}.
     """
     model_dir = os.fspath(model_dir)
     if not os.path.isfile(os.path.join(model_dir, "kerasnets_model.h")):
@@ -371,6 +366,8 @@ def build_firmware(model_dir, tflm_tree, target: str = "mps2-an386", *, out_dir=
         sources.append(os.path.join(FIRMWARE_DIR, "cortex_m_startup.c"))
     sources += sorted(os.path.join(model_dir, f) for f in os.listdir(model_dir) if f.endswith(".cc"))
     flags = lib["flags"] + [f"-I{gen_dir}", f"-I{model_dir}", f"-I{FIRMWARE_DIR}", "-Wall"]
+    if tensor_checksums:
+        flags.append("-DKN_TENSOR_CHECKSUMS")
     pairs = [(src, os.path.join(out_dir, os.path.basename(src) + ".o")) for src in sources]
     _compile_all(tool, pairs, flags, jobs or os.cpu_count() or 1)
     elf = os.path.join(out_dir, "kerasnets_firmware.elf" if board == "cortex_m" else "kerasnets_firmware")
@@ -412,9 +409,10 @@ _LINE = re.compile(r"^kn-(\w+) (.*)$")
 
 def parse_output(text: str) -> dict:
     """The firmware's "kn-" lines as {"model", "outputs", "ticks", "ticks_per_second", "max_diff",
-    "arena_used", "arena_size", "passed", "errors"}."""
+    "checks" (PASS/FAIL per input), "tensors" ([{"index", "bytes", "crc32", "expected", "passed"}]
+    of a KN_TENSOR_CHECKSUMS build), "arena_used", "arena_size", "passed", "errors"}."""
     outputs: dict[int, dict[int, list[int]]] = {}
-    ticks, diffs, errors = {}, {}, []
+    ticks, diffs, checks, tensors, errors = {}, {}, {}, [], []
     result = {"model": None, "ticks_per_second": None, "arena_used": None, "arena_size": None}
     for raw in text.splitlines():
         match = _LINE.match(raw.strip())
@@ -429,6 +427,10 @@ def parse_output(text: str) -> dict:
             result["ticks_per_second"] = int(fields[3])
         elif kind == "check":
             diffs[int(fields[0])] = int(fields[2])
+            checks[int(fields[0])] = fields[3:4] == ["PASS"]
+        elif kind == "tensor":
+            tensors.append({"index": int(fields[0]), "bytes": int(fields[2]), "crc32": int(fields[4], 16),
+                            "expected": int(fields[6], 16), "passed": fields[7] == "PASS"})
         elif kind == "arena":
             result["arena_used"], result["arena_size"] = int(fields[1]), int(fields[3])
         elif kind == "model":
@@ -444,8 +446,11 @@ def parse_output(text: str) -> dict:
     result["outputs"] = np.array(rows, np.int8) if rows else np.zeros((0, 0), np.int8)
     result["ticks"] = [ticks[n] for n in sorted(ticks)]
     result["max_diff"] = [diffs[n] for n in sorted(diffs)]
+    result["checks"] = [checks[n] for n in sorted(checks)]
+    result["tensors"] = tensors
     result["errors"] = errors
-    result["passed"] = "~~~ALL TESTS PASSED~~~" in text and not errors
+    result["passed"] = ("~~~ALL TESTS PASSED~~~" in text and not errors and all(result["checks"])
+                        and all(t["passed"] for t in tensors))
     return result
 
 
@@ -474,10 +479,11 @@ def run_firmware(elf, target: str = "mps2-an386", *, timeout: float = 600) -> di
 
 
 def benchmark(model_dir, tflm_tree, target: str = "mps2-an386", *, inputs=None, expected=None,
-              out_dir=None, cache_dir=None, jobs: int | None = None, timeout: float = 600) -> dict:
+              tensor_checksums: bool = False, out_dir=None, cache_dir=None, jobs: int | None = None,
+              timeout: float = 600) -> dict:
     """build_firmware + run_firmware: outputs, pass/fail, arena used, size, instruction counts."""
     built = build_firmware(model_dir, tflm_tree, target, out_dir=out_dir, inputs=inputs, expected=expected,
-                           cache_dir=cache_dir, jobs=jobs)
+                           tensor_checksums=tensor_checksums, cache_dir=cache_dir, jobs=jobs)
     ran = run_firmware(built["elf"], target, timeout=timeout)
     return {**ran, "kernels": built["kernels"], "elf": built["elf"], "size": built["size"],
             "build_seconds": built["seconds"], "library_seconds": built["library_seconds"]}

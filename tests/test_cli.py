@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ZOO_COLUMNS = ["model", "input", "params", "macs", "published_params", "published_macs", "size_ok",
@@ -103,9 +104,55 @@ def test_export_fp32_parity_gate(tmp_path):
     assert summary["parity"]["max_abs_diff"] <= 1e-4 and summary["mode"] == "fp32"
 
 
+def test_export_refuses_a_failing_int8_parity_gate_and_writes_nothing(tmp_path):
+    """A classifier whose logits differ by far less than its int8 output step: int8 ties most of
+    them, so it picks the fp32 model's class on fewer than half of the images (40.6% measured)."""
+    import tf_keras as keras
+
+    inp = keras.Input((8, 8, 1))
+    head = keras.layers.Dense(10, name="head")
+    model = keras.Model(inp, head(keras.layers.Flatten()(inp)), name="tied")
+    weights = np.random.default_rng(0).normal(scale=0.01, size=(64, 10)).astype("float32")
+    weights[:, 0] = 0
+    head.set_weights([weights, np.array([-100] + [0] * 9, "float32")])  # class 0 only stretches the range
+    model.save(tmp_path / "tied.keras")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("kept\n")
+    result = kerasnets("export", f"--keras={tmp_path / 'tied.keras'}", "--mode=int8", "--micro", f"--out={out}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = next(line for line in result.stderr.splitlines() if line.startswith("kerasnets export:"))
+    agreement = float(re.search(r"top-1 class of ([\d.]+)% of 64 held-out --calibration images", message).group(1))
+    assert agreement < 90 and "below --min_agreement=0.9: nothing was written" in message
+    assert "train" in message and "lower --min_agreement" in message
+    assert sorted(p.name for p in out.iterdir()) == ["earlier.txt"]  # nothing new, nothing half-written
+    lowered = kerasnets("export", f"--keras={tmp_path / 'tied.keras'}", "--mode=int8", "--min_agreement=0",
+                        f"--out={out}")
+    assert lowered.returncode == 0, lowered.stderr[-2000:]
+    assert round(json.loads(lowered.stdout.splitlines()[-1])["parity"]["top1_agreement"] * 100, 1) == agreement
+
+
+def test_export_reports_a_tflite_micro_abort_as_an_error(tmp_path):
+    """An untrained 1000-class softmax: its near-uniform logits make TFLite Micro's int8 softmax
+    abort on the golden inputs. The command says so and exits 1; the abort stays in a child."""
+    import tf_keras as keras
+
+    inp = keras.Input((8, 8, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv")(inp))
+    keras.Model(inp, keras.layers.Dense(1000, activation="softmax", name="head")(pooled)).save(tmp_path / "wide.keras")
+    out = tmp_path / "out"
+    result = kerasnets("export", f"--keras={tmp_path / 'wide.keras'}", "--mode=int8", "--micro", "--min_agreement=0",
+                       f"--out={out}")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert re.search(r"kerasnets export: TFLite Micro crashed on the golden inputs for wide, so nothing was "
+                     r"written: .*killed by SIGABRT", result.stderr)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("command, shown, not_shown", [
     ("export", ["--io_type: <int8|uint8>", "--mode: <fp32|fp16|dynamic|int8|int16x8>", "--calibration",
-                "--max_arena", "--input_size"], ["--filter", "--target", "--helpfull"]),
+                "--max_arena", "--input_size", "--min_agreement", "--[no]tensor_checksums"], ["--filter", "--target", "--helpfull"]),
     ("compress", ["--target: A budget KEY=VALUE", "--method: <", "scl", "--strength"], ["--io_type"]),
     ("bench", ["--target: <host|android|cortex-m4>: Where to run", "--tflite", "--threads", "--tflm_tree", "--clock_mhz"], ["--method"]),
     ("run", ["--from_stage: <data|train|compress|qat|export|micro|bench|report>", "--train.epochs",

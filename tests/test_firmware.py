@@ -7,8 +7,10 @@ Needs arm-none-eabi-g++, qemu-system-arm, g++ (scripts/bootstrap.sh) and the TFL
 compiled once per kernel set and target per session (in a session folder, or in
 $KERASNETS_CACHE to reuse it across runs).
 """
+import functools
 import json
 import os
+import re
 import shutil
 import time
 
@@ -17,7 +19,7 @@ import pytest
 
 import kerasnets
 from kerasnets.micro import arena, codegen, firmware_build
-from kerasnets.pipelines import convert
+from kerasnets.pipelines import convert, tflite_file
 from conftest import calibrate_batchnorm
 
 FIXTURES = os.environ.get("KERASNETS_TFLM_FIXTURES") or os.path.join(
@@ -59,12 +61,12 @@ def bundle(request, tmp_path_factory, digit_batches):
     details = convert.litert_interpreter(tflite, reference=True).get_input_details()[0]
     x8 = convert.quantize_input(images, details)
     out = tmp_path_factory.mktemp(f"{name}-bundle")
-    codegen.emit(tflite, out / "micro", name, golden_input=x8[0])
-    expected = arena.run_micro(tflite, x8)  # the tflite-micro Python interpreter (reference kernels)
-    # two real images whose int8 outputs differ, so a firmware that ignored its input would fail
-    second = next(i for i in range(1, len(x8)) if not np.array_equal(expected[i], expected[0]))
-    pick = [0, second]
-    return name, tflite, out / "micro", x8[pick], expected[pick]
+    report = codegen.emit(tflite, out / "micro", name, golden_inputs=x8, tensor_checksums=True)
+    # the golden pairs: two real images whose int8 outputs differ, so a firmware that ignored its
+    # input would fail; their outputs are the tflite-micro Python interpreter's (reference kernels)
+    inputs, expected = report["golden_inputs"], report["golden_outputs"]
+    assert np.array_equal(expected, arena.run_micro(tflite, inputs)) and not np.array_equal(*expected)
+    return name, tflite, out / "micro", inputs, expected
 
 
 @needs_toolchain
@@ -85,7 +87,8 @@ def test_firmware_outputs_are_the_tflite_micro_interpreters(bundle, firmware_cac
     assert result["outputs"].shape == expected.shape
     assert np.array_equal(result["outputs"], expected)  # bit-identical to the Python interpreter
     assert not np.array_equal(result["outputs"][0], result["outputs"][1])
-    assert result["max_diff"] == [0, 0]
+    assert result["max_diff"] == [0, 0] and result["checks"] == [True, True]
+    assert not result["tensors"]  # built without KN_TENSOR_CHECKSUMS
     assert 0 < result["arena_used"] <= result["arena_size"]
     assert len(result["ticks"]) == 2 and all(t > 0 for t in result["ticks"])
     if target == "mps2-an386":
@@ -97,13 +100,59 @@ def test_firmware_outputs_are_the_tflite_micro_interpreters(bundle, firmware_cac
 
 
 @needs_toolchain
-def test_golden_pair_of_the_export_runs_without_extra_inputs(bundle, firmware_cache, tmp_path):
-    """The firmware as `kerasnets export --micro` ships it (no kerasnets_inputs.h) passes on QEMU."""
+def test_golden_pairs_and_tensor_checksums_of_the_export_pass_on_the_cortex_m4(bundle, firmware_cache, tmp_path):
+    """The firmware as `kerasnets export --micro` ships it (no kerasnets_inputs.h) checks every golden
+    pair, and with KN_TENSOR_CHECKSUMS every activation tensor: CMSIS-NN on QEMU gives the
+    reference kernels' bytes for each."""
     _, _, model_dir, inputs, expected = bundle
-    result = firmware_build.benchmark(model_dir, TREES["cmsis_nn"], "mps2-an386", out_dir=tmp_path / "build",
-                                      cache_dir=firmware_cache["dir"], jobs=2)
-    assert result["passed"] and result["exit_code"] == 0
-    assert np.array_equal(result["outputs"], expected[:1])
+    result = firmware_build.benchmark(model_dir, TREES["cmsis_nn"], "mps2-an386", tensor_checksums=True,
+                                      out_dir=tmp_path / "build", cache_dir=firmware_cache["dir"], jobs=2)
+    assert result["passed"] and result["exit_code"] == 0, result["log"][-2000:]
+    assert np.array_equal(result["outputs"], expected) and result["checks"] == [True, True]
+    assert result["tensors"] and all(t["passed"] for t in result["tensors"])
+    assert "kn-check 1 max-diff 0 PASS" in result["log"]
+
+
+def _corrupt(model_dir, tmp_path, *, output_byte=None, tensor=None):
+    """A copy of the bundle with golden output 1's byte `output_byte` or tensor checksum `tensor` off by one."""
+    copy = tmp_path / "micro"
+    shutil.copytree(model_dir, copy)
+    golden = next(copy.glob("*_golden.h"))
+    text = golden.read_text()
+    if output_byte is not None:
+        outputs = text.index("kGoldenOutputs[kGoldenCount]")
+        second = text.index("{", text.index("}", text.index("{", text.index("{", outputs) + 1)) + 1)
+        values = text[second + 1:text.index("}", second)].split(",")
+        value = int(values[output_byte])
+        values[output_byte] = str(value + 1 if value < 127 else value - 1)
+        text = text[:second + 1] + ",".join(values) + text[text.index("}", second):]
+    if tensor is not None:
+        row = list(re.finditer(r"\{\d+, \d+, 0x([0-9a-f]{8})u\}", text))[tensor]
+        text = text[:row.start(1)] + f"{int(row.group(1), 16) ^ 1:08x}" + text[row.end(1):]
+    golden.write_text(text)
+    return copy
+
+
+@needs_toolchain
+@pytest.mark.parametrize("bundle", ["resnet8"], indirect=True)
+def test_host_firmware_passes_each_pair_and_tensor_and_fails_a_corrupted_byte(bundle, firmware_cache, tmp_path):
+    """PASS for every golden pair and every activation tensor's checksum; a golden output byte and a
+    tensor checksum off by one each give FAIL on their own line, exit status 1."""
+    _, tflite, model_dir, _, expected = bundle
+    run = functools.partial(firmware_build.benchmark, tflm_tree=TREES["reference"], target="host",
+                            tensor_checksums=True, cache_dir=firmware_cache["dir"], jobs=2)
+    good = run(model_dir, out_dir=tmp_path / "good")
+    activations = [t.index for t in tflite_file.read_tflite(tflite).tensors if not t.is_constant]
+    assert good["passed"] and good["exit_code"] == 0 and good["checks"] == [True, True], good["log"][-2000:]
+    assert "kn-check 0 max-diff 0 PASS" in good["log"] and "kn-check 1 max-diff 0 PASS" in good["log"]
+    assert [t["index"] for t in good["tensors"]] == activations and all(t["passed"] for t in good["tensors"])
+    assert good["arena_used"] <= good["arena_size"]
+    bad = run(_corrupt(model_dir, tmp_path / "bad", output_byte=3, tensor=2), out_dir=tmp_path / "bad-build")
+    assert not bad["passed"] and bad["exit_code"] == 1 and bad["checks"] == [True, False]
+    assert "kn-check 1 max-diff 1 FAIL" in bad["log"] and "~~~SOME TESTS FAILED~~~" in bad["log"]
+    assert np.array_equal(bad["outputs"], expected)  # the firmware computed the same; the golden byte was wrong
+    assert [t["passed"] for t in bad["tensors"]] == [i != 2 for i in range(len(activations))]
+    assert re.search(rf"kn-tensor {activations[2]} bytes \d+ crc32 \w+ expected \w+ FAIL", bad["log"])
 
 
 def test_errors_name_the_argument(tmp_path, monkeypatch):
@@ -136,13 +185,17 @@ def test_library_key_follows_the_tree_content_not_its_place(tmp_path):
         str(tmp_path / "b" / "tree"), "host", "reference"), tool) != keys[0]
 
 
-def test_parse_output_reads_chunked_outputs():
+def test_parse_output_reads_chunked_outputs_and_each_check():
     text = ("kn-model m arena 100\nkn-output 0 0 1 2\nkn-output 0 2 3\nkn-ticks 0 0000000007 per-second 25\n"
-            "kn-check 0 max-diff 0\nkn-arena used 90 of 100\n~~~ALL TESTS PASSED~~~\n")
+            "kn-check 0 max-diff 0 PASS\nkn-tensor 5 bytes 16 crc32 0000abcd expected 0000abcd PASS\n"
+            "kn-arena used 90 of 100\n~~~ALL TESTS PASSED~~~\n")
     parsed = firmware_build.parse_output(text)
-    assert parsed["outputs"].tolist() == [[1, 2, 3]] and parsed["ticks"] == [7]
+    assert parsed["outputs"].tolist() == [[1, 2, 3]] and parsed["ticks"] == [7] and parsed["checks"] == [True]
+    assert parsed["tensors"] == [{"index": 5, "bytes": 16, "crc32": 0xabcd, "expected": 0xabcd, "passed": True}]
     assert parsed["arena_used"] == 90 and parsed["arena_size"] == 100 and parsed["passed"]
     assert not firmware_build.parse_output(text + "kn-fault CPU fault\n")["passed"]
+    assert not firmware_build.parse_output(text.replace("max-diff 0 PASS", "max-diff 2 FAIL"))["passed"]
+    assert not firmware_build.parse_output(text.replace("0000abcd PASS", "0000abce FAIL"))["passed"]
 
 
 @needs_toolchain

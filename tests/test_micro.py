@@ -1,9 +1,11 @@
-"""TFLite Micro export: generated C/C++ compiles, holds the exact bytes, exact ops, measured arena;
-the lint refuses what TFLite Micro cannot run, before anything is written."""
+"""TFLite Micro export: generated C/C++ compiles, holds the exact bytes, exact ops, measured arena
+and golden pairs that tell a working port from a broken one; the lint refuses what TFLite Micro
+cannot run, before anything is written, and a TFLite Micro abort is an error, not a dead process."""
 import json
 import re
 import shutil
 import subprocess
+import zlib
 
 import numpy as np
 import pytest
@@ -23,14 +25,19 @@ READER = r"""
 #include "{ident}_golden.h"
 int main() {{
   std::fwrite(g_{ident}_model_data, 1, g_{ident}_model_data_size, stdout);
-  std::fwrite({ident}_model::kGoldenOutput, 1, sizeof({ident}_model::kGoldenOutput), stdout);
-  std::fprintf(stderr, "%d %d %d %.9g %d %d %s\n", {ident}_model::kInputHeight,
+  std::fwrite({ident}_model::kGoldenInputs, 1, sizeof({ident}_model::kGoldenInputs), stdout);
+  std::fwrite({ident}_model::kGoldenOutputs, 1, sizeof({ident}_model::kGoldenOutputs), stdout);
+  std::fprintf(stderr, "%d %d %d %d %.9g %d %d %s\n", {ident}_model::kGoldenCount, {ident}_model::kInputHeight,
                {ident}_model::kInputWidth, {ident}_model::kInputChannels,
                {ident}_model::kInputScale, {ident}_model::kInputZeroPoint,
                {ident}_model::kTensorArenaSize, {ident}_model::kCategoryLabels[1]);
   return reinterpret_cast<unsigned long>(g_{ident}_model_data) % 16 == 0 ? 0 : 3;
 }}
 """
+
+
+def _quantised(tflite, images):
+    return convert.quantize_input(images, convert.litert_interpreter(tflite, reference=True).get_input_details()[0])
 
 
 @pytest.fixture(scope="module", params=["resnet8", "shufflenetv2_050_cifar"])
@@ -42,7 +49,7 @@ def exported(request, tmp_path_factory, digit_batches):
     tflite = convert.to_int8(model, images)
     out = tmp_path_factory.mktemp(name)
     labels = [f"class {i}" for i in range(10)]
-    report = codegen.emit(tflite, out, name, labels=labels)
+    report = codegen.emit(tflite, out, name, labels=labels, golden_inputs=_quantised(tflite, images))
     assert (out / "firmware" / "main.cc").exists() and (out / "kerasnets_model.h").exists()
     return name, tflite, out, report
 
@@ -58,14 +65,65 @@ def test_generated_sources_compile_and_hold_the_model_bytes(exported, tmp_path):
     run = subprocess.run([str(binary)], capture_output=True, check=True)
     assert run.stdout[:len(tflite)] == tflite
     graph = tflite_file.read_tflite(tflite)
-    golden_output = np.frombuffer(run.stdout[len(tflite):], np.int8)
-    assert np.array_equal(golden_output, arena.run_micro(tflite, np.zeros(graph.inputs[0].shape, np.int8))[0])
-    h, w, c, scale, zero_point, arena_size, label = run.stderr.decode().split(" ", 6)
+    count, h, w, c, scale, zero_point, arena_size, label = run.stderr.decode().split(" ", 7)
+    assert int(count) == codegen.GOLDEN_COUNT == 2
+    golden = np.frombuffer(run.stdout[len(tflite):], np.int8)
+    inputs = golden[:2 * int(np.prod(graph.inputs[0].shape))].reshape(2, *graph.inputs[0].shape[1:])
+    outputs = golden[inputs.size:].reshape(2, -1)
+    assert np.array_equal(inputs, report["golden_inputs"])
+    # the expected outputs are TFLite Micro's, differ between the inputs and are not one value repeated
+    assert np.array_equal(outputs, arena.run_micro(tflite, inputs))
+    assert not np.array_equal(outputs[0], outputs[1])
+    assert all(row.min() < row.max() for row in outputs)
     assert (int(h), int(w), int(c)) == graph.inputs[0].shape[1:]
     assert float(scale) == pytest.approx(graph.inputs[0].scale, rel=1e-7)
     assert int(zero_point) == graph.inputs[0].zero_point
     assert int(arena_size) == report["arena_bytes"] + report["headroom_bytes"]
     assert label.strip() == "class 1"
+
+
+def test_select_golden_skips_constant_and_repeated_outputs():
+    outputs = np.array([[-102, -102, -102], [1, 2, 3], [1, 2, 3], [0, 0, 0], [3, 2, 1]], np.int8)
+    assert codegen.select_golden(outputs) == [1, 4]
+    assert codegen.select_golden(outputs[:4]) == [1]
+    assert codegen.select_golden(outputs, count=3) == [1, 4]
+
+
+def test_golden_inputs_with_identical_outputs_are_rejected_and_nothing_written(exported, tmp_path):
+    name, tflite, _, report = exported
+    same = np.repeat(report["golden_inputs"][:1], 4, axis=0)  # four copies: one output, four times
+    with pytest.raises(ValueError, match=r"`golden_inputs`: .* 1 distinct non-constant outputs for the 4 inputs"):
+        codegen.emit(tflite, tmp_path / "out", name, golden_inputs=same)
+    with pytest.raises(TypeError, match="`golden_inputs` must be int8"):
+        codegen.emit(tflite, tmp_path / "out", name, golden_inputs=report["golden_inputs"].astype("float32"))
+    with pytest.raises(ValueError, match="`golden_inputs` must hold at least 2 inputs"):
+        codegen.emit(tflite, tmp_path / "out", name, golden_inputs=report["golden_inputs"][:1])
+    with pytest.raises(ValueError, match="`golden_inputs` is needed"):
+        codegen.emit(tflite, tmp_path / "out", name)
+    assert not (tmp_path / "out").exists()
+
+
+def test_tensor_checksums_are_the_reference_kernels(exported, tmp_path):
+    """The CRC-32 of every activation tensor, from TFLite Micro, equals LiteRT's reference kernels'
+    (an independent runtime, every tensor preserved) for the first golden input."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    name, tflite, _, report = exported
+    emitted = codegen.emit(tflite, tmp_path, name, golden_inputs=report["golden_inputs"], tensor_checksums=True,
+                           firmware=False)
+    header = (tmp_path / f"{codegen.c_identifier(name)}_golden.h").read_text()
+    table = [tuple(int(v, 0) for v in row) for row in re.findall(r"\{(\d+), (\d+), (0x[0-9a-f]{8})u\}", header)]
+    graph = tflite_file.read_tflite(tflite)
+    assert [index for index, _, _ in table] == [t.index for t in graph.tensors if not t.is_constant]
+    interpreter = Interpreter(model_content=tflite, experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
+                              experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], emitted["golden_inputs"][:1])
+    interpreter.invoke()
+    for index, size, crc in table:
+        data = np.ascontiguousarray(interpreter.get_tensor(index)).tobytes()
+        assert (len(data), zlib.crc32(data)) == (size, crc), index
+    assert emitted["all_tensors_arena_bytes"] >= report["arena_bytes"] + sum(size for _, size, _ in table)
 
 
 def test_op_resolver_lists_exactly_the_models_ops(exported):
@@ -143,7 +201,7 @@ def test_lint_refuses_float_and_hybrid_models(mode, problem, tmp_path, digit_bat
 def test_max_arena_is_enforced(exported, tmp_path):
     name, tflite, _, report = exported
     with pytest.raises(ValueError, match=r"`max_arena=1000`"):
-        codegen.emit(tflite, tmp_path / "o", name, max_arena=1000)
+        codegen.emit(tflite, tmp_path / "o", name, max_arena=1000, golden_inputs=report["golden_inputs"])
 
 
 def test_corrupt_model_is_named(tmp_path):
@@ -175,3 +233,22 @@ def test_lint_refuses_a_softmax_tflite_micro_would_abort_on(tmp_path):
     # Without the lint, TFLite Micro would abort: in a child process that is an exception, not a dead caller.
     with pytest.raises(RuntimeError, match="killed by SIGABRT"):
         arena.run_micro_in_child(tflite, np.zeros((1, 8, 8, 3), np.int8))
+
+
+def test_a_tflite_micro_abort_on_a_golden_input_is_an_error_and_writes_nothing(tmp_path):
+    """TFLite Micro's int8 softmax aborts in Eval when its sum of exponentials passes 2^8 (over 256
+    of the logits close to the largest), as on an untrained 1000-class net's near-uniform logits:
+    here 1000 classes and an input of zeros, which makes them all equal. The lint cannot see it (it
+    depends on the input); emit runs TFLite Micro in a child, so the caller gets an error and goes on."""
+    inp = keras.Input((8, 8, 3))
+    head = L.Dense(1000, activation="softmax", name="head")
+    model = keras.Model(inp, head(L.GlobalAveragePooling2D()(L.Conv2D(4, 3, name="conv")(inp))))
+    head.set_weights([head.get_weights()[0], np.zeros(1000, "float32")])
+    images = np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype("float32")
+    tflite = convert.to_int8(model, images)
+    assert not codegen.lint_mod.errors(codegen.lint_mod.lint(tflite_file.read_tflite(tflite)))
+    golden = _quantised(tflite, np.concatenate([np.zeros((1, 8, 8, 3), "float32"), images]))
+    with pytest.raises(arena.MicroCrash, match=r"TFLite Micro crashed on the golden inputs for flat_head, so "
+                                           r"nothing was written: .*killed by SIGABRT"):
+        codegen.emit(tflite, tmp_path / "out", "flat_head", golden_inputs=golden)
+    assert not (tmp_path / "out").exists()

@@ -90,6 +90,7 @@ def _profile_flags(d):
 
 def _export_flags(d):
     from kerasnets.pipelines import convert
+    from kerasnets.tools import export
 
     _model_flags(d)
     _keras_flag(d)
@@ -103,6 +104,11 @@ def _export_flags(d):
     d.string("labels", None, "Text file with one class label per line.")
     d.integer("max_arena", None, "Refuse a model whose TFLite Micro arena exceeds this many bytes.",
               lower_bound=1)
+    d.float("min_agreement", export.MIN_AGREEMENT, "Refuse (write nothing) when the quantised model agrees "
+            "with Keras on the top-1 class of fewer of the held-out --calibration images.",
+            lower_bound=0, upper_bound=1)
+    d.bool("tensor_checksums", False, "With --micro: also the CRC-32 of every activation tensor for the "
+           "first golden input (checked by a firmware built with KN_TENSOR_CHECKSUMS).")
 
 
 def _bench_flags(d):
@@ -295,7 +301,8 @@ def _export() -> int:
     summary = export.export_model(
         model, name=name, mode=FLAGS.mode, out_dir=FLAGS.out, calibration=FLAGS.calibration,
         io_type=FLAGS.io_type, micro=FLAGS.micro,
-        labels=_read_labels(FLAGS.labels) if FLAGS.labels else None, max_arena=FLAGS.max_arena)
+        labels=_read_labels(FLAGS.labels) if FLAGS.labels else None, max_arena=FLAGS.max_arena,
+        min_agreement=FLAGS.min_agreement, tensor_checksums=FLAGS.tensor_checksums)
     print(json.dumps(summary))
     return 0
 
@@ -476,7 +483,7 @@ COMMANDS = {
     "export": Command("a model to .tflite (and TFLite Micro sources) after the parity gates",
                       _export_flags, _export,
                       {"keras_file": "keras", "saved_model_dir": "saved_model", "spec": "calibration",
-                       "golden_input": "calibration"}),
+                       "golden_inputs": "calibration"}),
     "bench": Command("latency and memory of a .tflite model on this machine, an Android phone or an "
                      "emulated Cortex-M4",
                      _bench_flags, _bench,
@@ -529,6 +536,12 @@ def main(argv):
     except ValueError as error:
         print(f"kerasnets {argv[1]}: {translate(str(error), flag_names(argv[1]))}", file=sys.stderr)
         return 2
+    except RuntimeError as error:  # TFLite Micro crashed in its child process: say so, no traceback
+        arena = sys.modules.get("kerasnets.micro.arena")
+        if arena is None or not isinstance(error, arena.MicroCrash):
+            raise
+        print(f"kerasnets {argv[1]}: {translate(str(error), flag_names(argv[1]))}", file=sys.stderr)
+        return 1
 
 
 def _dashes_to_underscores(argv):

@@ -10,7 +10,9 @@ from kerasnets.pipelines import convert, data as data_mod, metadata, tflite_file
 from kerasnets.pipelines.files import write_atomic
 
 FP32_TOLERANCE = 1e-4
+MIN_AGREEMENT = 0.9
 PARITY_IMAGES = 64
+GOLDEN_CANDIDATES = 16  # held-out images the golden pairs of the TFLite Micro sources are picked from
 
 
 def calibration_images(spec: str, input_shape, count: int = 100) -> np.ndarray:
@@ -19,8 +21,19 @@ def calibration_images(spec: str, input_shape, count: int = 100) -> np.ndarray:
 
 
 def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str = "digits",
-                 io_type: str = "int8", micro: bool = False, labels=None, max_arena=None) -> dict:
-    """Convert, gate, write DIR/<name>.tflite (+ DIR/micro/ with `micro`); returns a summary."""
+                 io_type: str = "int8", micro: bool = False, labels=None, max_arena=None,
+                 min_agreement: float = MIN_AGREEMENT, tensor_checksums: bool = False) -> dict:
+    """Convert, gate, write DIR/<name>.tflite (+ DIR/micro/ with `micro`); returns a summary.
+
+    Gates, checked before anything is written: an fp32 model within FP32_TOLERANCE of Keras; any
+    other mode agreeing with Keras on the top-1 class of at least `min_agreement` of the held-out
+    `calibration` images. With `micro`, the golden pairs come from those held-out images and
+    `tensor_checksums` adds the per-tensor checksums (see kerasnets.micro.codegen.emit).
+    """
+    if not 0 <= min_agreement <= 1:
+        raise ValueError(f"`min_agreement` must be between 0 and 1; got {min_agreement}")
+    if micro and mode != "int8":
+        raise ValueError(f"`micro` needs `mode=int8` (TFLite Micro runs integer models); got `mode={mode}`")
     images = calibration_images(calibration, model.input_shape[1:], 100 + PARITY_IMAGES)
     calib, held_out = images[:-PARITY_IMAGES], images[-PARITY_IMAGES:]
     tflite = convert.export(model, mode, calib, io_type=io_type)
@@ -29,28 +42,33 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
     if mode == "fp32" and gate["max_abs_diff"] > FP32_TOLERANCE:
         raise ValueError(f"fp32 TFLite differs from Keras by {gate['max_abs_diff']:.2e} "
                          f"(> {FP32_TOLERANCE}): not written")
+    if mode != "fp32" and gate["top1_agreement"] < min_agreement:
+        raise ValueError(
+            f"{mode} TFLite agrees with Keras on the top-1 class of {gate['top1_agreement']:.1%} of "
+            f"{gate['images']} held-out `calibration` images, below `min_agreement={min_agreement}`: nothing "
+            "was written. Calibrate with real data of the model's domain (`calibration`), export a trained "
+            "model (an untrained net's near-equal logits swap places when quantised), or lower `min_agreement`.")
     summary = {"model": name, "mode": mode, "size_bytes": len(tflite), "ops": graph.op_names,
                "parity": gate, "calibration": calibration}
-    micro_report = None
-    if micro:
-        from kerasnets.micro import codegen
-
-        if mode != "int8":
-            raise ValueError(f"`micro` needs `mode=int8` (TFLite Micro runs integer models); got `mode={mode}`")
-        golden = convert.quantize_input(held_out[:1], convert.litert_interpreter(tflite).get_input_details()[0])
-        micro_report = codegen.emit(tflite, os.path.join(out_dir, "micro"), name, labels=labels,
-                                    max_arena=max_arena, golden_input=golden)
-        summary["micro"] = {k: micro_report[k] for k in ("arena_bytes", "headroom_bytes", "files")}
+    shipped = tflite
     if len(graph.outputs[0].shape) == 2:  # a classifier: Task Library / MediaPipe metadata
         classes = graph.outputs[0].shape[-1]
         info = metadata.ImageClassifierInfo(
             name=name, labels=tuple(labels) if labels else tuple(str(i) for i in range(classes)),
             description=f"{name}, {mode} TFLite ({io_type if mode == 'int8' else 'float'} input), "
                         "from kerasnets")
-        tflite = metadata.attach(tflite, info)
+        shipped = metadata.attach(tflite, info)
         summary["metadata"] = {"labels": len(info.labels), "mean": info.mean, "std": info.std}
+    if micro:  # the microcontroller's copy carries no metadata
+        from kerasnets.micro import codegen
+
+        golden = convert.quantize_input(held_out[:GOLDEN_CANDIDATES],
+                                        convert.litert_interpreter(tflite).get_input_details()[0])
+        micro_report = codegen.emit(tflite, os.path.join(out_dir, "micro"), name, labels=labels,
+                                    max_arena=max_arena, golden_inputs=golden, tensor_checksums=tensor_checksums)
+        summary["micro"] = {k: micro_report[k] for k in ("arena_bytes", "headroom_bytes", "files")}
     path = os.path.join(out_dir, f"{codegen_name(name)}.tflite")
-    write_atomic(path, tflite)
+    write_atomic(path, shipped)
     summary["tflite"] = path
     return summary
 

@@ -303,15 +303,21 @@ def stage_export(run, cfg, ctx):
 
 
 def stage_micro(run, cfg, ctx):
+    import numpy as np
+
     from kerasnets.micro import codegen
-    from kerasnets.pipelines import metadata
+    from kerasnets.pipelines import convert, metadata
 
     if not cfg.micro.enabled or "int8" not in cfg.export.modes:
         return [], {}
     with open(run.file("export", "model_int8.tflite"), "rb") as f:
         tflite = metadata.strip(f.read())  # labels go into the settings header, not into flash twice
+    # the golden pairs of the firmware's self-test: picked from test images
+    test_images = np.stack([image for image, _ in ctx["data"].test.take(16).as_numpy_iterator()])
+    golden = convert.quantize_input(test_images.astype("float32"),
+                                    convert.litert_interpreter(tflite).get_input_details()[0])
     report = codegen.emit(tflite, run.file("micro"), cfg.model, labels=ctx["data"].classes,
-                          max_arena=int(cfg.micro.max_arena) or None)
+                          max_arena=int(cfg.micro.max_arena) or None, golden_inputs=golden)
     return [f"micro/{name}" for name in report["files"]], {"arena_bytes": report["arena_bytes"],
                                                            "arena_headroom_bytes": report["headroom_bytes"],
                                                            "micro_model_bytes": len(tflite)}
