@@ -459,11 +459,21 @@ def ship(row: dict, folder: str, name: str, data, *, bundle_root: str = os.path.
     weights.save(model, name, "cifar10", metrics={**metrics, "dataset": "CIFAR-10 (JPEG)", "device": row.get("device", "")})
     with open(os.path.join(folder, "model_int8.tflite"), "rb") as f:
         tflite = f.read()
-    images = np.stack([x for x, _ in data.test.take(64).as_numpy_iterator()])
+    images, labels = map(np.stack, zip(*data.test.take(64).as_numpy_iterator()))
+    # golden pairs from images the deployed model classifies right: a port's check then also
+    # shows the expected class on the board
+    _, predicted = convert.tflite_predictions(tflite, zip(images, labels))
+    images, labels = images[predicted == labels], labels[predicted == labels]
     details = convert.litert_interpreter(tflite).get_input_details()[0]
     bundle = os.path.join(bundle_root, f"{name}-cifar10")
     report = codegen.emit(tflite, bundle, name, labels=data.classes, firmware=False,
                           golden_inputs=convert.quantize_input(images, details))
     with open(os.path.join(bundle, f"{name}.tflite"), "wb") as f:
         f.write(tflite)
+    # the golden pairs as arrays too, with the true class of each image, for checks from Python
+    golden = np.asarray(report["golden_inputs"])
+    quantized = convert.quantize_input(images, details).reshape(len(images), -1)
+    chosen = [int(np.flatnonzero((quantized == g.reshape(1, -1)).all(axis=1))[0]) for g in golden]
+    np.savez(os.path.join(bundle, "golden.npz"), inputs=golden, outputs=np.asarray(report["golden_outputs"]),
+             labels=labels[chosen])
     return report
