@@ -49,9 +49,11 @@ class LayerQuantizeConfig(_Q.QuantizeConfig):
         return {"weights": list(self.weights), "quantize_output": self.quantize_output}
 
 
-# Keras layers TFMOT's registry lacks. Zoo layers instead declare `qat_spec = (weight attribute
+# Keras layers TFMOT's registry lacks (Rescaling and Normalization: input layers of Keras 3
+# models, see pipelines/keras3.py). Zoo layers instead declare `qat_spec = (weight attribute
 # names, quantize_output)` as plain data, so the zoo itself never imports TFMOT.
-_SPEC_FOR_KERAS_LAYER = {keras.layers.Multiply: ((), True)}
+_SPEC_FOR_KERAS_LAYER = {keras.layers.Multiply: ((), True), keras.layers.Rescaling: ((), True),
+                         keras.layers.Normalization: ((), True)}
 
 
 # TFMOT folds BatchNorm into these only; a Dense-BN pair (VGG's classifier) is not folded in QAT

@@ -1,18 +1,21 @@
-"""Loading saved models: .keras/.h5 files (QAT models and the zoo's custom layers included) and
-SavedModel folders wrapped as Keras models."""
+"""Loading saved models: .keras/.h5 files (QAT models, the zoo's custom layers and Keras 3 files
+included) and SavedModel folders wrapped as Keras models."""
 from __future__ import annotations
 
 import os
 
 
 def load_keras(keras_file):
-    """A .keras/.h5 model, QAT models and the zoo's custom layers included."""
+    """A .keras/.h5 model, QAT models and the zoo's custom layers included; a `.keras` file saved
+    by Keras 3 is rebuilt as a tf_keras model (`pipelines.keras3.from_keras3`)."""
     import tf_keras as keras
 
-    from kerasnets.pipelines import quantize
+    from kerasnets.pipelines import keras3, quantize
 
     if not os.path.exists(keras_file):
         raise ValueError(f"`keras_file={keras_file}`: no such file")
+    if keras3.is_keras3_file(keras_file):
+        return keras3.from_keras3(keras3.load_file(keras_file, "keras_file"))
     try:
         with quantize.quantize_scope():
             return keras.models.load_model(keras_file, compile=False)

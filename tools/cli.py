@@ -52,7 +52,8 @@ def _model_flags(d, *, classes=False, size_default="the model's default"):
 
 
 def _keras_flag(d):
-    d.string("keras", None, "A .keras/.h5 model file (float or QAT) instead of --model.")
+    d.string("keras", None, "A .keras/.h5 model file (float or QAT; a Keras 3 .keras file is rebuilt as "
+             "tf_keras) instead of --model.")
 
 
 def _dataset_help():

@@ -264,7 +264,8 @@ _HANDLERS: dict = {
                      L.GlobalAveragePooling2D, L.GlobalMaxPooling2D, L.ActivityRegularization),
                     PASS_THROUGH),
     **dict.fromkeys((L.Add, L.Subtract, L.Multiply, L.Maximum, L.Minimum, L.Average), MERGE),
-    **dict.fromkeys((L.Reshape, L.Permute), FIXED),
+    # Rescaling and Normalization may hold one constant per channel: their channels stay
+    **dict.fromkeys((L.Reshape, L.Permute, L.Rescaling, L.Normalization), FIXED),
     L.InputLayer: Input(), L.BatchNormalization: BatchNorm(), L.DepthwiseConv2D: Depthwise(),
     L.Conv2D: Conv2D(), L.SeparableConv2D: SeparableConv2D(), L.Dense: Dense(),
     L.Concatenate: Concatenate(), L.Flatten: Flatten(),
