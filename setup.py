@@ -37,9 +37,11 @@ setup(
     # svhn and caltech101 come through tensorflow-datasets (with pyarrow and friends, ~100 MB: not
     # worth it for everyone); its etils.epath imports importlib_resources without requiring it.
     # The tests prepare both offline and open the report in Chromium through Selenium.
+    # Arm's Vela compiler for `bench --target ethos-u*` and the lint's NPU check (numpy, flatbuffers only).
     extras_require={"tfds": ["tensorflow-datasets", "importlib_resources"],
+                    "npu": ["ethos-u-vela"],
                     "test": ["pytest", "pytest-xdist", "opencv-python-headless", "selenium",
-                             "tensorflow-datasets", "importlib_resources"]},
+                             "tensorflow-datasets", "importlib_resources", "ethos-u-vela"]},
     package_data={"kerasnets": ["pretrained/*"], "kerasnets.micro": ["firmware/*"],
                   "kerasnets.tools": ["android_apk/*", "android_apk/jni/*",
                                       "android_apk/src/com/kerasnets/benchmark/*"]},

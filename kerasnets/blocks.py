@@ -246,11 +246,10 @@ def placeholder_indices(in_channels: int, groups: int, condense_factor: int) -> 
 
 
 def condensed_group_conv(x, filters, *, groups, indices, name):
-    """Test-time learned group conv: Index (GATHER) -> grouped 1x1 conv -> Permute (shuffle)."""
-    x = knl.ChannelGather(indices, name=f"{name}_index")(x)
-    x = L.Conv2D(filters, 1, groups=groups, use_bias=False, kernel_initializer=conv_initializer(),
-                 name=f"{name}_conv")(x)
-    return channel_shuffle(x, groups, name=f"{name}_permute") if groups > 1 else x
+    """Test-time learned group conv: Index -> grouped 1x1 conv -> Permute, folded into one layer
+    (`IndexedGroupConv`: one dense CONV_2D in TFLite, no GATHER or TRANSPOSE)."""
+    return knl.IndexedGroupConv(filters, groups=groups, indices=indices, use_bias=False,
+                                kernel_initializer=conv_initializer(), name=f"{name}_conv")(x)
 
 
 def learned_group_conv(x, filters, *, groups, condense_factor, condensing, group_lasso=0.0, name):

@@ -5,11 +5,13 @@ Two forms of every variant, as in the paper's Figure 1 and the official code (Sh
 
 - The *condensed* (test-time) model is what `create_model(name)` returns and what the registered
   params/MACs describe (the paper's tables count the condensed network): each learned group
-  convolution is an Index layer (`ChannelGather`, one GATHER op) that picks the input channels
-  every group kept, a grouped 1x1 Conv2D (a native CONV_2D) and a Permute back to the
-  training-time channel order (`blocks.channel_shuffle`, tensors of rank <= 4). The classifier reads
-  the half of the pooled features it kept. Built from scratch its indices are placeholders; it gets
-  learned ones, with weights, from `condense`.
+  convolution is the paper's Index (the input channels every group kept), grouped 1x1 conv and
+  Permute back to the training-time channel order, folded into one `IndexedGroupConv` that holds
+  the grouped kernel and runs as a dense 1x1 conv with zeros where connections were dropped: one
+  CONV_2D in TFLite, no GATHER (which neither XNNPACK nor an Ethos-U NPU runs) and no TRANSPOSE.
+  The classifier (`IndexedDense`) reads the half of the pooled features it kept, the same way.
+  Built from scratch its indices are placeholders; it gets learned ones, with weights, from
+  `condense`.
 - The *training-time* model (`create_model(name, condensing=True)` or `condensenet_train(name)`)
   has full 1x1 `LearnedGroupConv` layers whose masks drop input connections group by group:
   `CondensationSchedule` (a Keras callback) runs the C-1 condensing stages over the first half of
@@ -36,7 +38,8 @@ Where this differs from the official code:
 
 Training: `model.fit(..., callbacks=[CondensationSchedule(epochs)])` on the training-time model,
 then `condense(model)`; `finish_condensation(model)` runs any stages a shortened run did not reach.
-Custom layers (ChannelGather, LearnedGroupConv, CondensingDense, BlockDiagonalConv2D) live in
+Custom layers (IndexedGroupConv, IndexedDense, LearnedGroupConv, CondensingDense,
+BlockDiagonalConv2D; ChannelGather, the Index as a GATHER op, for models saved before) live in
 `kerasnets.layers` (and the learned group conv blocks in `kerasnets.blocks`, shared with EffCNet);
 they are serialisable and declare their QAT spec; QAT wraps the training-time model too and keeps
 dropped connections dropped. This module re-exports them under their old names.
@@ -53,7 +56,8 @@ from kerasnets import blocks, registry
 from kerasnets.blocks import (condensed_group_conv, group_conv,  # noqa: F401  (family API)
                               learned_group_conv, placeholder_indices)
 from kerasnets.layers import (BlockDiagonalConv2D, ChannelGather,  # noqa: F401  (family API)
-                              CondensingDense, LearnedGroupConv, block_diagonal, conv_initializer)
+                              CondensingDense, IndexedDense, IndexedGroupConv, LearnedGroupConv,
+                              block_diagonal, conv_initializer)
 from kerasnets.registry import Variant
 
 L = keras.layers
@@ -134,8 +138,8 @@ class CondensationSchedule(keras.callbacks.Callback):
 def condensed_kernel(layer: LearnedGroupConv) -> tuple[list[int], np.ndarray]:
     """Index list and grouped (1, 1, in/C, filters) kernel equal to a fully condensed layer.
 
-    Condensed output j = g * (filters / G) + t is training-time output g + t * G: the Permute after
-    the grouped conv puts it back in place.
+    Condensed output j = g * (filters / G) + t is training-time output g + t * G: IndexedGroupConv
+    puts it back in place.
     """
     inputs = layer.group_inputs()
     per_group = layer.kernel.shape[2] // layer.condense_factor
@@ -159,10 +163,11 @@ def _condensed_lgc(layer, x, assignments):
 
 def _condensed_dense(layer, x, assignments):
     kept = layer.kept_features()
-    dense = L.Dense(layer.units, activation=layer.activation, use_bias=layer.use_bias, name=layer.name)
+    dense = IndexedDense(layer.units, indices=kept, activation=layer.activation, use_bias=layer.use_bias,
+                         name=layer.name)
     weights = [layer.kernel_variable.numpy()[kept]] + ([layer.bias.numpy()] if layer.use_bias else [])
     assignments[layer.name] = weights
-    return dense(ChannelGather(kept, name=f"{layer.name}_index")(x))
+    return dense(x)
 
 
 def _copied_layer(layer, x, assignments):
@@ -184,8 +189,8 @@ def _check_condensed(model):
 def condense(model: keras.Model) -> keras.Model:
     """Rebuild a trained training-time model as the condensed test-time model (builtin ops only).
 
-    Every LearnedGroupConv becomes Index + grouped Conv2D + Permute, a CondensingDense becomes
-    Index + Dense and a BlockDiagonalConv2D a grouped Conv2D; all other layers are copied with
+    Every LearnedGroupConv becomes an IndexedGroupConv (Index + grouped 1x1 conv + Permute), a
+    CondensingDense an IndexedDense (Index + Dense) and a BlockDiagonalConv2D a grouped Conv2D; all other layers are copied with
     their weights. The result has the registered
     structure of its variant and the same outputs as `model`.
     """
@@ -250,8 +255,7 @@ def _classifier(x, classes, keep, *, condensing, classifier_activation):
     if condensing:
         return CondensingDense(classes, keep=keep, activation=classifier_activation, name="head_fc")(x)
     kept = list(range(max(1, int(x.shape[-1] * keep))))
-    x = ChannelGather(kept, name="head_fc_index")(x)
-    return L.Dense(classes, activation=classifier_activation, name="head_fc")(x)
+    return IndexedDense(classes, indices=kept, activation=classifier_activation, name="head_fc")(x)
 
 
 def build_condensenet(config: CondenseNetConfig, *, input_shape, classes, include_top, pooling,

@@ -137,6 +137,129 @@ class ChannelGather(keras.layers.Layer):
 
 
 
+def _scatter_positions(rows, cols, width) -> np.ndarray:
+    """Flat positions (row * width + col) of a compact kernel's entries in its dense form."""
+    return (np.asarray(rows, np.int64) * width + np.asarray(cols, np.int64)).reshape(-1, 1)
+
+
+def _scattered(kernel, positions, shape):
+    """The dense kernel: `kernel`'s entries added at `positions` of a zero tensor of `shape`. Added
+    to explicit zeros rather than scattered into a new tensor, so the TFLite converter folds it into
+    a constant at any sparsity (it does not fold a constant op whose result is over twice the size
+    of its operands)."""
+    flat = tf.tensor_scatter_nd_add(tf.zeros([int(np.prod(shape))], kernel.dtype), positions,
+                                    tf.reshape(kernel, [-1]))
+    return tf.reshape(flat, shape)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class IndexedGroupConv(keras.layers.Conv2D):
+    """A condensed learned group 1x1 conv in one layer: the paper's Index + grouped 1x1 conv +
+    Permute, folded into the weights. It holds the grouped (1, 1, len(indices)/groups, filters)
+    kernel (the paper's parameters and MACs) and runs as one dense 1x1 conv whose kernel puts
+    group g's weight for its r-th input on row `indices[g * per_group + r]` and condensed output
+    g * filters/groups + t on column g + t * groups, where the Permute would have put it; zeros
+    elsewhere (the training-time masked kernel).
+
+    So TFLite sees one CONV_2D (a BatchNorm after it folds in), no GATHER and no TRANSPOSE. An index
+    is an arbitrary selection from a tensor other layers read too (the dense block's features: a
+    channel may feed several groups or none), so no neighbour but the one reading it can absorb it,
+    and a grouped conv cannot absorb a selection that crosses its groups: the conv becomes dense.
+    It executes `groups` times the MACs it counts, on zeros, which int8 CPU kernels and NPUs run
+    at full rate, while a GATHER left the CPU's fast path (XNNPACK) and an Ethos-U's NPU.
+    """
+
+    qat_spec = (("kernel",), True)  # the compact kernel is quantised per output channel
+    prune_role = "fixed"  # its index ties input channels to groups
+    tflite_ops = ("CONV_2D",)
+
+    def __init__(self, filters, kernel_size=1, *, indices, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        self.indices = [int(i) for i in indices]
+        if self.kernel_size != (1, 1) or self.strides != (1, 1) or self.dilation_rate != (1, 1):
+            raise ValueError(f"IndexedGroupConv {self.name!r} is a 1x1 stride-1 conv, got kernel_size="
+                             f"{self.kernel_size}, strides={self.strides}, dilation_rate={self.dilation_rate}")
+        if not self.indices or min(self.indices) < 0 or len(self.indices) % self.groups:
+            raise ValueError(f"IndexedGroupConv {self.name!r} needs a non-empty index of channels >= 0 "
+                             f"that splits into groups={self.groups}, got {len(self.indices)} indices")
+
+    def build(self, input_shape):
+        channels = int(input_shape[-1])
+        if max(self.indices) >= channels:
+            raise ValueError(f"IndexedGroupConv index {max(self.indices)} is out of range for the "
+                             f"{channels} input channels of layer {self.name!r}")
+        super().build(tuple(input_shape[:-1]) + (len(self.indices),))  # the grouped kernel
+        self.input_spec = keras.layers.InputSpec(min_ndim=4, axes={-1: channels})
+        per_group_in, per_group_out = len(self.indices) // self.groups, self.filters // self.groups
+        rows = np.reshape(self.indices, (self.groups, per_group_in))  # [g, r]
+        group, r, t = np.meshgrid(np.arange(self.groups), np.arange(per_group_in),
+                                  np.arange(per_group_out), indexing="ij")
+        # kernel[0, 0, r, g * per_group_out + t] -> dense[indices[g * per_group_in + r], g + t * groups]
+        order = np.argsort((r * self.filters + group * per_group_out + t).ravel())  # kernel's flat order
+        positions = _scatter_positions(rows[group, r], group + t * self.groups, self.filters)
+        self._positions = positions[order]
+        self._dense_shape = (1, 1, channels, self.filters)
+
+    def dense_kernel(self):
+        """The (1, 1, input channels, filters) kernel the layer runs."""
+        return _scattered(self.kernel, self._positions, self._dense_shape)
+
+    def call(self, inputs):
+        outputs = tf.nn.conv2d(inputs, self.dense_kernel(), strides=1, padding="VALID")
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "indices": list(self.indices)}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class IndexedDense(keras.layers.Dense):
+    """Dense on the input features `indices` (the condensed classifier), folded into the weights:
+    it holds the (len(indices), units) kernel and multiplies by the (features, units) one with
+    those rows filled and zeros elsewhere, so TFLite sees one FULLY_CONNECTED and no GATHER."""
+
+    qat_spec = (("kernel",), True)
+    prune_role = "fixed"  # reads selected features
+    tflite_ops = ("FULLY_CONNECTED",)
+
+    def __init__(self, units, *, indices, **kwargs):
+        super().__init__(units, **kwargs)
+        self.indices = [int(i) for i in indices]
+        if not self.indices or min(self.indices) < 0:
+            raise ValueError(f"IndexedDense needs a non-empty list of indices >= 0, got {indices!r}")
+
+    def build(self, input_shape):
+        features = int(input_shape[-1])
+        if max(self.indices) >= features:
+            raise ValueError(f"IndexedDense index {max(self.indices)} is out of range for the "
+                             f"{features} input features of layer {self.name!r}")
+        super().build(tuple(input_shape[:-1]) + (len(self.indices),))
+        self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: features})
+        rows, cols = np.meshgrid(self.indices, np.arange(self.units), indexing="ij")
+        self._positions = _scatter_positions(rows, cols, self.units)
+        self._dense_shape = (features, self.units)
+
+    def dense_kernel(self):
+        return _scattered(self.kernel, self._positions, self._dense_shape)
+
+    def call(self, inputs):
+        outputs = tf.matmul(inputs, self.dense_kernel())
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        return {**super().get_config(), "indices": list(self.indices)}
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class LearnedGroupConv(keras.layers.Layer):
     """Training-time learned group 1x1 convolution (the paper's L-Conv).
@@ -320,5 +443,5 @@ class BlockDiagonalConv2D(keras.layers.Conv2D):
 
 
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in (
-    HardSigmoid, HardSwish, ChannelSlice, Difference, ChannelGather, LearnedGroupConv,
-    CondensingDense, BlockDiagonalConv2D)}
+    HardSigmoid, HardSwish, ChannelSlice, Difference, ChannelGather, IndexedGroupConv, IndexedDense,
+    LearnedGroupConv, CondensingDense, BlockDiagonalConv2D)}

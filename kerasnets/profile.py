@@ -47,7 +47,9 @@ def _call_macs(layer, node) -> int:
         return outputs * kh * kw
     if isinstance(layer, L.Conv2D):
         kh, kw = layer.kernel_size
-        return outputs * kh * kw * (tuple(node.input_shapes)[-1] // layer.groups)
+        # an IndexedGroupConv's groups read its index, not its whole input
+        channels = len(getattr(layer, "indices", ())) or tuple(node.input_shapes)[-1]
+        return outputs * kh * kw * (channels // layer.groups)
     if isinstance(layer, L.Dense):
         return int(layer.kernel.shape[0]) * outputs
     return 0

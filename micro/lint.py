@@ -1,4 +1,5 @@
-"""Deployment lint: what in an int8 .tflite will fail, or silently go wrong, on TFLite Micro."""
+"""Deployment lint: what in an int8 .tflite will fail, or silently go wrong, on TFLite Micro, and
+which ops an Ethos-U NPU would leave to the CPU."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,9 +14,34 @@ _DYNAMIC_SHAPE_OPS = {"SHAPE", "PACK"}
 _SOFTMAX_MIN_INPUT_SCALE = 2.0 ** -26
 
 
+# TFLite builtins Arm's Vela (5.2.0) can map to an Ethos-U NPU, by op type: its
+# TFLiteSupportedOperators.supported_operators, used when Vela is not installed. Vela also checks
+# each op's shapes, types and attributes; `kerasnets bench --target ethos-u55-128` gives the real placement.
+ETHOS_U_OPS_VELA_5_2 = frozenset((
+    "ABS ADD ARG_MAX AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D EXP EXPAND_DIMS "
+    "FULLY_CONNECTED HARD_SWISH LEAKY_RELU LOGISTIC MAXIMUM MAX_POOL_2D MEAN MINIMUM MIRROR_PAD MUL "
+    "PACK PAD PRELU QUANTIZE RELU RELU6 RELU_0_TO_1 RELU_N1_TO_1 RESHAPE RESIZE_BILINEAR "
+    "RESIZE_NEAREST_NEIGHBOR RSQRT SHAPE SLICE SOFTMAX SPLIT SPLIT_V SQUARED_DIFFERENCE SQUEEZE "
+    "STRIDED_SLICE SUB TANH TRANSPOSE TRANSPOSE_CONV UNIDIRECTIONAL_SEQUENCE_LSTM UNPACK").split())
+
+
+def ethos_u_ops() -> frozenset:
+    """Op types the installed Vela maps to the NPU (from its supported-operator table), else the
+    table of Vela 5.2.0."""
+    try:
+        from ethosu.vela import tflite_mapping, tflite_supported_operators
+        from ethosu.vela.tflite.BuiltinOperator import BuiltinOperator
+    except ImportError:
+        return ETHOS_U_OPS_VELA_5_2
+    supported = tflite_supported_operators.TFLiteSupportedOperators.supported_operators
+    return frozenset(name for name, code in vars(BuiltinOperator).items() if not name.startswith("_")
+                     and code in tflite_mapping.builtin_operator_map
+                     and tflite_mapping.builtin_operator_map[code][0] in supported)
+
+
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    severity: str  # "error": will not run or gives wrong outputs; "warning": wastes flash/RAM
+    severity: str  # "error": will not run or gives wrong outputs; "warning": wastes flash/RAM or NPU time
     op: str
     layer: str
     problem: str
@@ -38,6 +64,16 @@ def layer_of(op: Op) -> str:
 
 def _is_float(tensor):
     return tensor.dtype in ("float32", "float16")
+
+
+def _check_npu(op: Op, npu_ops) -> list[Finding]:
+    base = op.name.split(":")[0]
+    if base in npu_ops or base in _EDGE_OPS:
+        return []
+    return [Finding("warning", op.name, layer_of(op), "an Ethos-U NPU has no kernel for this op type: Vela "
+                    "leaves it to the CPU and splits the NPU graph around it.",
+                    "rebuild the layer from ops the NPU runs (Vela's SUPPORTED_OPS.md), e.g. fold a "
+                    "channel GATHER into the next conv's weights (kerasnets.layers.IndexedGroupConv)")]
 
 
 def _check_op(op: Op) -> list[Finding]:
@@ -82,9 +118,11 @@ def _check_op(op: Op) -> list[Finding]:
     return found
 
 
-def lint(graph: Graph) -> list[Finding]:
-    """Every finding for every op, errors first."""
-    findings = [f for op in graph.ops for f in _check_op(op)]
+def lint(graph: Graph, *, npu: bool = True) -> list[Finding]:
+    """Every finding for every op, errors first; with `npu`, a warning for each op an Ethos-U
+    would leave to the CPU."""
+    npu_ops = ethos_u_ops() if npu else None
+    findings = [f for op in graph.ops for f in _check_op(op) + (_check_npu(op, npu_ops) if npu else [])]
     return sorted(findings, key=lambda f: f.severity != "error")
 
 

@@ -67,7 +67,8 @@ def _is_standalone_batchnorm(layer) -> bool:
     if type(layer) is not keras.layers.BatchNormalization:
         return False
     source = layer.inbound_nodes[0].inbound_layers
-    return not (isinstance(source, _FOLDS_BATCHNORM) and len(source.outbound_nodes) == 1)
+    # by exact type: TFMOT's fold does not know a subclass (the zoo's IndexedGroupConv, BlockDiagonalConv2D)
+    return not (type(source) in _FOLDS_BATCHNORM and len(source.outbound_nodes) == 1)
 
 
 def _config_for(layer):

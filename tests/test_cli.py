@@ -65,7 +65,7 @@ def test_profile_json_and_csv():
     (("profile",), "needs --model"),
     (("profile", "--model=resnet_8"), "did you mean resnet8"),
     (("compress", "--model=resnet8", "--out=small.keras"), "compress needs --method (one of "),
-    (("bench", "--target=phone"), "<host|android|cortex-m4>"),
+    (("bench", "--target=phone"), "<host|android|cortex-m4|ethos-u55-128|ethos-u65-256>"),
 ])
 def test_cli_errors_are_clear(args, message):
     result = kerasnets(*args)
@@ -154,7 +154,7 @@ def test_export_reports_a_tflite_micro_abort_as_an_error(tmp_path):
     ("export", ["--io_type: <int8|uint8>", "--mode: <fp32|fp16|dynamic|int8|int16x8>", "--calibration",
                 "--max_arena", "--input_size", "--min_agreement", "--[no]tensor_checksums"], ["--filter", "--target", "--helpfull"]),
     ("compress", ["--target: A budget KEY=VALUE", "--method: <", "scl", "--strength"], ["--io_type"]),
-    ("bench", ["--target: <host|android|cortex-m4>: Where to run", "--tflite", "--threads", "--tflm_tree", "--clock_mhz"], ["--method"]),
+    ("bench", ["--target: <host|android|cortex-m4|ethos-u55-128|ethos-u65-256>: Where to run", "--tflite", "--threads", "--tflm_tree", "--clock_mhz"], ["--method"]),
     ("run", ["--from_stage: <data|train|compress|qat|export|micro|bench|report>", "--train.epochs",
              "--dataset"], ["--io_type"]),
     ("frontier", ["--recipe: <baseline|fast>", "--candidates", "--rank_epochs", "--top"], ["--io_type", "--method"]),

@@ -138,19 +138,38 @@ def _int8_litert_and_micro(model, images):
     return summary["ops"], convert.run_litert(tflite, x8, reference=True), arena.run_micro(tflite, x8)
 
 
-def test_condensed_model_runs_int8_in_tflite_micro_with_gather_and_grouped_conv(digit_batches):
+def test_condensed_model_runs_int8_in_tflite_micro_without_gather(digit_batches):
     model, images = _trained_tiny(digit_batches)
     condensed = cn.condense(model)
     ops, reference, micro = _int8_litert_and_micro(condensed, images)
-    assert {"GATHER", "CONV_2D", "TRANSPOSE", "FULLY_CONNECTED"} <= set(ops), ops
+    # the Index and Permute are folded into the 1x1 convs' and the classifier's weights
+    assert {"CONV_2D", "FULLY_CONNECTED"} <= set(ops) and not {"GATHER", "TRANSPOSE"} & set(ops), ops
     assert len(np.unique(reference)) > 4
     # the Dense head may round a near-tie 1 LSB apart (LiteRT rounds once, TFLite Micro twice);
-    # everything up to it, the classifier's Index included, must match bit for bit
+    # everything up to it must match bit for bit
     assert np.abs(reference.astype(int) - micro).max() <= 1
-    features = keras.Model(condensed.input, condensed.get_layer("head_fc_index").output)
+    features = keras.Model(condensed.input, condensed.get_layer("head_pool").output)
     ops, reference, micro = _int8_litert_and_micro(features, images)
-    assert reference.shape[-1] == len(condensed.get_layer("head_fc_index").indices)
     assert np.array_equal(reference, micro)
+
+
+def test_the_folded_index_equals_gather_grouped_conv_and_permute(digit_batches):
+    """IndexedGroupConv against the layers it replaces, on an index that repeats and drops channels."""
+    from kerasnets.blocks import channel_shuffle
+
+    images = digit_batches(TINY_SHAPE, 4)
+    inputs = keras.Input(TINY_SHAPE)
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    indices = [7, 0, 0, 3, 5, 5, 1, 7]  # 4 groups of 2: channel 0 in two groups, 2, 4 and 6 in none
+    folded = cn.IndexedGroupConv(12, groups=4, indices=indices, use_bias=False, name="folded")
+    conv = keras.layers.Conv2D(12, 1, groups=4, use_bias=False)
+    old = channel_shuffle(conv(cn.ChannelGather(indices)(x)), 4, name="shuffle")
+    model = keras.Model(inputs, [folded(x), old])
+    conv.set_weights(folded.get_weights())
+    new_out, old_out = model(images)
+    assert_same_outputs(new_out, old_out)
+    tflite = convert.export(keras.Model(inputs, model.outputs[0]), "int8", images)
+    assert set(convert.graph_summary(tflite)["ops"]) == {"CONV_2D"}
 
 
 def test_variant_arguments_build_the_training_model():

@@ -30,9 +30,11 @@ def test_units_are_depthwise_separable_with_grouped_pointwise_and_shuffle():
     config = kerasnets.effcnet.CIFAR
     depthwise = model.get_layer("block2_layer3_1_dw")
     assert isinstance(depthwise, keras.layers.DepthwiseConv2D) and depthwise.depth_multiplier == 2
+    # index, grouped pointwise conv and shuffle in one layer: the grouped kernel, run dense
     pointwise = model.get_layer("block2_layer3_1_lgc_conv")
+    assert isinstance(pointwise, kerasnets.layers.IndexedGroupConv)
     assert pointwise.kernel_size == (1, 1) and pointwise.groups == config.cardinality
-    assert isinstance(model.get_layer("block2_layer3_1_lgc_permute_transpose"), keras.layers.Permute)
+    assert pointwise.kernel.shape[2] == depthwise.output.shape[-1] // config.cardinality
     assert model.get_layer("block2_layer3_2_conv").groups == config.groups_3x3
 
 

@@ -21,7 +21,7 @@ from kerasnets.pipelines.machine import isa_features, machine_name, machine_slug
 from kerasnets.tools import bench_child
 from kerasnets.tools.bench_child import time_invokes
 
-TARGETS = ("host", "android", "cortex-m4")  # where `kerasnets bench` runs a model
+TARGETS = ("host", "android", "cortex-m4", "ethos-u55-128", "ethos-u65-256")  # where `kerasnets bench` runs a model
 COLUMNS = ["model", "input", "mode", "threads", "xnnpack", "latency_ms_median", "latency_ms_p90",
            "peak_rss_mb", "macs", "gmacs_per_s", "peak_fraction", "machine", "command"]
 

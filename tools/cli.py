@@ -115,7 +115,8 @@ def _export_flags(d):
 def _bench_flags(d):
     from kerasnets.tools import bench
 
-    d.enum("target", "host", bench.TARGETS, "Where to run the model.")
+    d.enum("target", "host", bench.TARGETS, "Where to run the model (ethos-u*: compiled by Arm's Vela, "
+           "whose estimate it reports).")
     d.string("tflite", None, "A .tflite file instead of --model.")
     _model_flags(d)
     _mode_flag(d, "TFLite mode --model is exported in.")
@@ -342,6 +343,8 @@ def _bench() -> int:
         return 0
     if FLAGS.target == "cortex-m4":
         return _bench_cortex_m4()
+    if FLAGS.target.startswith("ethos-u"):
+        return _bench_ethos_u()
     row = bench.host_row(_bench_model_bytes(), threads=FLAGS.threads, runs=FLAGS.runs,
                          xnnpack=FLAGS.xnnpack, command=" ".join(["kerasnets"] + sys.argv[1:]))
     print(json.dumps(row))
@@ -361,6 +364,15 @@ def _bench_cortex_m4() -> int:
                                  clock_mhz=FLAGS.clock_mhz)
     print(json.dumps(row))
     return 0 if row["bit_exact"] else 1
+
+
+def _bench_ethos_u() -> int:
+    from kerasnets.tools import ethos_u
+
+    if FLAGS.mode != "int8":
+        raise app.UsageError(f"bench --target {FLAGS.target} compiles full-integer models: --mode int8")
+    print(json.dumps(ethos_u.ethos_u_row(_bench_model_bytes(), target=FLAGS.target)))
+    return 0
 
 
 def _bench_model_bytes():
