@@ -90,7 +90,19 @@ VARIANTS = [
                   "3x3 primary conv; " + _SHORTCUT_NOTE + "; variant kwargs ratio (s), dw_kernel (d)"),
 ]
 
-registry.register_variants(cifar_resnet, VARIANTS, paper="arXiv 1512.03385", **_CIFAR)
+# Found by `kerasnets frontier` within MLPerf Tiny ResNet-8's int8 size and TFLite Micro arena
+# (results/frontier-screen.csv, -rank.csv, frontier.csv): deeper and thinner than ResNet-8.
+_FRONTIER_SOURCE = "this implementation: kerasnets frontier search (results/frontier.csv)"
+FRONTIER_VARIANTS = [
+    Variant("resnet14_062_cifar", dict(depth=14, width=0.625), params=67_210, macs=9_032_080,
+            source=_FRONTIER_SOURCE, figure_source="this implementation",
+            notes="CIFAR ResNet-14, stage widths 8/20/40 (16/32/64 x 0.625, multiples of 4)"),
+    Variant("resnet14_050_cifar", dict(depth=14, width=0.5), params=44_370, macs=6_775_104,
+            source=_FRONTIER_SOURCE, figure_source="this implementation",
+            notes="CIFAR ResNet-14, stage widths 8/16/32 (16/32/64 x 0.5)"),
+]
+
+registry.register_variants(cifar_resnet, VARIANTS + FRONTIER_VARIANTS, paper="arXiv 1512.03385", **_CIFAR)
 
 
 # --- MLPerf Tiny ResNet-8 --------------------------------------------------------------------

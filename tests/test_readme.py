@@ -52,3 +52,15 @@ def test_run_section_quotes_the_manifest(tmp_path, monkeypatch):
     out = (tmp_path / "README.md").read_text()
     assert "| 0.81 | 0.809 | 95.4 | 55936 | 0.08 | 78042 | 12501632 |" in out
     assert "30 epochs, batch 128, augment crop,flip" in out and "machine: test machine" in out
+
+
+def test_the_committed_readme_tables_are_the_regenerated_ones(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # the results/ files the tables come from
+    copy = tmp_path / "README.md"
+    copy.write_text((repo / "README.md").read_text(encoding="utf-8"), encoding="utf-8")
+    readme.update(str(copy))
+    assert copy.read_text(encoding="utf-8") == (repo / "README.md").read_text(encoding="utf-8"), \
+        "README tables differ from results/*.csv: run python -m kerasnets.tools.readme"

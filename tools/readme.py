@@ -143,6 +143,19 @@ def frontier_table(path: str) -> str:
     return "\n".join(lines)
 
 
+def frontier_rank_table(path: str) -> str:
+    """The cheap ranking of the candidates that fit the budget, best first."""
+    rows = _rows(path)
+    columns = ["model", "variant", "params", "int8_kb", "arena_bytes", "rank_top1", "rank_epochs", "rank_images"]
+    lines = [_header(columns), "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
+    machines = sorted({r["device"] for r in rows})
+    lines += ["", f"From `{path}`: every candidate that passed the screen (`{path.replace('-rank', '-screen')}` "
+              f"lists all {len(_rows(path.replace('-rank', '-screen')))} with the reason for each rejection), "
+              f"top-1 (fp32) on the first 5,000 test images; machine: {'; '.join(machines)}."]
+    return "\n".join(lines)
+
+
 def recipe_table(path: str) -> str:
     rows = _rows(path)
     columns = ["option", "epochs", "config", "top1_fp32", "top1_fp32_flip_tta", "top1_int8", "seconds", "precision"]
@@ -182,6 +195,7 @@ SECTIONS = {
         "model", "pipeline", "images_per_s", "epochs_timed", "batch_size", "ratio_vs_plain"])),
     "arena": ("results/arena-vs-profile.csv", arena_table),
     "frontier": ("results/frontier.csv", frontier_table),
+    "frontier_rank": ("results/frontier-rank.csv", frontier_rank_table),
     "recipe": ("results/recipe.csv", recipe_table),
 }
 
