@@ -97,9 +97,6 @@ FRONTIER_VARIANTS = [
     Variant("resnet14_062_cifar", dict(depth=14, width=0.625), params=67_210, macs=9_032_080,
             source=_FRONTIER_SOURCE, figure_source="this implementation",
             notes="CIFAR ResNet-14, stage widths 8/20/40 (16/32/64 x 0.625, multiples of 4)"),
-    Variant("resnet14_050_cifar", dict(depth=14, width=0.5), params=44_370, macs=6_775_104,
-            source=_FRONTIER_SOURCE, figure_source="this implementation",
-            notes="CIFAR ResNet-14, stage widths 8/16/32 (16/32/64 x 0.5)"),
 ]
 
 registry.register_variants(cifar_resnet, VARIANTS + FRONTIER_VARIANTS, paper="arXiv 1512.03385", **_CIFAR)

@@ -227,7 +227,7 @@ def evaluate_flip_tta(model, data, batch_size: int = 500) -> float:
     return correct / max(total, 1)
 
 
-def test_top1_int8(tflite: bytes, data) -> float:
+def int8_top1(tflite: bytes, data) -> float:
     from kerasnets.pipelines import convert
 
     return convert.tflite_accuracy(tflite, data.test.as_numpy_iterator())
@@ -255,14 +255,14 @@ def train_row(candidate: Candidate, data, out_dir: str, *, recipe: str = "fast",
            "precision": result["precision"], "top1_fp32": round(train.evaluate(model, data), 4),
            "top1_fp32_flip_tta": round(evaluate_flip_tta(model, data), 4)}
     ptq = deployment(model, calibration)
-    row["top1_int8"] = round(test_top1_int8(ptq["tflite"], data), 4)
+    row["top1_int8"] = round(int8_top1(ptq["tflite"], data), 4)
     if qat_epochs:
         qat_config = {**config, "epochs": int(qat_epochs), "lr": QAT_LR, "warmup_epochs": 0, "ema": 0.0,
                       "mixed_precision": "float32"}
         qat = train.fit(lambda: quantize.quantize_model(model), data, os.path.join(out_dir, "qat"),
                         config=qat_config, verbose=verbose)["model"]
         deployed = deployment(qat, calibration)
-        row["top1_qat_int8"] = round(test_top1_int8(deployed["tflite"], data), 4)
+        row["top1_qat_int8"] = round(int8_top1(deployed["tflite"], data), 4)
     else:
         deployed = ptq
     with open(os.path.join(out_dir, "model_int8.tflite"), "wb") as f:
@@ -378,6 +378,11 @@ def _command(argv) -> str:
     return " ".join(["kerasnets", "frontier", *argv])
 
 
+def row_folder(candidate: Candidate, epochs: int) -> str:
+    """The folder name of a trained row inside the frontier's work folder."""
+    return f"{candidate.label}-{epochs}ep".replace("[", "_").replace("]", "").replace(",", "_").replace("=", "")
+
+
 def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "fast", top: int = 2,
                  rank_epochs: int = 4, rank_images: int = 20000, candidates=None, device: str = "",
                  command: str = "kerasnets frontier", progress=print) -> list[dict]:
@@ -424,8 +429,7 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "
         if done(out, candidate, epochs, recipe):
             progress(f"{candidate.label}: {epochs} epochs already in {out}")
             continue
-        folder = os.path.join(work, f"{candidate.label}-{epochs}ep".replace("[", "_").replace("]", "")
-                              .replace(",", "_").replace("=", ""))
+        folder = os.path.join(work, row_folder(candidate, epochs))
         row = {**train_row(candidate, data, folder, recipe=recipe, epochs=epochs), "device": device,
                "command": command}
         append_row(out, row, COLUMNS)
