@@ -193,8 +193,10 @@ def _frontier_flags(d):
     d.integer("top", 2, "Ranked candidates trained for --epochs.", lower_bound=0)
     d.integer("rank_epochs", 4, "Epochs of the cheap ranking run.", lower_bound=1)
     d.integer("rank_images", 20000, "Training images of the cheap ranking run.", lower_bound=100)
-    d.list("candidates", None, "Train these candidates (labels as in the rank table, e.g. "
-           "'ghost_resnet_cifar[depth=14,width=1.0,ghost]') instead of screening and ranking.")
+    d.multi_string("candidates", None, "Train this candidate (a label as in the rank table, e.g. "
+                   "'resnet_cifar[depth=14,width=0.625]'; repeat the flag for more) instead of screening "
+                   "and ranking.")
+    d.bool("reference", True, "Train the reference (ResNet-8) too; --noreference when its row exists.")
     d.string("out", os.path.join("results", "frontier.csv"), "CSV the rows are appended to; the screen "
              "and rank tables go beside it.")
     d.string("work", os.path.join("runs", "frontier"), "Folder for checkpoints and models.")
@@ -462,6 +464,7 @@ def _frontier() -> int:
     rows = frontier.run_frontier(
         data, out=FLAGS.out, work=FLAGS.work, epochs=FLAGS.epochs, recipe=FLAGS.recipe, top=FLAGS.top,
         rank_epochs=FLAGS.rank_epochs, rank_images=FLAGS.rank_images, candidates=FLAGS.candidates,
+        reference=FLAGS.reference,
         device=machine.machine_name(), command=" ".join(["kerasnets", *sys.argv[1:]]),
         progress=lambda message: console.print_stage("frontier", message))
     print(f"{len(rows)} rows added to {FLAGS.out}")

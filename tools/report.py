@@ -51,6 +51,7 @@ METRIC_LABELS = {
     "peak_rss_mb": "host peak RSS", "params": "parameters", "params_compressed": "parameters (compressed)",
     "macs": "MACs", "macs_compressed": "MACs (compressed)", "num_train": "training images",
     "num_test": "test images", "skipped_images": "skipped images", "machine": "benchmark machine",
+    "train_precision": "training precision (Keras dtype policy)",
 }
 
 _MD = jinja2.Template("""# {{ title }}

@@ -228,7 +228,7 @@ def stage_train(run, cfg, ctx):
     _write_json(run.file("train", "profile.json"), stats)
     return ["train/last.keras", "train/curves.json", "train/profile.json"], {
         "top1_fp32": round(top1, 4), "params": stats["params"], "macs": stats["macs"],
-        "peak_activation_bytes": stats["peak_activation_bytes"]}
+        "peak_activation_bytes": stats["peak_activation_bytes"], "train_precision": result["precision"]}
 
 
 def _load_model(path):
