@@ -157,7 +157,8 @@ def test_export_reports_a_tflite_micro_abort_as_an_error(tmp_path):
     ("bench", ["--target: <host|android|cortex-m4|ethos-u55-128|ethos-u65-256>: Where to run", "--tflite", "--threads", "--tflm_tree", "--clock_mhz"], ["--method"]),
     ("run", ["--from_stage: <data|train|compress|qat|export|micro|bench|report>", "--train.epochs",
              "--dataset"], ["--io_type"]),
-    ("frontier", ["--recipe: <baseline|fast>", "--candidates", "--rank_epochs", "--top"], ["--io_type", "--method"]),
+    ("frontier", ["--recipe: <baseline|fast|fast_fp32>", "--candidates", "--rank_epochs", "--top",
+                  "--[no]reference"], ["--io_type", "--method"]),
 ])
 def test_subcommand_help_lists_its_own_flags(command, shown, not_shown):
     result = kerasnets(command, "--help")
