@@ -32,7 +32,7 @@ def main(argv):
     rows = frontier.read_rows(FLAGS.out)
     for pair in FLAGS.ship:
         name, _, label = pair.partition("=")
-        candidate = frontier.find(frontier.search_space(), label)
+        candidate = frontier.find(frontier.search_space_reference() + frontier.search_space(), label)
         row = next((r for r in rows if (r["model"], r["variant"], r["epochs"]) ==
                     (candidate.family, candidate.variant, str(FLAGS.epochs))), None)
         if row is None:

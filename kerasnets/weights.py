@@ -107,10 +107,10 @@ def check_input(input_shape, count: int = 2):
 
 
 def save(model, name: str, weights: str, *, metrics: dict, folder: str = WEIGHTS_DIR) -> str:
-    """Write `model`'s weights as `<name>-<weights>.weights.h5` and record them in the index with
+    """Write `model`'s weights as `<name>-<weights>.h5` and record them in the index with
     the outputs for `check_input` (so a load can be verified without the data set)."""
     os.makedirs(folder, exist_ok=True)
-    file = f"{name}-{weights}.weights.h5"
+    file = f"{name}-{weights}.h5"  # the HDF5 layout by layer name (tf_keras reads it with by_name)
     path = os.path.join(folder, file)
     tmp = path + ".tmp.h5"
     model.save_weights(tmp)

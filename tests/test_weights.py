@@ -87,7 +87,7 @@ def test_a_corrupt_file_is_refused_before_loading(copied_weights):
 
 def test_a_missing_file_is_named(copied_weights):
     copied_weights.unlink()
-    with pytest.raises(ValueError, match="are listed but .*resnet8-cifar10.weights.h5 is missing"):
+    with pytest.raises(ValueError, match="are listed but .*resnet8-cifar10.h5 is missing"):
         kerasnets.create_model("resnet8", weights="cifar10")
 
 
