@@ -26,8 +26,9 @@ DEFAULTS = {
 
 
 SCHEDULES = ("cosine", "linear", "step", "constant")
-# "auto": bfloat16 on a CPU with native bf16 arithmetic (AVX512_BF16 / AMX), float16 on a GPU
-PRECISIONS = ("auto", "bfloat16", "float16", "float32", True, False)
+# "auto": float16 on a GPU, else float32; "native": bfloat16 on a CPU with native bf16 arithmetic
+# (AVX512_BF16 / AMX), float16 on a GPU, else float32
+PRECISIONS = ("auto", "native", "bfloat16", "float16", "float32", True, False)
 
 
 class TrainingStopped(RuntimeError):
@@ -222,10 +223,13 @@ def eval_dataset(dataset, *, batch_size, classes, cache=True):
 
 def precision_policy(setting="auto") -> str:
     """The Keras dtype policy training uses for `mixed_precision` (see PRECISIONS): "auto" picks
-    mixed_float16 on a GPU, mixed_bfloat16 on a CPU with native bf16, else float32."""
-    if setting == "auto":
+    mixed_float16 on a GPU, else float32; "native" also mixed_bfloat16 on a CPU with native bf16
+    (not always faster: thin convs ran 2x slower in bf16 on an AVX512_BF16 CPU)."""
+    if setting in ("auto", "native"):
         if tf.config.list_physical_devices("GPU"):
             return "mixed_float16"
+        if setting == "auto":
+            return "float32"
         from kerasnets.pipelines import machine
 
         native_bf16 = {"avx512_bf16", "amx_bf16", "bf16"} & set(machine.isa_features())
@@ -276,36 +280,36 @@ def fit(build_model, data, out_dir, *, config=None, resume=False, strategy=None,
                                 augment=config["augment"], seed=config["seed"])
     val_ds = eval_dataset(data.test, batch_size=global_batch, classes=classes)
     keras.utils.set_random_seed(int(config["seed"]))
-    with strategy.scope():
-        student = build_model()
-        # fake quantisation learns int8 ranges: a QAT model trains in float32 whatever the CPU has
-        if policy != "float32" and not convert.is_qat(student):
-            keras.mixed_precision.set_global_policy(policy)
+    try:  # a mixed policy set below never outlives this call, even when it raises
+        with strategy.scope():
             student = build_model()
-        else:
-            policy = "float32"
-        if student.output_shape[-1] != classes:
-            raise ValueError(f"the model has {student.output_shape[-1]} outputs but {data.source} has "
-                             f"{classes} classes: build it with classes={classes}")
-        model = student
-        if config["teacher"]:
-            teacher = keras.models.load_model(config["teacher"], compile=False)
-            model = Distiller(student, teacher, config["distill_alpha"], config["distill_temperature"],
-                              config["label_smoothing"])
-        model.compile(optimizer=make_optimizer(config, steps),
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"]),
-                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-    nan_guard = StopOnNaN()
-    callbacks = [
-        nan_guard,
-        keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
-        EpochCheckpoint(out_dir, nan_guard, student if model is not student else None),
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False),
-        *extra_callbacks,
-    ]
-    if config["ema"]:  # before the checkpoint's final save below, after the epoch checkpoints
-        callbacks.append(WeightAverage(student, config["ema"]))
-    try:
+            # fake quantisation learns int8 ranges: a QAT model trains in float32 whatever the CPU has
+            if policy != "float32" and not convert.is_qat(student):
+                keras.mixed_precision.set_global_policy(policy)
+                student = build_model()
+            else:
+                policy = "float32"
+            if student.output_shape[-1] != classes:
+                raise ValueError(f"the model has {student.output_shape[-1]} outputs but {data.source} has "
+                                 f"{classes} classes: build it with classes={classes}")
+            model = student
+            if config["teacher"]:
+                teacher = keras.models.load_model(config["teacher"], compile=False)
+                model = Distiller(student, teacher, config["distill_alpha"], config["distill_temperature"],
+                                  config["label_smoothing"])
+            model.compile(optimizer=make_optimizer(config, steps),
+                          loss=keras.losses.CategoricalCrossentropy(label_smoothing=config["label_smoothing"]),
+                          metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+        nan_guard = StopOnNaN()
+        callbacks = [
+            nan_guard,
+            keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+            EpochCheckpoint(out_dir, nan_guard, student if model is not student else None),
+            keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False),
+            *extra_callbacks,
+        ]
+        if config["ema"]:  # before the checkpoint's final save below, after the epoch checkpoints
+            callbacks.append(WeightAverage(student, config["ema"]))
         history = model.fit(train_ds, epochs=int(config["epochs"]), validation_data=val_ds,
                             callbacks=callbacks, verbose=verbose)
     finally:
