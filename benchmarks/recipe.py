@@ -22,7 +22,7 @@ from pathlib import Path
 from absl import app, flags
 
 from kerasnets.pipelines import data as data_mod, machine
-from kerasnets.tools import frontier
+from kerasnets.tools import bench, frontier
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = "/work/shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz"
@@ -56,7 +56,7 @@ def main(argv):
     name = machine.machine_name()
     rows = frontier.read_rows(FLAGS.out)
     data = data_mod.in_memory(data_mod.load(FLAGS.dataset, image_shape=(32, 32, 3)))
-    reference = frontier.find(frontier.search_space_reference(), frontier.REFERENCE)
+    reference, = frontier.search_space_reference()
     command = " ".join(["python", "benchmarks/recipe.py", *map(shlex.quote, sys.argv[1:])])
     for option in FLAGS.options:
         if any((r["option"], r["epochs"], r["machine"]) == (option, str(FLAGS.epochs), name) for r in rows):
@@ -69,7 +69,7 @@ def main(argv):
         row.update(option=option, batch_size=config["batch_size"], machine=name, command=command,
                    model=frontier.REFERENCE,
                    config=";".join(f"{k}={v}" for k, v in sorted(OPTIONS[option].items())) or "baseline")
-        frontier.append_row(FLAGS.out, row, COLUMNS)
+        bench.append_rows([row], FLAGS.out, COLUMNS)
         print({k: row.get(k) for k in COLUMNS[:8]}, flush=True)
 
 

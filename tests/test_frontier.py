@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from kerasnets.pipelines import data
-from kerasnets.tools import frontier
+from kerasnets.tools import bench, frontier
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_a_trained_row_measures_the_deployed_int8_model(digits, tmp_path):
     tflite = (tmp_path / "model_int8.tflite").read_bytes()
     assert row["int8_kb"] == round(len(tflite) / 1024, 1) and row["arena_bytes"] > 0
     path = tmp_path / "frontier.csv"
-    frontier.append_row(str(path), {**row, "device": "test", "command": "test"}, frontier.COLUMNS)
+    bench.append_rows([{**row, "device": "test", "command": "test"}], str(path), frontier.COLUMNS)
     assert frontier.done(str(path), candidate, 6, "fast") and not frontier.done(str(path), candidate, 30, "fast")
 
 

@@ -11,9 +11,7 @@ row to the CSV at once, so an interrupted run keeps what it finished and a re-ru
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -308,21 +306,9 @@ def rank(candidates, data, out_dir: str, *, epochs: int = 4, train_images: int =
 
 
 def read_rows(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="", encoding="utf-8") as table:
-        return list(csv.DictReader(table))
+    from kerasnets.tools.zoo import read_csv
 
-
-def append_row(path: str, row: dict, columns: list[str]) -> None:
-    """Append one row (header first on a new file); the file is complete after every row."""
-    new = not os.path.exists(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a", newline="", encoding="utf-8") as table:
-        writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    return read_csv(path)
 
 
 def done(path: str, candidate: Candidate, epochs: int, recipe: str) -> bool:
@@ -332,16 +318,10 @@ def done(path: str, candidate: Candidate, epochs: int, recipe: str) -> bool:
 
 def find(candidates, label: str) -> Candidate:
     for candidate in candidates:
-        if candidate.label == label or (candidate.family == label and candidate.variant.startswith("res=32")):
+        if candidate.label == label:
             return candidate
     raise ValueError(f"no candidate {label!r} in the search space; e.g. "
                      f"{', '.join(c.label for c in candidates[:4])}")
-
-
-def write_json(path: str, obj) -> None:
-    from kerasnets.pipelines.files import write_atomic
-
-    write_atomic(path, json.dumps(obj, indent=1, default=str))
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -395,10 +375,12 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "
     the screen and rank tables (`<out>-screen.csv`, `<out>-rank.csv` beside it) are kept in `work`
     so that a re-run picks up where it stopped."""
     from kerasnets.pipelines import data as data_mod
+    from kerasnets.tools import bench
 
     if recipe not in RECIPES:
         raise ValueError(f"`recipe` must be one of {', '.join(RECIPES)}, got {recipe!r}")
     os.makedirs(work, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     calibration = data_mod.representative_images(data, CALIBRATION_IMAGES)
     space = search_space()
     stem = out[:-len(".csv")] if out.endswith(".csv") else out
@@ -412,7 +394,7 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "
         if not screened:
             screened = screen(space, limit, calibration)
             for row in screened:
-                append_row(screen_path, row, SCREEN_COLUMNS)
+                bench.append_rows([row], screen_path, SCREEN_COLUMNS)
         fits = [c for c in space if any((r["model"], r["variant"], r["verdict"]) == (c.family, c.variant, "fits")
                                         for r in screened)]
         progress(f"screen: {len(fits)} of {len(space)} candidates fit the budget")
@@ -422,8 +404,8 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "
 
         def keep(row):
             size = sizes[(row["model"], row["variant"])]
-            append_row(rank_path, {**row, **{k: size[k] for k in ("params", "int8_kb", "arena_bytes")},
-                                   "device": device}, RANK_COLUMNS)
+            bench.append_rows([{**row, **{k: size[k] for k in ("params", "int8_kb", "arena_bytes")},
+                                "device": device}], rank_path, RANK_COLUMNS)
 
         rank(missing, data, work, epochs=rank_epochs, train_images=rank_images, recipe=recipe, on_row=keep)
         ranked = sorted(read_rows(rank_path), key=lambda r: -float(r["rank_top1"]))
@@ -436,7 +418,7 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "
         folder = os.path.join(work, row_folder(candidate, epochs))
         row = {**train_row(candidate, data, folder, recipe=recipe, epochs=epochs), "device": device,
                "command": command}
-        append_row(out, row, COLUMNS)
+        bench.append_rows([row], out, COLUMNS)
         rows.append(row)
         progress(f"{candidate.label}: fp32 {row['top1_fp32']:.2%}, int8 {row['top1_int8']:.2%}, "
                  f"QAT int8 {row.get('top1_qat_int8', 0):.2%}, {row['int8_kb']} KiB, arena {row['arena_bytes']} B")

@@ -54,13 +54,14 @@ def _header(columns) -> str:
     return "| " + " | ".join(LABELS.get(c, c) for c in columns) + " |"
 
 
-def plain_table(path: str, columns: list[str]) -> str:
-    """`columns` of every row, as recorded, and the machines that measured them."""
+def plain_table(path: str, columns: list[str], *, note: str = "", machine: str = "machine") -> str:
+    """`columns` of every row, as recorded, and the machines (column `machine`) that measured
+    them; `note` follows the file name in the footnote."""
     rows = _rows(path)
     lines = [_header(columns), "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
-    machines = sorted({r["machine"] for r in rows if r.get("machine")})
-    lines += ["", f"From `{path}`; machine: {'; '.join(machines)}."]
+    machines = sorted({r[machine] for r in rows if r.get(machine)})
+    lines += ["", f"From `{path}`{note}; machine: {'; '.join(machines)}."]
     return "\n".join(lines)
 
 
@@ -145,26 +146,18 @@ def frontier_table(path: str) -> str:
 
 def frontier_rank_table(path: str) -> str:
     """The cheap ranking of the candidates that fit the budget, best first."""
-    rows = _rows(path)
-    columns = ["model", "variant", "params", "int8_kb", "arena_bytes", "rank_top1", "rank_epochs", "rank_images"]
-    lines = [_header(columns), "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
-    machines = sorted({r["device"] for r in rows})
-    lines += ["", f"From `{path}`: every candidate that passed the screen (`{path.replace('-rank', '-screen')}` "
-              f"lists all {len(_rows(path.replace('-rank', '-screen')))} with the reason for each rejection), "
-              f"top-1 (fp32) on the first 5,000 test images; machine: {'; '.join(machines)}."]
-    return "\n".join(lines)
+    screen = path.replace("-rank", "-screen")
+    return plain_table(path, ["model", "variant", "params", "int8_kb", "arena_bytes", "rank_top1", "rank_epochs",
+                              "rank_images"], machine="device",
+                       note=f": every candidate that passed the screen (`{screen}` lists all {len(_rows(screen))} "
+                            "with the reason for each rejection), top-1 (fp32) on the first 5,000 test images")
 
 
 def recipe_table(path: str) -> str:
     rows = _rows(path)
-    columns = ["option", "epochs", "config", "top1_fp32", "top1_fp32_flip_tta", "top1_int8", "seconds", "precision"]
-    lines = [_header(columns), "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
-    machines = sorted({r["machine"] for r in rows})
-    lines += ["", f"From `{path}` (`benchmarks/recipe.py`, `{rows[0]['model'] if rows else ''}`, command in the CSV); "
-              f"machine: {'; '.join(machines)}."]
-    return "\n".join(lines)
+    return plain_table(path, ["option", "epochs", "config", "top1_fp32", "top1_fp32_flip_tta", "top1_int8",
+                              "seconds", "precision"],
+                       note=f" (`benchmarks/recipe.py`, `{rows[0]['model'] if rows else ''}`, command in the CSV)")
 
 
 RUN_METRICS = ("top1_fp32", "top1_int8", "int8_kb", "arena_bytes", "latency_ms", "params", "macs")
