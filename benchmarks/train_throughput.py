@@ -39,7 +39,9 @@ flags.DEFINE_string("dataset", f"imagefolder:{ARCHIVE}", "an image folder or arc
 flags.DEFINE_integer("epochs", 3, "epochs per pipeline (the first is not timed)", lower_bound=2)
 flags.DEFINE_integer("batch_size", 128, "images per step", lower_bound=1)
 flags.DEFINE_string("out", str(REPO / "results" / "train-throughput.csv"), "CSV to append to")
-flags.DEFINE_integer("rounds", 2, "interleaved rounds of the three pipelines (the median is kept)", lower_bound=1)
+flags.DEFINE_integer("rounds", 2, "interleaved rounds of the pipelines (the median is kept)", lower_bound=1)
+flags.DEFINE_list("pipelines", ["kerasnets", "in-memory", "plain"],
+                  "pipelines to time: kerasnets, in-memory (arrays + model.fit), plain (image_dataset_from_directory)")
 
 
 class TrainTimer(keras.callbacks.Callback):
@@ -110,28 +112,43 @@ def _arrays(data):
     return split(data.train), split(data.test)
 
 
+def _timed_kerasnets(name, data, arrays):
+    with tempfile.TemporaryDirectory() as work:
+        return kerasnets_pipeline(name, data, work)
+
+
+# --pipelines key -> (row label, runner(name, data, arrays))
+PIPELINES = {
+    "kerasnets": ("kerasnets", _timed_kerasnets),
+    "in-memory": ("in-memory model.fit", lambda name, data, arrays: in_memory_pipeline(name, arrays)),
+    "plain": ("plain model.fit",
+              lambda name, data, arrays: plain_pipeline(name, data.source.removeprefix("imagefolder:"),
+                                                        data.image_shape)),
+}
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    unknown = set(FLAGS.pipelines) - set(PIPELINES)
+    if unknown:
+        raise app.UsageError(f"unknown --pipelines {sorted(unknown)}; known: {', '.join(PIPELINES)}")
     data = data_mod.load(FLAGS.dataset)
-    root = data.source.removeprefix("imagefolder:")
-    arrays = _arrays(data)
+    arrays = _arrays(data) if "in-memory" in FLAGS.pipelines else None
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     for name in FLAGS.models:
-        speeds = {"kerasnets": [], "in-memory model.fit": [], "plain model.fit": []}
+        speeds = {PIPELINES[key][0]: [] for key in FLAGS.pipelines}
         for _ in range(FLAGS.rounds):  # interleaved, so a change in load hits every pipeline
-            with tempfile.TemporaryDirectory() as work:
-                speeds["kerasnets"].append(kerasnets_pipeline(name, data, work))
-            keras.backend.clear_session()
-            speeds["in-memory model.fit"].append(in_memory_pipeline(name, arrays))
-            keras.backend.clear_session()
-            speeds["plain model.fit"].append(plain_pipeline(name, root, data.image_shape))
-            keras.backend.clear_session()
+            for key in FLAGS.pipelines:
+                label, run = PIPELINES[key]
+                speeds[label].append(run(name, data, arrays))
+                keras.backend.clear_session()
         median = {pipeline: float(np.median(values)) for pipeline, values in speeds.items()}
+        ratio = lambda speed, label: round(speed / median[label], 3) if label in median else ""  # noqa: E731
         rows = [{"model": name, "pipeline": pipeline, "images_per_s": round(speed, 1),
                  "epochs_timed": FLAGS.epochs - 1, "batch_size": FLAGS.batch_size,
-                 "train_images": data.num_train, "ratio_vs_plain": round(speed / median["plain model.fit"], 3),
-                 "ratio_vs_in_memory": round(speed / median["in-memory model.fit"], 3), "rounds": FLAGS.rounds,
+                 "train_images": data.num_train, "ratio_vs_plain": ratio(speed, "plain model.fit"),
+                 "ratio_vs_in_memory": ratio(speed, "in-memory model.fit"), "rounds": FLAGS.rounds,
                  "machine": bench.machine_name(), "command": command}
                 for pipeline, speed in median.items()]
         bench.append_rows(rows, FLAGS.out, COLUMNS)

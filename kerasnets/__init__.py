@@ -19,19 +19,19 @@ from kerasnets.profile import profile  # noqa: E402
 # importing them loads TensorFlow, and the command line sets its log levels before that.
 
 
-# functions people look for here that live in kerasnets.pipelines (reading Keras 3 needs Keras 3)
-_ABOVE_THE_ZOO = {"from_keras3": "kerasnets.pipelines.keras3"}
+# functions imported on first use: reading a Keras 3 model loads TensorFlow (and Keras 3 itself)
+_LAZY = {"from_keras3": "kerasnets.keras3"}
 
 
 def __getattr__(name):
-    """The zoo's modules (`kerasnets.layers`, `kerasnets.resnet`, ...) as attributes, imported on use."""
+    """The zoo's modules (`kerasnets.layers`, `kerasnets.resnet`, ...) and `from_keras3` as
+    attributes, imported on use."""
     import importlib
 
     if name.startswith("_"):
         raise AttributeError(f"module 'kerasnets' has no attribute {name!r}")
-    if name in _ABOVE_THE_ZOO:  # the zoo never imports the layers above it
-        raise AttributeError(f"module 'kerasnets' has no attribute {name!r}: it is "
-                             f"{_ABOVE_THE_ZOO[name]}.{name}")
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     try:
         return importlib.import_module(f"kerasnets.{name}")
     except ModuleNotFoundError as error:
@@ -40,5 +40,5 @@ def __getattr__(name):
         raise AttributeError(f"module 'kerasnets' has no attribute {name!r}") from None
 
 __all__ = ["create_model", "list_models", "model_info", "model_options", "register_model",
-           "register_variants", "Variant", "profile"]
+           "register_variants", "Variant", "profile", "from_keras3"]
 __version__ = "0.1.0"

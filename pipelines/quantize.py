@@ -50,7 +50,7 @@ class LayerQuantizeConfig(_Q.QuantizeConfig):
 
 
 # Keras layers TFMOT's registry lacks (Rescaling and Normalization: input layers of Keras 3
-# models, see pipelines/keras3.py). Zoo layers instead declare `qat_spec = (weight attribute
+# models, see kerasnets/keras3.py). Zoo layers instead declare `qat_spec = (weight attribute
 # names, quantize_output)` as plain data, so the zoo itself never imports TFMOT.
 _SPEC_FOR_KERAS_LAYER = {keras.layers.Multiply: ((), True), keras.layers.Rescaling: ((), True),
                          keras.layers.Normalization: ((), True)}

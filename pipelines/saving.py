@@ -7,10 +7,11 @@ import os
 
 def load_keras(keras_file):
     """A .keras/.h5 model, QAT models and the zoo's custom layers included; a `.keras` file saved
-    by Keras 3 is rebuilt as a tf_keras model (`pipelines.keras3.from_keras3`)."""
+    by Keras 3 is rebuilt as a tf_keras model (`kerasnets.from_keras3`)."""
     import tf_keras as keras
 
-    from kerasnets.pipelines import keras3, quantize
+    from kerasnets import keras3
+    from kerasnets.pipelines import quantize
 
     if not os.path.exists(keras_file):
         raise ValueError(f"`keras_file={keras_file}`: no such file")
