@@ -23,8 +23,8 @@ def batch1_converter(model: keras.Model) -> tf.lite.TFLiteConverter:
 
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
-_IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8}
-IO_TYPES = tuple(_IO_TYPES)  # input/output types of a full-integer model
+_IO_TYPES = {"int8": tf.int8, "uint8": tf.uint8, "float": tf.float32}
+IO_TYPES = tuple(_IO_TYPES)  # input/output types of a full-integer model (float: quantised inside)
 
 
 def _as_images(calibration, input_shape) -> np.ndarray:
@@ -45,14 +45,14 @@ def export(model: keras.Model, mode: str = "int8", calibration=None, *, io_type:
     """Convert a tf_keras model (float or QAT) to .tflite bytes at a static batch of 1.
 
     mode: fp32 | fp16 (float16 weights) | dynamic (int8 weights, float activations) |
-    int8 (full integer; `io_type` int8 or uint8 input/output) | int16x8 (int16 activations,
+    int8 (full integer; `io_type` int8, uint8 or float input/output) | int16x8 (int16 activations,
     int8 weights). int8 and int16x8 calibrate on `calibration` images unless the model is a
     QAT model, whose fake-quant ranges already fix the scales.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if io_type not in _IO_TYPES:
-        raise ValueError(f"io_type must be int8 or uint8, got {io_type!r}")
+        raise ValueError(f"`io_type` must be one of {IO_TYPES}, got {io_type!r}")
     converter = batch1_converter(model)
     if mode != "fp32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

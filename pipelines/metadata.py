@@ -131,20 +131,28 @@ def attach(tflite: bytes, info: ImageClassifierInfo) -> bytes:
     entry = schema.MetadataT()
     entry.name, entry.buffer = METADATA_NAME, len(model.buffers) - 1
     model.metadata.append(entry)
-    return _append_zip(_pack(model), info.labels)
+    return _append_zip(_packed(model), info.labels)
+
+
+def _packed(model) -> bytes:
+    from kerasnets.pipelines import tflite_file
+
+    return tflite_file.pack(model)
 
 
 def strip(tflite: bytes) -> bytes:
     """`tflite` without classifier metadata or associated files: what a microcontroller flashes."""
     if read(tflite) is None:
         return bytes(tflite)
-    return _pack(_without_metadata(tflite))
+    return _packed(_without_metadata(tflite))
 
 
 def _without_metadata(tflite: bytes):
     """The model as TF's schema objects, its TFLITE_METADATA entry and buffer dropped (a buffer
     that is not the last one is only emptied: the graph's buffer indices must not move)."""
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytes(tflite), 0))
+    from kerasnets.pipelines import tflite_file
+
+    model = tflite_file.unpack(tflite)
     kept = []
     for entry in model.metadata or []:
         if entry.name.decode() != METADATA_NAME:
@@ -155,12 +163,6 @@ def _without_metadata(tflite: bytes):
             model.buffers[entry.buffer].data = None
     model.metadata = kept
     return model
-
-
-def _pack(model) -> bytes:
-    builder = flatbuffers.Builder(1024 * 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
 
 
 def _append_zip(model: bytes, labels) -> bytes:

@@ -69,6 +69,20 @@ def _tensor(model, graph, index) -> Tensor:
                   zero_point, constant)
 
 
+def unpack(data: bytes):
+    """The model as TF's schema objects (schema.ModelT), to edit and `pack` again."""
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytes(data), 0))
+
+
+def pack(model) -> bytes:
+    """.tflite bytes of schema objects (see `unpack`)."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024 * 1024)
+    builder.Finish(model.Pack(builder), file_identifier=_IDENTIFIER)
+    return bytes(builder.Output())
+
+
 def read_tflite(data: bytes, *, source: str = "model") -> Graph:
     """Parse .tflite bytes; raises ValueError naming `source` if they are not a valid model."""
     data = bytes(data)

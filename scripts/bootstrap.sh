@@ -19,6 +19,10 @@ if [[ -n "$extras" ]]; then
   # writes. Its wheel pins an absl-py that TFMOT refuses, and the tests use only its Tasks C
   # library, so it goes in without its dependencies (OpenCV comes with the test extras).
   .venv/bin/python -m pip install -q --no-deps "mediapipe==1.2.3"
+  # The Android Task Library (tflite-support 0.4.4) is the tests' check of the app models; it pins
+  # protobuf < 4, which TensorFlow refuses, so it lives in a virtualenv of its own.
+  [[ -x .venv-tflite-support/bin/python ]] || "$PYTHON" -m venv .venv-tflite-support
+  .venv-tflite-support/bin/python -m pip install -q "tflite-support==0.4.4"
 fi
 
 need=()

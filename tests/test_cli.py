@@ -95,6 +95,14 @@ def test_export_int8_with_micro_sources_and_metadata(tmp_path):
     source = (out / "micro" / "resnet8_model_data.cc").read_text()
     flashed = int(re.search(r"g_resnet8_model_data_size = (\d+);", source).group(1))
     assert flashed <= len(metadata.strip(tflite)) < len(tflite)
+    # beside it, the copy apps take (the Task Library refuses int8 input): uint8, RGB, same labels
+    app = (out / "resnet8_app.tflite").read_bytes()
+    assert summary["app_tflite"] == str(out / "resnet8_app.tflite") and summary["app_io_type"] == "uint8"
+    assert metadata.read(app)["labels"] == [f"class {i}" for i in range(10)]
+    from kerasnets.pipelines import convert
+
+    details = convert.litert_interpreter(app).get_input_details()[0]
+    assert details["dtype"] == np.uint8 and tuple(details["shape"]) == (1, 32, 32, 3)
 
 
 def test_export_fp32_parity_gate(tmp_path):
@@ -151,7 +159,7 @@ def test_export_reports_a_tflite_micro_abort_as_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("command, shown, not_shown", [
-    ("export", ["--io_type: <int8|uint8>", "--mode: <fp32|fp16|dynamic|int8|int16x8>", "--calibration",
+    ("export", ["--io_type: <int8|uint8|float>", "--app_io_type: <uint8|float|none>", "--mode: <fp32|fp16|dynamic|int8|int16x8>", "--calibration",
                 "--max_arena", "--input_size", "--min_agreement", "--[no]tensor_checksums"], ["--filter", "--target", "--helpfull"]),
     ("compress", ["--target: A budget KEY=VALUE", "--method: <", "scl", "--strength"], ["--io_type"]),
     ("bench", ["--target: <host|android|cortex-m4|ethos-u55-128|ethos-u65-256>: Where to run", "--tflite", "--threads", "--tflm_tree", "--clock_mhz"], ["--method"]),

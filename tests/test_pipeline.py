@@ -51,7 +51,8 @@ def test_run_on_digits_writes_every_artefact_and_reruns_only_what_changed(tmp_pa
         assert key in manifest["metrics"], key
     assert 0 <= manifest["metrics"]["top1_int8"] <= 1 and manifest["metrics"]["arena_bytes"] > 1000
     for name in ("report.md", "report.html", "curves.png", "layers.png", "confusion.png", "export/int8_confusion.json",
-                 "export/model_int8.tflite", "micro/resnet8_model_data.cc", "train/last.keras"):
+                 "export/model_int8.tflite", "export/model_app.tflite", "micro/resnet8_model_data.cc",
+                 "train/last.keras"):
         assert (out / name).exists(), name
     for stage in ("data", "train", "export", "micro", "bench", "report"):
         assert stage in manifest["stages"]

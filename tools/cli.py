@@ -99,6 +99,9 @@ def _export_flags(d):
     d.string("out", None, "Output folder: OUT/<name>.tflite (and OUT/micro/ with --micro).")
     _mode_flag(d, "TFLite mode.")
     d.enum("io_type", "int8", convert.IO_TYPES, "Input/output type of --mode int8.")
+    d.enum("app_io_type", "uint8", ("uint8", "float", "none"),
+           "Input/output type of OUT/<name>_app.tflite, the RGB copy of an int8 classifier that the Android "
+           "Task Library and MediaPipe image classifiers take; none writes no app copy.")
     d.bool("micro", False, "Also write TFLite Micro sources to OUT/micro/.")
     d.string("calibration", "digits", "Data set for int8 calibration and the parity gates "
              f"({_dataset_help()}).")
@@ -306,7 +309,8 @@ def _export() -> int:
         model, name=name, mode=FLAGS.mode, out_dir=FLAGS.out, calibration=FLAGS.calibration,
         io_type=FLAGS.io_type, micro=FLAGS.micro,
         labels=_read_labels(FLAGS.labels) if FLAGS.labels else None, max_arena=FLAGS.max_arena,
-        min_agreement=FLAGS.min_agreement, tensor_checksums=FLAGS.tensor_checksums)
+        min_agreement=FLAGS.min_agreement, tensor_checksums=FLAGS.tensor_checksums,
+        app_io_type=None if FLAGS.app_io_type == "none" else FLAGS.app_io_type)
     print(json.dumps(summary))
     return 0
 

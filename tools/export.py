@@ -2,6 +2,7 @@
 `micro` to TFLite Micro sources, after the parity gates."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -22,14 +23,22 @@ def calibration_images(spec: str, input_shape, count: int = 100) -> np.ndarray:
 
 def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str = "digits",
                  io_type: str = "int8", micro: bool = False, labels=None, max_arena=None,
-                 min_agreement: float = MIN_AGREEMENT, tensor_checksums: bool = False) -> dict:
+                 min_agreement: float = MIN_AGREEMENT, tensor_checksums: bool = False,
+                 app_io_type: str | None = "uint8") -> dict:
     """Convert, gate, write DIR/<name>.tflite (+ DIR/micro/ with `micro`); returns a summary.
+
+    An int8 classifier also gets DIR/<name>_app.tflite, the copy phone and board apps take (RGB,
+    `app_io_type` uint8 or float input/output: see kerasnets.pipelines.app_model); None writes none.
 
     Gates, checked before anything is written: an fp32 model within FP32_TOLERANCE of Keras; any
     other mode agreeing with Keras on the top-1 class of at least `min_agreement` of the held-out
     `calibration` images. With `micro`, the golden pairs come from those held-out images and
     `tensor_checksums` adds the per-tensor checksums (see kerasnets.micro.codegen.emit).
     """
+    from kerasnets.pipelines import app_model
+
+    if app_io_type is not None and app_io_type not in app_model.IO_TYPES:
+        raise ValueError(f"`app_io_type` must be one of {app_model.IO_TYPES} or None; got {app_io_type!r}")
     if not 0 <= min_agreement <= 1:
         raise ValueError(f"`min_agreement` must be between 0 and 1; got {min_agreement}")
     if micro and mode != "int8":
@@ -59,6 +68,12 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
                         "from kerasnets")
         shipped = metadata.attach(tflite, info)
         summary["metadata"] = {"labels": len(info.labels), "mean": info.mean, "std": info.std}
+        if mode == "int8" and app_io_type:
+            app_info = dataclasses.replace(info, description=f"{name}, int8 TFLite ({app_io_type} input, RGB) "
+                                                             "for image-classifier apps, from kerasnets")
+            app_path = os.path.join(out_dir, f"{codegen_name(name)}_app.tflite")
+            write_atomic(app_path, app_model.app_tflite(model, calib, app_info, app_io_type))
+            summary["app_tflite"], summary["app_io_type"] = app_path, app_io_type
     if micro:  # the microcontroller's copy carries no metadata
         from kerasnets.micro import codegen
 

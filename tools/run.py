@@ -41,7 +41,9 @@ def default_config():
         "compress": {"method": "", "ratio": 0.0, "target": "", "epochs": 1, "from_scratch": False,
                      "strength": 0.0},
         "qat": {"enabled": False, "epochs": 1, "lr": 1e-4},
-        "export": {"modes": ["int8"], "calibration_images": 200},
+        # io_type: input/output of export/model_app.tflite, the RGB copy of the int8 model that the
+        # Android Task Library and MediaPipe image classifiers take (uint8 | float | none)
+        "export": {"modes": ["int8"], "calibration_images": 200, "io_type": "uint8"},
         "micro": {"enabled": True, "max_arena": 0},
         "bench": {"targets": ["host"], "threads": 1, "runs": 50},
     })
@@ -299,7 +301,26 @@ def stage_export(run, cfg, ctx):
                 "model": "int8", "classes": list(data.classes), "images": int(len(labels)),
                 "matrix": convert.confusion_matrix(labels, predicted, len(data.classes))})
             artefacts.append(CONFUSION)
+    if "int8" in cfg.export.modes and cfg.export.io_type != "none":
+        artefacts.append(_write_app_model(run, cfg, model, calibration, info))
     return artefacts, metrics
+
+
+def _check_app_io_type(cfg):
+    from kerasnets.pipelines import app_model
+
+    if cfg.export.io_type != "none" and cfg.export.io_type not in app_model.IO_TYPES:
+        raise ValueError(f"export.io_type must be one of {', '.join(app_model.IO_TYPES)} or none; "
+                         f"got {cfg.export.io_type!r}")
+
+
+def _write_app_model(run, cfg, model, calibration, info):
+    from kerasnets.pipelines import app_model
+
+    name = "export/model_app.tflite"
+    with open(run.file(name), "wb") as f:
+        f.write(app_model.app_tflite(model, calibration, info, cfg.export.io_type))
+    return name
 
 
 def stage_micro(run, cfg, ctx):
@@ -387,7 +408,8 @@ def run_pipeline(cfg, *, from_stage: str | None = None, resume: bool = False, st
         raise ValueError(f"`from_stage` must be one of {', '.join(STAGES)}, got {from_stage!r}")
     import kerasnets
 
-    kerasnets.model_info(cfg.model)  # unknown model names fail before any work
+    kerasnets.model_info(cfg.model)  # unknown model names and settings fail before any work
+    _check_app_io_type(cfg)
     name = cfg.name or f"{cfg.model}-{cfg.data.dataset.split(':')[0]}"
     out_dir = cfg.out or os.path.join("runs", name)
     run = Run(out_dir, cfg)
