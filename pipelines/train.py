@@ -211,7 +211,9 @@ def training_dataset(dataset, *, batch_size, classes, augment=(), seed=0, cache=
         ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
     for fn in per_batch:
-        ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+        # one batch at a time: parallel calls would take the random draws in whatever order the
+        # threads run, so the same seed would not give the same crops (nor the same weights)
+        ds = ds.map(fn)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -247,13 +249,33 @@ def _as_float32(build_model, trained):
     return model
 
 
+def _finished_epochs(backup_dir) -> int:
+    """Epochs the run backed up in `backup_dir` had finished (0 when nothing is backed up):
+    BackupAndRestore keeps the index of the last one in its checkpoint, read by all workers from
+    the chief's folder."""
+    latest = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+    if latest is None:
+        return 0
+    return int(tf.train.load_variable(latest, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE")) + 1
+
+
+def _skip_finished_epochs(train_ds, epochs: int) -> None:
+    """Each pass over the training data draws the next shuffle order from the seeded order sequence
+    (and restarts the augmentation's random stream): a resumed run draws and drops the orders of the
+    epochs it has done, so its next epoch sees the order an uninterrupted run would."""
+    for _ in range(epochs):
+        iter(train_ds)
+
+
 def fit(build_model, data, out_dir, *, config=None, resume=False, strategy=None, verbose=1,
         extra_callbacks=()) -> dict:
     """Train a model on `data` (pipelines.data.ImageData); checkpoints and logs go to `out_dir`.
 
     `build_model()` returns a fresh model (called inside the distribution strategy's scope).
     With `resume=True` an interrupted run continues from its last finished epoch with the same
-    optimiser state and schedule step (keras BackupAndRestore). Returns the history and the
+    optimiser state and schedule step (keras BackupAndRestore) and the data order and crops/flips
+    of that epoch, so it ends with the weights the uninterrupted run ends with (per-image
+    augmentations run in parallel and take their random draws in thread order). Returns the history and the
     path of the final model; raises TrainingStopped on a NaN loss, naming the last good checkpoint.
     """
     config = _config(config)
@@ -276,10 +298,14 @@ def fit(build_model, data, out_dir, *, config=None, resume=False, strategy=None,
         global_batch = data.num_train
     steps = max(data.num_train // global_batch, 1)
     classes = len(data.classes)
+    # before the datasets: a shuffle's order depends on the global seed too, so seeding after them
+    # gave a run a different order from the same run made later in the same process
+    keras.utils.set_random_seed(int(config["seed"]))
     train_ds = training_dataset(data.train, batch_size=global_batch, classes=classes,
                                 augment=config["augment"], seed=config["seed"])
     val_ds = eval_dataset(data.test, batch_size=global_batch, classes=classes)
-    keras.utils.set_random_seed(int(config["seed"]))
+    if resume:
+        _skip_finished_epochs(train_ds, _finished_epochs(backup_dir))
     try:  # a mixed policy set below never outlives this call, even when it raises
         with strategy.scope():
             student = build_model()

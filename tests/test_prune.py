@@ -126,6 +126,59 @@ def test_data_free_methods_shrink_the_model(method):
     assert pruned(images).shape == (16, 10)
 
 
+# A two-conv net whose answer is known: filter k of c1 / c2 is the constant C1[k] / C2[k] (its L1
+# norm is 9x that), and b1 / b2 give channel k the beta B1[k] / B2[k] (gamma 1), ranked unlike the
+# filters. The constants are distinct, so a pruned kernel's values name the filters that stayed.
+C1 = np.array([0.5, 0.2, 0.7, 0.1, 0.3, 0.6, 0.15, 0.4], "float32")
+C2 = np.array([0.3, 0.8, 0.1, 0.6, 0.25, 0.5, 0.7, 0.2], "float32")
+B1 = np.array([2.0, 1.0, -3.0, 0.5, 1.5, -2.0, 3.0, 0.0], "float32")
+B2 = np.array([-1.0, 2.5, 1.0, -2.5, 0.5, 2.0, 0.0, 1.5], "float32")
+
+
+def _known_answer_model():
+    inputs = keras.Input((8, 8, 1))
+    x = inputs
+    for conv, bn, filters, betas in (("c1", "b1", C1, B1), ("c2", "b2", C2, B2)):
+        layer = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name=conv)
+        norm = keras.layers.BatchNormalization(name=bn)
+        x = keras.layers.ReLU()(norm(layer(x)))
+        layer.set_weights([np.broadcast_to(filters, layer.kernel.shape).copy()])
+        norm.set_weights([np.ones(8, "float32"), betas, np.zeros(8, "float32"), np.ones(8, "float32")])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="fc")(x))
+
+
+def _kept(pruned, conv, constants):
+    """Original indices of the filters of `conv` that survived, from their constant values."""
+    kernel = pruned.get_layer(conv).get_weights()[0]
+    return sorted(int(np.flatnonzero(np.isclose(constants, kernel[..., k].flat[0]))[0])
+                  for k in range(kernel.shape[-1]))
+
+
+def _lowest(values, count):
+    return sorted(np.argsort(values)[:count].tolist())
+
+
+@pytest.mark.parametrize("method", ["l1", "bn", "complexity_pa", "complexity_fa", "complexity_ma"])
+def test_data_free_methods_remove_the_channels_they_should(method):
+    """l1 removes the filters with the smallest L1 norm, bn the channels with the smallest expected
+    ReLU output (here: the smallest beta, gamma being 1), 2 of 8 per layer at ratio 0.25; the
+    complexity modes share the ratio out by cost, and in each layer remove the smallest-L1 filters."""
+    model = _known_answer_model()
+    pruned, _ = prune.compress(model, method, ratio=0.25)
+    kept = {"c1": _kept(pruned, "c1", C1), "c2": _kept(pruned, "c2", C2)}
+    for conv, filters, betas in (("c1", C1, B1), ("c2", C2, B2)):
+        if method.startswith("complexity"):
+            removed = 8 - len(kept[conv])
+            expected = _lowest(filters, removed)
+        else:
+            removed = 2
+            expected = _lowest(filters if method == "l1" else betas, removed)
+        assert sorted(set(range(8)) - set(kept[conv])) == expected, (conv, kept[conv])
+    if method.startswith("complexity"):
+        assert 16 - len(kept["c1"]) - len(kept["c2"]) >= 3  # about 0.25 of the 16 channels (int per layer)
+
+
 def test_complexity_modes_prune_the_costly_layers_most():
     model, _ = _resnet8()
     graph = prune.analyse(model)
@@ -203,12 +256,42 @@ def test_sparsity_methods_through_compress(method, ratio):
         assert sparsity.verify_m_by_n(sparse, 2, 4)
 
 
-def test_from_scratch_strategy_reinitialises():
-    model, images = _resnet8()
-    digits = data.load("digits", image_shape=(32, 32, 1))
-    pruned, _ = prune.compress(model, "l1", ratio=0.3, data=digits, epochs=1, strategy="scratch",
-                               config={"batch_size": 256})
-    assert pruned.count_params() < model.count_params()
+def _marked_model():
+    """A small conv net whose weights no initialiser and no short training produce: every first-conv
+    weight is +0.25 or more, and the BatchNorm after it has a moving variance of 100."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="b1")(x))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="c2")(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="b2")(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="fc")(x))
+    conv, bn = model.get_layer("c1"), model.get_layer("b1")
+    conv.set_weights([np.full((3, 3, 1, 16), 0.25, "float32") + np.arange(16, dtype="float32") / 100,
+                      np.zeros(16, "float32")])
+    gamma, beta, mean, _ = bn.get_weights()
+    bn.set_weights([gamma, beta, mean, np.full(16, 100.0, "float32")])
+    return model
+
+
+def test_from_scratch_reinitialises_the_pruned_architecture(tmp_path):
+    """`kerasnets compress --from_scratch`: the pruned net trains from fresh weights, so none of the
+    original's marks survive one epoch (fine-tuning would keep them: ~0.9 of the moving variance
+    after 11 steps at momentum 0.99, kernels that moved by about the learning rate)."""
+    _marked_model().save(tmp_path / "marked.keras")
+    out = tmp_path / "scratch.keras"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-m", "kerasnets.tools.cli", "compress",
+                             f"--keras={tmp_path / 'marked.keras'}", "--method=l1", "--ratio=0.25",
+                             "--from_scratch", "--dataset=digits", "--epochs=1", "--batch_size=128",
+                             f"--out={out}"], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["strategy"] == "scratch"
+    scratch = keras.models.load_model(out)
+    kernel = scratch.get_layer("c1").get_weights()[0]
+    assert kernel.shape[-1] < 16  # pruned
+    assert kernel.min() < 0 < kernel.max() and abs(kernel.mean()) < 0.1  # a fresh symmetric initialisation
+    assert scratch.get_layer("b1").get_weights()[3].max() < 10  # statistics of this training only
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -1,11 +1,12 @@
 """`kerasnets run` is quiet by default (no TensorFlow logs, one line per stage, a summary at the end)
 and `--verbose` brings TensorFlow's logs back."""
+import json
 import os
 import re
 import subprocess
 import sys
 
-from kerasnets.tools import run
+from kerasnets.tools import console, run
 
 SMALL = ["--model=resnet8", "--input_size=16", "--epochs=1", "--batch_size=64", "--bench.runs=3",
          "--export.calibration_images=20"]
@@ -34,9 +35,13 @@ def test_run_is_quiet_and_ends_with_the_summary(tmp_path):
     assert not re.search(r"\d+/\d+ \[[=>.]+\]", result.stdout), "per-batch progress in a log"
     tail = result.stdout.rstrip().splitlines()[-6:]
     rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in tail)
-    for label in ("top-1 fp32", "top-1 int8"):
-        assert 0 <= float(rows[label].rstrip("%")) <= 100, rows
-    assert rows["int8 size"].endswith(" kB") and "bytes" in rows["TFLM arena"] and " ms" in rows["host latency"]
+    # the summary shows the figures the run recorded in its manifest, in the units they were computed in
+    metrics = json.loads((tmp_path / "run" / "manifest.json").read_text())["metrics"]
+    for label, key in (("top-1 fp32", "top1_fp32"), ("top-1 int8", "top1_int8")):
+        assert rows[label] == f"{100 * metrics[key]:.1f}%", rows
+    assert rows["int8 size"] == f"{metrics['int8_kb']:.1f} KiB"
+    assert rows["TFLM arena"] == f"{metrics['arena_bytes'] / 1024:.1f} KiB ({metrics['arena_bytes']} bytes)"
+    assert rows["host latency"].startswith(f"{metrics['latency_ms']:.3f} ms median")
     assert rows["report"] == str(tmp_path / "run" / "report.html")
 
 
@@ -56,3 +61,10 @@ def test_json_ends_with_the_metrics_line(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "train ....... skipped (unchanged)" in again.stderr
     assert 0 <= json.loads(again.stdout.splitlines()[-1])["top1_int8"] <= 1
+
+
+def test_summary_labels_sizes_in_the_unit_they_are_computed_in():
+    """int8_kb and the arena are bytes / 1024: KiB, not kB (1000 bytes)."""
+    rows = dict(console.summary_rows({"top1_int8": 0.9387, "int8_kb": 93.9, "arena_bytes": 55952}, "r.html"))
+    assert rows == {"top-1 int8": "93.9%", "int8 size": "93.9 KiB", "TFLM arena": "54.6 KiB (55952 bytes)",
+                    "report": "r.html"}

@@ -145,8 +145,9 @@ def _percent(value):
     return f"{100 * value:.1f}%"
 
 
-def _kb(value):
-    return f"{value:.1f} kB"
+def _kib(value):
+    # the run's *_kb metrics are bytes / 1024: KiB, labelled so
+    return f"{value:.1f} KiB"
 
 
 def summary_rows(metrics: dict, report: str) -> list[tuple[str, str]]:
@@ -155,8 +156,8 @@ def summary_rows(metrics: dict, report: str) -> list[tuple[str, str]]:
     for label, key, show in (
             ("top-1 fp32", "top1_fp32", _percent), ("top-1 compressed", "top1_compressed", _percent),
             ("top-1 QAT", "top1_qat", _percent), ("top-1 int8", "top1_int8", _percent),
-            ("int8 size", "int8_kb", _kb),
-            ("TFLM arena", "arena_bytes", lambda b: f"{b / 1024:.1f} kB ({b} bytes)"),
+            ("int8 size", "int8_kb", _kib),
+            ("TFLM arena", "arena_bytes", lambda b: f"{_kib(b / 1024)} ({b} bytes)"),
             ("host latency", "latency_ms", lambda ms: f"{ms:.3f} ms median")):
         if metrics.get(key) is not None:
             rows.append((label, show(metrics[key])))

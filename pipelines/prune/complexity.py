@@ -69,9 +69,16 @@ def prune(model, ratio: float, mode: str, *, graph: ChannelGraph | None = None, 
 
     ratio = check_ratio(ratio)
     rounds = rounds if mode == "ma" else 1
-    per_round = 1.0 - (1.0 - ratio) ** (1.0 / rounds)
-    for _ in range(rounds):
+    graph = graph or analyse(model)
+    keep = len(graph.channels) * (1.0 - ratio)  # channels left at the end
+    for done in range(rounds):
         graph = graph or analyse(model)
+        # each round's share is taken from what is still to go, not fixed up front: a set loses
+        # int(share x its size) channels, which is 0 for small sets in an early round, and the
+        # later rounds make that up (a fixed share left small models unpruned)
+        per_round = 1.0 - (keep / len(graph.channels)) ** (1.0 / (rounds - done))
+        if per_round <= 0:
+            break
         model = prune_by_scores(model, scores(graph), per_round, graph=graph,
                                 set_ratios=set_ratios(graph, per_round, mode))
         graph = None
