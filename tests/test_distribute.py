@@ -23,6 +23,20 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_a_qat_model(tmp_path):
     assert result["loss"][-1] < result["loss"][0]
 
 
+def test_two_replicas_reach_the_weights_of_one_on_the_same_global_batch(tmp_path):
+    """MirroredStrategy splits each global batch of 32 over 2 replicas and sums their gradients:
+    the training must be the one-device training, within float rounding."""
+    out = tmp_path / "replicas.npz"
+    subprocess.run([sys.executable, WORKER, "replicas", str(out)], check=True, timeout=900, env=_env())
+    result = np.load(out)
+    assert (int(result["one_replicas"]), int(result["two_replicas"])) == (1, 2)
+    names = sorted(k[len("one_"):] for k in result.files if k.startswith("one_w"))
+    assert names
+    moved = max(float(np.abs(result[f"one_{k}"]).max()) for k in names)
+    for k in names:
+        np.testing.assert_allclose(result[f"two_{k}"], result[f"one_{k}"], atol=1e-4 * max(moved, 1.0))
+
+
 def _free_ports(n):
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
