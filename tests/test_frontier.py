@@ -80,3 +80,20 @@ def test_flip_tta_averages_an_image_and_its_mirror(digits):
     model = keras.Model(inputs, outputs)
     plain = np.mean([np.argmax(model.predict_on_batch(x), -1) == y.numpy() for x, y in digits.test.batch(10_000)])
     assert frontier.evaluate_flip_tta(model, digits) != pytest.approx(plain)
+
+
+def test_a_distilled_frontier_trains_its_teacher_once_and_labels_the_rows(digits, tmp_path):
+    out, work = str(tmp_path / "frontier.csv"), str(tmp_path / "work")
+    messages = []
+    label = "resnet_cifar[depth=8,width=0.5]"
+    run = lambda: frontier.run_frontier(digits, out=out, work=work, epochs=1, candidates=[label],  # noqa: E731
+                                        reference=False, teacher="resnet8", device="test", progress=messages.append)
+    rows = run()
+    table = frontier.read_rows(out)
+    # the teacher's own row (same recipe and epochs, no QAT), then the student distilled from it
+    assert [(r["model"], r["variant"], r["recipe"]) for r in table] == [
+        ("resnet8", "res=32", "fast"), ("resnet_cifar", "depth=8,width=0.5", "fast+kd(resnet8)")]
+    assert table[0]["top1_qat_int8"] == "" and rows[0]["top1_qat_int8"] > 0
+    assert any(m.startswith("teacher resnet8: fp32") for m in messages)
+    # a re-run finds both: nothing is trained again
+    assert run() == [] and len(frontier.read_rows(out)) == 2

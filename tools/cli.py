@@ -200,6 +200,8 @@ def _frontier_flags(d):
                    "'resnet_cifar[depth=14,width=0.625]'; repeat the flag for more) instead of screening "
                    "and ranking.")
     d.bool("reference", True, "Train the reference (ResNet-8) too; --noreference when its row exists.")
+    d.string("teacher", None, "Distil every row from this registered model, trained first with the same "
+             "recipe and epochs (its own row is recorded too).")
     d.string("out", os.path.join("results", "frontier.csv"), "CSV the rows are appended to; the screen "
              "and rank tables go beside it.")
     d.string("work", os.path.join("runs", "frontier"), "Folder for checkpoints and models.")
@@ -468,7 +470,7 @@ def _frontier() -> int:
     rows = frontier.run_frontier(
         data, out=FLAGS.out, work=FLAGS.work, epochs=FLAGS.epochs, recipe=FLAGS.recipe, top=FLAGS.top,
         rank_epochs=FLAGS.rank_epochs, rank_images=FLAGS.rank_images, candidates=FLAGS.candidates,
-        reference=FLAGS.reference,
+        reference=FLAGS.reference, teacher=FLAGS.teacher,
         device=machine.machine_name(), command=" ".join(["kerasnets", *sys.argv[1:]]),
         progress=lambda message: console.print_stage("frontier", message))
     print(f"{len(rows)} rows added to {FLAGS.out}")

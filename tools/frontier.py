@@ -366,14 +366,39 @@ def row_folder(candidate: Candidate, epochs: int) -> str:
     return f"{candidate.label}-{epochs}ep".replace("[", "_").replace("]", "").replace(",", "_").replace("=", "")
 
 
+def distilled_recipe(recipe: str, teacher: str) -> str:
+    """The recipe column of a row distilled from `teacher`."""
+    return f"{recipe}+kd({teacher})"
+
+
+def train_teacher(name: str, data, work: str, *, out: str, recipe: str, epochs: int, device: str,
+                  command: str, progress=print) -> str:
+    """The .keras file of registered model `name` trained with `recipe` for `epochs` (no QAT: only
+    its logits are used), trained now unless `work` has it; its row goes to `out` like any other
+    (a teacher need not fit the budget: the row shows its accuracy and training seconds)."""
+    candidate = _registered(name)
+    folder = os.path.join(work, row_folder(candidate, epochs))
+    path = os.path.join(folder, "model.keras")
+    if not os.path.exists(path):
+        from kerasnets.tools import bench
+
+        row = {**train_row(candidate, data, folder, recipe=recipe, epochs=epochs, qat_epochs=0),
+               "device": device, "command": command}
+        bench.append_rows([row], out, COLUMNS)
+        progress(f"teacher {name}: fp32 {row['top1_fp32']:.2%} in {row['seconds']} s")
+    return path
+
+
 def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "fast", top: int = 2,
                  rank_epochs: int = 4, rank_images: int = 20000, candidates=None, reference: bool = True,
-                 device: str = "",
+                 teacher: str | None = None, device: str = "",
                  command: str = "kerasnets frontier", progress=print) -> list[dict]:
     """Budget -> screen -> rank -> train the reference (unless `reference` is False) and the `top`
     ranked candidates (or the labels in `candidates`) for `epochs`; every finished row is appended to `out` at once, and
     the screen and rank tables (`<out>-screen.csv`, `<out>-rank.csv` beside it) are kept in `work`
-    so that a re-run picks up where it stopped."""
+    so that a re-run picks up where it stopped. With `teacher` (a registered model name) that
+    model is trained first with the same recipe and epochs, and every row is distilled from it
+    (recipe column `<recipe>+kd(<teacher>)`)."""
     from kerasnets.pipelines import data as data_mod
     from kerasnets.tools import bench
 
@@ -410,14 +435,18 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "
         rank(missing, data, work, epochs=rank_epochs, train_images=rank_images, recipe=recipe, on_row=keep)
         ranked = sorted(read_rows(rank_path), key=lambda r: -float(r["rank_top1"]))
         chosen = [find(space, f"{r['model']}[{r['variant']}]") for r in ranked[:top]]
-    rows = []
+    rows, overrides, label = [], {}, recipe
+    if teacher:
+        overrides["teacher"] = train_teacher(teacher, data, work, out=out, recipe=recipe, epochs=epochs,
+                                             device=device, command=command, progress=progress)
+        label = distilled_recipe(recipe, teacher)
     for candidate in [_registered(REFERENCE)] * reference + chosen:
-        if done(out, candidate, epochs, recipe):
+        if done(out, candidate, epochs, label):
             progress(f"{candidate.label}: {epochs} epochs already in {out}")
             continue
-        folder = os.path.join(work, row_folder(candidate, epochs))
-        row = {**train_row(candidate, data, folder, recipe=recipe, epochs=epochs), "device": device,
-               "command": command}
+        folder = os.path.join(work, row_folder(candidate, epochs) + (f"-kd-{teacher}" if teacher else ""))
+        row = {**train_row(candidate, data, folder, recipe=recipe, epochs=epochs, overrides=overrides),
+               "recipe": label, "device": device, "command": command}
         bench.append_rows([row], out, COLUMNS)
         rows.append(row)
         progress(f"{candidate.label}: fp32 {row['top1_fp32']:.2%}, int8 {row['top1_int8']:.2%}, "
