@@ -97,3 +97,20 @@ def test_a_distilled_frontier_trains_its_teacher_once_and_labels_the_rows(digits
     assert any(m.startswith("teacher resnet8: fp32") for m in messages)
     # a re-run finds both: nothing is trained again
     assert run() == [] and len(frontier.read_rows(out)) == 2
+
+
+def test_a_larger_model_is_pruned_into_the_measured_budget_and_fine_tuned(digits, limit, tmp_path):
+    row = frontier.compressed_row("resnet20_cifar", digits, str(tmp_path), limit=limit, epochs=2, pre_epochs=1,
+                                  qat_epochs=1, overrides={"batch_size": 64}, verbose=0)
+    # resnet20_cifar (272k params, ~300 KiB in int8) pruned to ResNet-8's measured file and arena
+    pruned = row["pruned"]
+    assert pruned["int8_bytes"] <= limit["int8_bytes"] and pruned["arena_bytes"] <= limit["arena_bytes"]
+    assert 0 < pruned["ratio"] < 0.95 and row["arena_bytes"] <= limit["arena_bytes"]
+    assert row["params"] < 0.4 * 272_474 and row["variant"] == "l1-pruned to budget after 1 ep"
+    assert row["epochs"] == 2 and row["recipe"] == "fast"
+
+
+def test_compressing_needs_epochs_left_to_fine_tune(digits, tmp_path):
+    with pytest.raises(ValueError, match=r"`pre_epochs` \(2\) must leave epochs"):
+        frontier.run_frontier(digits, out=str(tmp_path / "f.csv"), work=str(tmp_path), epochs=2, pre_epochs=2,
+                              compressed=["resnet20_cifar"], candidates=[], reference=False)

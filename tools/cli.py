@@ -171,7 +171,7 @@ def _compress_flags(d):
     d.float("ratio", None, "Fraction in (0, 1) of the prunable channels (structured methods) or "
             "weights (magnitude, m_by_n) to remove.")
     d.string("target", None, "A budget KEY=VALUE instead of --ratio (params=50k, macs=20M, int8_kb=40, "
-             "peak_ram=64kB).")
+             "peak_ram=64kB), or several met together: int8_kb=90,peak_ram=55kB.")
     _training_flags(d)
     d.bool("from_scratch", False, "Train the pruned architecture from a fresh initialisation for "
            "--epochs instead of fine-tuning the surviving weights.")
@@ -200,6 +200,10 @@ def _frontier_flags(d):
                    "'resnet_cifar[depth=14,width=0.625]'; repeat the flag for more) instead of screening "
                    "and ranking.")
     d.bool("reference", True, "Train the reference (ResNet-8) too; --noreference when its row exists.")
+    d.multi_string("compress", None, "Also bring this registered model into the budget: --pre_epochs of the "
+                   "recipe, L1 channel pruning to the measured int8 size and arena, then the rest of --epochs "
+                   "fine-tuning (repeat the flag for more).")
+    d.integer("pre_epochs", 10, "Epochs a --compress model trains before it is pruned.", lower_bound=1)
     d.string("teacher", None, "Distil every row from this registered model, trained first with the same "
              "recipe and epochs (its own row is recorded too).")
     d.string("out", os.path.join("results", "frontier.csv"), "CSV the rows are appended to; the screen "
@@ -470,7 +474,8 @@ def _frontier() -> int:
     rows = frontier.run_frontier(
         data, out=FLAGS.out, work=FLAGS.work, epochs=FLAGS.epochs, recipe=FLAGS.recipe, top=FLAGS.top,
         rank_epochs=FLAGS.rank_epochs, rank_images=FLAGS.rank_images, candidates=FLAGS.candidates,
-        reference=FLAGS.reference, teacher=FLAGS.teacher,
+        reference=FLAGS.reference, teacher=FLAGS.teacher, compressed=FLAGS.compress or (),
+        pre_epochs=FLAGS.pre_epochs,
         device=machine.machine_name(), command=" ".join(["kerasnets", *sys.argv[1:]]),
         progress=lambda message: console.print_stage("frontier", message))
     print(f"{len(rows)} rows added to {FLAGS.out}")

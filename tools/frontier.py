@@ -366,6 +366,63 @@ def row_folder(candidate: Candidate, epochs: int) -> str:
     return f"{candidate.label}-{epochs}ep".replace("[", "_").replace("]", "").replace(",", "_").replace("=", "")
 
 
+def compressed_variant(method: str, pre_epochs: int) -> str:
+    """The variant column of a registered model pruned into the budget."""
+    return f"{method}-pruned to budget after {pre_epochs} ep"
+
+
+def fit_to_budget(model, limit: dict, calibration: np.ndarray, method: str = "l1"):
+    """(pruned model, ratio): the least `method` pruning of a trained `model` whose converted int8
+    file and TFLite Micro arena, both measured (not the profiler's estimates), fit `limit`."""
+    from kerasnets.pipelines import prune
+
+    target = prune.Target((("int8_kb", limit["int8_bytes"] / 1024), ("peak_ram", limit["arena_bytes"])))
+
+    def measured(candidate):
+        deployed = deployment(candidate, calibration)
+        arena_bytes = deployed["arena_bytes"] if deployed["arena_bytes"] is not None else float("inf")
+        return {"int8_kb": deployed["int8_bytes"] / 1024, "peak_ram": arena_bytes}
+
+    return prune.prune_to_target(model, lambda ratio: prune.compress(model, method, ratio=ratio)[0], target,
+                                 measured=measured, steps=7)
+
+
+def compressed_row(name: str, data, out_dir: str, *, limit: dict, recipe: str = "fast", epochs: int = 30,
+                   pre_epochs: int = 10, method: str = "l1", qat_epochs: int = QAT_EPOCHS,
+                   overrides: dict | None = None, verbose: int = 2) -> dict:
+    """A larger registered model brought into the budget: `pre_epochs` of the recipe, `method`
+    pruning to the budget (measured: `fit_to_budget`), then the remaining epochs fine-tuning the
+    surviving weights, QAT and every measurement of `train_row`. `seconds` covers all of it;
+    `pruned` (not a CSV column) holds the ratio and the post-training int8 bytes and arena the
+    pruning met."""
+    from kerasnets.pipelines import data as data_mod, train
+
+    start = time.time()
+    big = _registered(name)
+    sized = _at_resolution(data, big.resolution)
+    config = {**RECIPES[recipe], **(overrides or {}), "epochs": int(pre_epochs)}
+    trained = train.fit(lambda: big.build(sized.image_shape, len(sized.classes)), sized,
+                        os.path.join(out_dir, "pretrain"), config=config, verbose=verbose)["model"]
+    calibration = data_mod.representative_images(sized, CALIBRATION_IMAGES)
+    pruned, ratio = fit_to_budget(trained, limit, calibration, method)
+    log.info("%s pruned by %s at ratio %.3f to fit the budget", name, method, ratio)
+    met = deployment(pruned, calibration)
+    weights = pruned.get_weights()
+
+    def build(shape, classes):  # the pruned architecture with its surviving trained weights
+        import tf_keras as keras
+
+        model = keras.models.clone_model(pruned)
+        model.set_weights(weights)
+        return model
+
+    candidate = Candidate(name, compressed_variant(method, pre_epochs), build, big.resolution)
+    row = train_row(candidate, data, out_dir, recipe=recipe, epochs=epochs - pre_epochs, qat_epochs=qat_epochs,
+                    overrides=overrides, verbose=verbose)
+    return {**row, "epochs": epochs, "seconds": round(time.time() - start),
+            "pruned": {"ratio": round(ratio, 4), "int8_bytes": met["int8_bytes"], "arena_bytes": met["arena_bytes"]}}
+
+
 def distilled_recipe(recipe: str, teacher: str) -> str:
     """The recipe column of a row distilled from `teacher`."""
     return f"{recipe}+kd({teacher})"
@@ -391,19 +448,27 @@ def train_teacher(name: str, data, work: str, *, out: str, recipe: str, epochs: 
 
 def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "fast", top: int = 2,
                  rank_epochs: int = 4, rank_images: int = 20000, candidates=None, reference: bool = True,
-                 teacher: str | None = None, device: str = "",
+                 teacher: str | None = None, compressed=(), pre_epochs: int = 10, device: str = "",
                  command: str = "kerasnets frontier", progress=print) -> list[dict]:
     """Budget -> screen -> rank -> train the reference (unless `reference` is False) and the `top`
     ranked candidates (or the labels in `candidates`) for `epochs`; every finished row is appended to `out` at once, and
     the screen and rank tables (`<out>-screen.csv`, `<out>-rank.csv` beside it) are kept in `work`
     so that a re-run picks up where it stopped. With `teacher` (a registered model name) that
     model is trained first with the same recipe and epochs, and every row is distilled from it
-    (recipe column `<recipe>+kd(<teacher>)`)."""
+    (recipe column `<recipe>+kd(<teacher>)`). Each registered model named in `compressed` trains
+    `pre_epochs`, is pruned into the measured budget and fine-tuned for the rest (`compressed_row`)."""
     from kerasnets.pipelines import data as data_mod
     from kerasnets.tools import bench
 
     if recipe not in RECIPES:
         raise ValueError(f"`recipe` must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    if compressed and not 0 < pre_epochs < epochs:
+        raise ValueError(f"`pre_epochs` ({pre_epochs}) must leave epochs to fine-tune the pruned model: "
+                         f"between 1 and `epochs` - 1 ({epochs - 1})")
+    from kerasnets import model_info
+
+    for name in compressed:
+        model_info(name)  # an unknown name fails before any training
     os.makedirs(work, exist_ok=True)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     calibration = data_mod.representative_images(data, CALIBRATION_IMAGES)
@@ -447,12 +512,29 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = "
         folder = os.path.join(work, row_folder(candidate, epochs) + (f"-kd-{teacher}" if teacher else ""))
         row = {**train_row(candidate, data, folder, recipe=recipe, epochs=epochs, overrides=overrides),
                "recipe": label, "device": device, "command": command}
-        bench.append_rows([row], out, COLUMNS)
-        rows.append(row)
-        progress(f"{candidate.label}: fp32 {row['top1_fp32']:.2%}, int8 {row['top1_int8']:.2%}, "
-                 f"QAT int8 {row.get('top1_qat_int8', 0):.2%}, {row['int8_kb']} KiB, arena {row['arena_bytes']} B")
-        plot(read_rows(out), f"{stem}.png")
+        _finished(row, rows, out, stem, progress)
+    for name in compressed:
+        candidate = Candidate(name, compressed_variant("l1", pre_epochs), None)
+        if done(out, candidate, epochs, label):
+            progress(f"{candidate.label}: {epochs} epochs already in {out}")
+            continue
+        folder = os.path.join(work, row_folder(candidate, epochs).replace(" ", "_"))
+        row = {**compressed_row(name, data, folder, limit=limit, recipe=recipe, epochs=epochs,
+                                pre_epochs=pre_epochs, overrides=overrides),
+               "recipe": label, "device": device, "command": command}
+        _finished(row, rows, out, stem, progress)
     return rows
+
+
+def _finished(row: dict, rows: list, out: str, stem: str, progress) -> None:
+    """Keep a trained row at once: appended to `out`, the plot redrawn, a line printed."""
+    from kerasnets.tools import bench
+
+    bench.append_rows([row], out, COLUMNS)
+    rows.append(row)
+    progress(f"{row['model']}[{row['variant']}]: fp32 {row['top1_fp32']:.2%}, int8 {row['top1_int8']:.2%}, "
+             f"QAT int8 {row.get('top1_qat_int8', 0):.2%}, {row['int8_kb']} KiB, arena {row['arena_bytes']} B")
+    plot(read_rows(out), f"{stem}.png")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def _summary(model, result, before, request, used) -> dict:
     after = kerasnets.profile(result)
     target = request.target
     return {"model": model.name, "method": request.method, "ratio": used,
-            "target": None if target is None else f"{target.key}={target.value:g}",
+            "target": None if target is None else str(target),
             "params_before": before["params"], "params_after": after["params"],
             "macs_before": before["macs"], "macs_after": after["macs"],
             "peak_ram_before": before["peak_activation_bytes"],

@@ -112,20 +112,33 @@ def prune_by_scores(model, scores: dict, ratio: float, *, scope="layer", graph=N
 # budgets: prune until a target is met
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Target:
-    key: str
-    value: float
+    """Budgets the pruned model must meet, every one of them: ((key, limit), ...)."""
+    limits: tuple[tuple[str, float], ...]
 
     @classmethod
     def parse(cls, text: str) -> "Target":
-        """'macs=20M', 'params=50k', 'peak_ram=64kB', 'int8_kb=40'."""
-        key, sep, value = text.partition("=")
-        key = key.strip()
-        if not sep or key not in TARGET_KEYS:
-            raise ValueError(f"target must be KEY=VALUE with KEY one of {', '.join(TARGET_KEYS)}; "
-                             f"got {text!r}")
-        return cls(key, _parse_amount(value, key))
+        """'macs=20M', 'params=50k', 'peak_ram=64kB', 'int8_kb=40', or several joined by commas
+        ('int8_kb=90,peak_ram=55kB')."""
+        limits = {}
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            key = key.strip()
+            if not sep or key not in TARGET_KEYS:
+                raise ValueError(f"target must be KEY=VALUE[,KEY=VALUE...] with KEY one of "
+                                 f"{', '.join(TARGET_KEYS)}; got {text!r}")
+            if key in limits:
+                raise ValueError(f"target names {key} twice in {text!r}")
+            limits[key] = _parse_amount(value, key)
+        return cls(tuple(limits.items()))
+
+    def __str__(self) -> str:
+        return ",".join(f"{key}={value:g}" for key, value in self.limits)
+
+    def missed(self, measured: dict) -> dict:
+        """{key: measured value} of the limits that `measured` ({key: value}) exceeds."""
+        return {key: measured[key] for key, limit in self.limits if measured[key] > limit}
 
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "g": 1e9, "kb": 1024, "mb": 1024 ** 2, "b": 1}
@@ -151,29 +164,36 @@ def _parse_amount(text: str, key: str) -> float:
 
 def measure(model, key: str) -> float:
     """The budgeted quantity of `model` (int8_kb from the int8 weight bytes, peak_ram in bytes)."""
+    return profiled(model)[key]
+
+
+def profiled(model) -> dict:
+    """Every budgeted quantity of `model` from the profiler: {key: value} over TARGET_KEYS."""
     stats = kerasnets.profile(model)
     return {"params": stats["params"], "macs": stats["macs"],
             "int8_kb": stats["weights_int8_bytes"] / 1024,
-            "peak_ram": stats["peak_activation_bytes"]}[key]
+            "peak_ram": stats["peak_activation_bytes"]}
 
 
 def prune_to_target(model, pruner: Callable, target: Target, *, max_ratio=0.95,
-                    steps=12) -> tuple[keras.Model, float]:
-    """The least-pruned model `pruner(ratio)` (bisection on the ratio) that meets `target`;
-    returns it and the ratio it took. Raises ValueError when even `max_ratio` cannot meet it."""
-    if measure(model, target.key) <= target.value:
+                    steps=12, measured: Callable = profiled) -> tuple[keras.Model, float]:
+    """The least-pruned model `pruner(ratio)` (bisection on the ratio) that meets every limit of
+    `target`; returns it and the ratio it took. `measured(model)` gives {key: value} (the
+    profiler's estimate by default; a caller may measure the converted model instead). Raises
+    ValueError when even `max_ratio` cannot meet it."""
+    if not target.missed(measured(model)):
         return model, 0.0
     best = pruner(max_ratio)
-    reached = measure(best, target.key)
-    if reached > target.value:
-        raise ValueError(f"target {target.key}={target.value:g} is out of reach: pruning "
-                         f"{max_ratio:.0%} of the prunable channels leaves {reached:g} (the fixed "
-                         "channels and unprunable layers set the floor)")
+    missed = target.missed(measured(best))
+    if missed:
+        left = ", ".join(f"{key} {value:g}" for key, value in missed.items())
+        raise ValueError(f"target {target} is out of reach: pruning {max_ratio:.0%} of the prunable "
+                         f"channels leaves {left} (the fixed channels and unprunable layers set the floor)")
     low, high = 0.0, max_ratio
     for _ in range(steps):
         mid = (low + high) / 2
         candidate = pruner(mid)
-        if measure(candidate, target.key) <= target.value:
+        if not target.missed(measured(candidate)):
             best, high = candidate, mid
         else:
             low = mid
