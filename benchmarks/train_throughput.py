@@ -32,7 +32,7 @@ from kerasnets.tools import bench
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = "/work/shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz"
 COLUMNS = ["model", "pipeline", "images_per_s", "epochs_timed", "batch_size", "train_images",
-           "ratio_vs_plain", "ratio_vs_in_memory", "rounds", "machine", "command"]
+           "ratio_vs_plain", "ratio_vs_in_memory", "rounds", "conditions", "machine", "command"]
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["resnet8", "shufflenetv2_050_cifar"], "registry names")
 flags.DEFINE_string("dataset", f"imagefolder:{ARCHIVE}", "an image folder or archive with train/ and test/")
@@ -138,17 +138,22 @@ def main(argv):
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     for name in FLAGS.models:
         speeds = {PIPELINES[key][0]: [] for key in FLAGS.pipelines}
+        loads = [os.getloadavg()[0]]
         for _ in range(FLAGS.rounds):  # interleaved, so a change in load hits every pipeline
             for key in FLAGS.pipelines:
                 label, run = PIPELINES[key]
                 speeds[label].append(run(name, data, arrays))
+                loads.append(os.getloadavg()[0])
                 keras.backend.clear_session()
         median = {pipeline: float(np.median(values)) for pipeline, values in speeds.items()}
+        # the highest 1-minute load average seen: above ~2.5 on 2 cores, other work shared them
+        conditions = f"load average up to {max(loads):.1f} on {os.cpu_count()} cores"
         ratio = lambda speed, label: round(speed / median[label], 3) if label in median else ""  # noqa: E731
         rows = [{"model": name, "pipeline": pipeline, "images_per_s": round(speed, 1),
                  "epochs_timed": FLAGS.epochs - 1, "batch_size": FLAGS.batch_size,
                  "train_images": data.num_train, "ratio_vs_plain": ratio(speed, "plain model.fit"),
                  "ratio_vs_in_memory": ratio(speed, "in-memory model.fit"), "rounds": FLAGS.rounds,
+                 "conditions": conditions,
                  "machine": bench.machine_name(), "command": command}
                 for pipeline, speed in median.items()]
         bench.append_rows(rows, FLAGS.out, COLUMNS)

@@ -186,7 +186,7 @@ SECTIONS = {
         "max_abs_diff", "params", "macs", "int8_kb"])),
     "throughput": ("results/train-throughput.csv", lambda p: plain_table(p, [
         "model", "pipeline", "images_per_s", "epochs_timed", "batch_size", "ratio_vs_plain", "ratio_vs_in_memory",
-        "machine"])),
+        "conditions", "machine"])),
     "arena": ("results/arena-vs-profile.csv", arena_table),
     "frontier": ("results/frontier.csv", frontier_table),
     "frontier_rank": ("results/frontier-rank.csv", frontier_rank_table),
