@@ -27,7 +27,7 @@ from kerasnets.tools import bench, frontier
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = "/work/shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz"
 COLUMNS = ["model", "option", "epochs", "top1_fp32", "top1_fp32_flip_tta", "top1_int8", "seconds",
-           "precision", "batch_size", "config", "machine", "command"]
+           "precision", "batch_size", "config", "conditions", "machine", "command"]
 BASE = frontier.RECIPES["baseline"]
 FAST = {k: v for k, v in frontier.RECIPES["fast"].items() if BASE.get(k) != v}  # what "fast" changes
 # option -> recipe overrides on the baseline: "fast", then "fast" without one of its changes
@@ -62,11 +62,12 @@ def main(argv):
         if any((r["option"], r["epochs"], r["machine"]) == (option, str(FLAGS.epochs), name) for r in rows):
             print(f"{option}: already in {FLAGS.out}")
             continue
-        with tempfile.TemporaryDirectory() as work:
+        with tempfile.TemporaryDirectory() as work, bench.LoadMonitor() as load:
             row = frontier.train_row(reference, data, work, recipe="baseline", epochs=FLAGS.epochs,
                                      qat_epochs=0, overrides=OPTIONS[option])
         config = {**BASE, **OPTIONS[option]}
         row.update(option=option, batch_size=config["batch_size"], machine=name, command=command,
+                   conditions=load.conditions(),
                    model=frontier.REFERENCE,
                    config=";".join(f"{k}={v}" for k, v in sorted(OPTIONS[option].items())) or "baseline")
         bench.append_rows([row], FLAGS.out, COLUMNS)

@@ -138,22 +138,19 @@ def main(argv):
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     for name in FLAGS.models:
         speeds = {PIPELINES[key][0]: [] for key in FLAGS.pipelines}
-        loads = [os.getloadavg()[0]]
-        for _ in range(FLAGS.rounds):  # interleaved, so a change in load hits every pipeline
-            for key in FLAGS.pipelines:
-                label, run = PIPELINES[key]
-                speeds[label].append(run(name, data, arrays))
-                loads.append(os.getloadavg()[0])
-                keras.backend.clear_session()
+        with bench.LoadMonitor() as load:
+            for _ in range(FLAGS.rounds):  # interleaved, so a change in load hits every pipeline
+                for key in FLAGS.pipelines:
+                    label, run = PIPELINES[key]
+                    speeds[label].append(run(name, data, arrays))
+                    keras.backend.clear_session()
         median = {pipeline: float(np.median(values)) for pipeline, values in speeds.items()}
-        # the highest 1-minute load average seen: above ~2.5 on 2 cores, other work shared them
-        conditions = f"load average up to {max(loads):.1f} on {os.cpu_count()} cores"
         ratio = lambda speed, label: round(speed / median[label], 3) if label in median else ""  # noqa: E731
         rows = [{"model": name, "pipeline": pipeline, "images_per_s": round(speed, 1),
                  "epochs_timed": FLAGS.epochs - 1, "batch_size": FLAGS.batch_size,
                  "train_images": data.num_train, "ratio_vs_plain": ratio(speed, "plain model.fit"),
                  "ratio_vs_in_memory": ratio(speed, "in-memory model.fit"), "rounds": FLAGS.rounds,
-                 "conditions": conditions,
+                 "conditions": load.conditions(),
                  "machine": bench.machine_name(), "command": command}
                 for pipeline, speed in median.items()]
         bench.append_rows(rows, FLAGS.out, COLUMNS)

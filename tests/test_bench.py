@@ -274,3 +274,12 @@ def test_appending_other_columns_rewrites_the_header_instead_of_misaligning(tmp_
         rows = list(csv.DictReader(f))
     assert rows == [{"model": "a", "latency_ms": "1.5", "top1": ""},
                     {"model": "b", "latency_ms": "2.5", "top1": "0.9"}]
+
+
+def test_load_monitor_samples_while_a_measurement_runs():
+    import time
+
+    with bench.LoadMonitor(every=0.01) as load:
+        time.sleep(0.1)
+    assert len(load.samples) >= 3
+    assert load.conditions() == f"load average up to {max(load.samples):.1f} on {os.cpu_count()} cores"

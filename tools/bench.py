@@ -106,6 +106,37 @@ def host_row(named_model, *, threads: int = 1, runs: int = 50, xnnpack: bool = T
                       xnnpack=xnnpack, timing=timing, macs=tflite_file.graph_macs(graph), command=command)
 
 
+class LoadMonitor:
+    """Samples the 1-minute load average in a background thread while a measurement runs, so a
+    result can say whether other work shared the cores (`with LoadMonitor() as load: ...;
+    load.conditions()`)."""
+
+    def __init__(self, every: float = 10.0):
+        import threading
+
+        self.every, self.samples = every, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def conditions(self) -> str:
+        """'load average up to L on N cores': near N or below, the measurement had the cores to itself."""
+        return f"load average up to {max(self.samples, default=0.0):.1f} on {os.cpu_count()} cores"
+
+
 def _read_csv(path: str) -> tuple[list[str], list[dict]]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)

@@ -156,7 +156,7 @@ def frontier_rank_table(path: str) -> str:
 def recipe_table(path: str) -> str:
     rows = _rows(path)
     return plain_table(path, ["option", "epochs", "config", "top1_fp32", "top1_fp32_flip_tta", "top1_int8",
-                              "seconds", "precision"],
+                              "seconds", "precision", "conditions"],
                        note=f" (`benchmarks/recipe.py`, `{rows[0]['model'] if rows else ''}`, command in the CSV)")
 
 
