@@ -3,9 +3,9 @@
 A handler tells the channel dependency analysis how a layer couples and propagates channel ids
 (`propagate`), tells the surgery how to cut its weights and config to the kept input/output
 channels (`slice_weights`, `new_config`) and how `mask_channels` zeroes the channels it reads
-(`mask_inputs`), and names the kernel that holds its per-filter weights (`kernel_index`) for
-the criteria. `handler_for(layer)` walks the layer's class MRO, so a subclass inherits its
-parent's handler; a class that declares `prune_role` ("elementwise", "fixed" or "merge", see
+(`mask_inputs`), and gives the kernel with one column per filter (`filter_kernel`) to the
+criteria. `handler_for(layer)` walks the layer's class MRO, so a subclass inherits its parent's
+handler; a class that declares `prune_role` ("elementwise", "fixed", "merge" or "indexed", see
 `kerasnets.layers`) gets that role's handler; `register_handler` adds a user's own layer class.
 
 `propagate(walk, layer, inputs, output)` receives the analysis in progress: `walk.ids(tensor)`
