@@ -116,7 +116,10 @@ class ChannelGraph:
 
     def filter_groups(self, name: str) -> list[list[int]]:
         """The prunable channels of grouped conv `name` local to each of its filter groups."""
-        return next(split.parts for split in self.splits if (split.layer, split.side) == (name, "filters"))
+        for split in self.splits:
+            if (split.layer, split.side) == (name, "filters"):
+                return split.parts
+        raise ValueError(f"name must name a grouped conv of {self.model.name!r}, got {name!r}")
 
     def even_parts(self, channels) -> list[list[int]]:
         """`channels` cut into the groups of the split they are local to (each must lose the
