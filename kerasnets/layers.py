@@ -7,7 +7,10 @@ so that `import kerasnets` stays free of TFMOT and of the pruning engine:
   `kerasnets.pipelines.quantize` turns into a TFMOT QuantizeConfig;
 - `prune_role`: how the channel dependency analysis of `kerasnets.pipelines.prune` treats it —
   "elementwise" (channels pass through one to one), "merge" (element-wise over same-width
-  inputs) or "fixed" (its input and output channels are kept as they are);
+  inputs), "indexed" (reads the input channels its `indices` lists, group by group, and writes
+  filter t of group g at output channel g + t * groups: its index and kernel rows are cut and
+  renumbered with the input channels) or "fixed" (its input and output channels are kept as
+  they are);
 - `tflite_ops`: the TFLite builtin ops it lowers to (all of them run on TFLite Micro);
   training-time-only layers (LearnedGroupConv, CondensingDense, BlockDiagonalConv2D) name the op
   their computation maps to, though `kerasnets.condensenet.condense` replaces them before export.
@@ -170,7 +173,7 @@ class IndexedGroupConv(keras.layers.Conv2D):
     """
 
     qat_spec = (("kernel",), True)  # the compact kernel is quantised per output channel
-    prune_role = "fixed"  # its index ties input channels to groups
+    prune_role = "indexed"  # its index moves with the input channels; filter t of every group goes together
     tflite_ops = ("CONV_2D",)
 
     def __init__(self, filters, kernel_size=1, *, indices, **kwargs):
@@ -224,7 +227,7 @@ class IndexedDense(keras.layers.Dense):
     those rows filled and zeros elsewhere, so TFLite sees one FULLY_CONNECTED and no GATHER."""
 
     qat_spec = (("kernel",), True)
-    prune_role = "fixed"  # reads selected features
+    prune_role = "indexed"  # its index moves with the input features
     tflite_ops = ("FULLY_CONNECTED",)
 
     def __init__(self, units, *, indices, **kwargs):

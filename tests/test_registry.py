@@ -135,5 +135,5 @@ def test_every_custom_layer_lives_in_layers_and_declares_its_roles():
     assert zoo_layers == set(layers.CUSTOM_OBJECTS.values())
     for cls in layers.CUSTOM_OBJECTS.values():
         assert cls.__module__ == "kerasnets.layers", cls
-        assert cls.prune_role in ("elementwise", "merge", "fixed") and cls.tflite_ops, cls
+        assert cls.prune_role in ("elementwise", "merge", "indexed", "fixed") and cls.tflite_ops, cls
         assert isinstance(cls.qat_spec, tuple) and len(cls.qat_spec) == 2, cls

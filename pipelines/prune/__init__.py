@@ -51,7 +51,7 @@ def _channel_graph(model):
     graph = analyse(model)
     if not graph.channels:
         raise ValueError(f"{model.name} has no prunable channels: every channel reaches a "
-                         "reshape, slice, grouped conv or the model's output")
+                         "reshape, slice, unevenly split groups or the model's output")
     return graph
 
 

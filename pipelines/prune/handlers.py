@@ -3,16 +3,19 @@
 A handler tells the channel dependency analysis how a layer couples and propagates channel ids
 (`propagate`), tells the surgery how to cut its weights and config to the kept input/output
 channels (`slice_weights`, `new_config`) and how `mask_channels` zeroes the channels it reads
-(`mask_inputs`), and names the kernel that holds its per-filter weights (`kernel_index`) for
-the criteria. `handler_for(layer)` walks the layer's class MRO, so a subclass inherits its
-parent's handler; a class that declares `prune_role` ("elementwise", "fixed" or "merge", see
+(`mask_inputs`), and gives the kernel with one column per filter (`filter_kernel`) to the
+criteria. `handler_for(layer)` walks the layer's class MRO, so a subclass inherits its parent's
+handler; a class that declares `prune_role` ("elementwise", "fixed", "merge" or "indexed", see
 `kerasnets.layers`) gets that role's handler; `register_handler` adds a user's own layer class.
 
 `propagate(walk, layer, inputs, output)` receives the analysis in progress: `walk.ids(tensor)`
 (channel ids of a tensor), `walk.fix(ids)`, `walk.new_output(layer, channels, fixed=False)`
 (fresh ids for a layer's filters, the same ones for every call of a shared layer),
 `walk.shared_in(layer, ids)` (ids a layer's weights read, unified over its calls),
-`walk.union(a, b)` and `walk.grouped` (grouped conv name -> groups).
+`walk.union(a, b)` and `walk.constrain(layer, side, groups, ids)` (the channels `ids` of a grouped
+conv's "inputs" or "filters" split into `groups` equal groups, each of which must lose the same
+number). A tensor's ids are a 1-D array (one per channel) except between the reshapes of a channel
+shuffle, where they have the shape of the split channel axis (see `Reshape`).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ class Handler:
     """Base handler: weights and config untouched, not a channel-mixing reader."""
 
     kernel_index = None  # index in get_weights() of the kernel with one column per filter
+    takes_split_channels = False  # reads a tensor whose channel axis a reshape has split
 
     def validate(self, layer, outputs) -> None:
         """UnsupportedLayerError when the analysis cannot take this call of `layer` at all."""
@@ -60,8 +64,18 @@ class Handler:
         return layer.get_config()
 
     def mixes_inputs(self, layer) -> bool:
-        """True when the layer's kernel mixes the channels it reads (a consumer to mask)."""
+        """True when the layer's kernel mixes the channels it reads through one row per input
+        channel (a consumer the QSFM and SCL criteria can rewrite row by row)."""
         return False
+
+    def masks_inputs(self, layer) -> bool:
+        """True when `mask_channels` must zero this layer's weights for the channels it no longer
+        reads (every layer that mixes channels, whatever its kernel layout)."""
+        return self.mixes_inputs(layer)
+
+    def filter_kernel(self, layer, weights):
+        """The kernel holding one column per output channel, in output channel order."""
+        return weights[self.kernel_index]
 
     def mask_inputs(self, layer, weights, keep_in) -> list:
         """`weights` with the kernel rows of the input channels not in `keep_in` zeroed."""
@@ -81,7 +95,9 @@ class PassThrough(Handler):
 
 
 class Fixed(Handler):
-    """Input and output channels kept as they are (reshapes, slices, opaque layers)."""
+    """Input and output channels kept as they are (slices, opaque layers)."""
+
+    takes_split_channels = True
 
     def propagate(self, walk, layer, inputs, output):
         for tensor in inputs:
@@ -125,6 +141,65 @@ class Flatten(Handler):
         return np.tile(first, int(np.prod(shape[1:-1]))) if len(shape) > 2 else first
 
 
+def _channel_block(shape, size):
+    """The trailing axes of `shape` that hold `size` channel values (the shape after the
+    spatial ones), or None when no run of trailing axes holds exactly that many."""
+    if None in shape:
+        return None
+    for k in range(1, len(shape) + 1):
+        if int(np.prod(shape[-k:])) == size:
+            return tuple(shape[-k:])
+    return None
+
+
+class Reshape(Handler):
+    """A reshape that only splits or merges the channel axis (the two reshapes of a channel
+    shuffle) keeps the channel ids, laid out in the new shape; any other reshape fixes them.
+
+    After a split the ids have the shape of the split axes, (G, C/G) for a shuffle of G groups.
+    Pruning may only shorten the last of them (the target shape keeps the others), so the ids
+    along every other axis are one channel: a shuffle's groups lose their i-th channel together,
+    every group the same number, and the shuffle stays a shuffle."""
+
+    takes_split_channels = True
+
+    def propagate(self, walk, layer, inputs, output):
+        ids = walk.ids(inputs[0])
+        block = _channel_block(tuple(output.shape[1:]), ids.size)
+        if block is None:
+            return FIXED.propagate(walk, layer, inputs, output)
+        walk.shared_in(layer, ids.ravel())
+        ids = ids.reshape(block)
+        rows = ids.reshape(-1, block[-1])
+        for row in rows[1:]:
+            walk.union(rows[0], row)
+        return ids
+
+    def new_config(self, layer, keep_in, keep_out):
+        config = layer.get_config()
+        target = list(config["target_shape"])
+        if keep_in is None or target[-1] == -1:
+            return config
+        block = _channel_block(tuple(target), len(keep_in))
+        target[-1] = int(keep_in.sum()) // int(np.prod(block[:-1]))
+        return {**config, "target_shape": tuple(target)}
+
+
+class Permute(Handler):
+    """A permutation among the split channel axes (a channel shuffle's transpose), or among the
+    spatial axes alone, moves the ids with it; one that mixes the two fixes the channels."""
+
+    takes_split_channels = True
+
+    def propagate(self, walk, layer, inputs, output):
+        ids = walk.ids(inputs[0])
+        dims = [d - 1 for d in layer.dims]  # over the axes after the batch
+        lead = len(dims) - ids.ndim
+        if sorted(dims[lead:]) != list(range(lead, len(dims))):
+            return FIXED.propagate(walk, layer, inputs, output)
+        return ids.transpose([d - lead for d in dims[lead:]])
+
+
 class BatchNorm(Handler):
     """Per-channel weights: the channels it reads are the ones it writes."""
 
@@ -138,22 +213,22 @@ class BatchNorm(Handler):
         return [w[_all(keep_in)] for w in weights]
 
 
-def _per_channel_or_fixed(walk, layer, inputs, output):
-    """A depthwise layer: per channel with multiplier 1, else its channels are kept."""
-    first = walk.ids(inputs[0])
-    if getattr(layer, "depth_multiplier", 1) == 1:
-        return walk.shared_in(layer, first)
-    walk.fix(first)
-    return walk.new_output(layer, output.shape[-1], fixed=True)
+def _per_channel(walk, layer, inputs, output):
+    """A depthwise layer: output channel c * multiplier + k comes from input channel c alone, so
+    each input channel and its `multiplier` outputs are one channel to prune."""
+    first = walk.shared_in(layer, walk.ids(inputs[0]))
+    return np.repeat(first, getattr(layer, "depth_multiplier", 1))
 
 
 class Depthwise(Handler):
     def propagate(self, walk, layer, inputs, output):
-        return _per_channel_or_fixed(walk, layer, inputs, output)
+        return _per_channel(walk, layer, inputs, output)
 
     def slice_weights(self, layer, weights, keep_in, keep_out):
-        keep = _all(keep_in)
-        return [weights[0][:, :, keep]] + [b[keep] for b in weights[1:]]
+        if keep_in is None:
+            return weights
+        per_output = np.repeat(keep_in, layer.depth_multiplier)  # the bias has one per output
+        return [weights[0][:, :, keep_in]] + [b[per_output] for b in weights[1:]]
 
 
 class Mixing(Handler):
@@ -167,12 +242,13 @@ class Mixing(Handler):
         if getattr(layer, "depth_multiplier", 1) > 1:
             walk.fix(first)
             return walk.new_output(layer, output.shape[-1], fixed=True)
-        if getattr(layer, "groups", 1) > 1:
-            walk.fix(first)  # each group reads its own slice of the input: kept whole
-            walk.grouped[layer.name] = layer.groups
-            return walk.new_output(layer, output.shape[-1])
         walk.shared_in(layer, first)
-        return walk.new_output(layer, output.shape[-1])
+        ids = walk.new_output(layer, output.shape[-1])
+        groups = getattr(layer, "groups", 1)
+        if groups > 1:  # each group reads its own slice of the input and writes its own filters
+            walk.constrain(layer, "inputs", groups, walk.layer_in[layer.name])
+            walk.constrain(layer, "filters", groups, ids)
+        return ids
 
     def slice_weights(self, layer, weights, keep_in, keep_out):
         kernel, *bias = weights
@@ -196,25 +272,62 @@ class Dense(Mixing):
         return int(layer.units)
 
 
+def _group_blocks(keep, groups):
+    """A per-channel mask as one row per group (None: every channel of every group)."""
+    return None if keep is None else np.reshape(keep, (groups, -1))
+
+
 class Conv2D(Mixing):
-    """Conv2D, also grouped: a depthwise-like one (groups == filters == inputs) acts per channel."""
+    """Conv2D, also grouped: a depthwise-like one (groups == filters == inputs) acts per channel;
+    an ordinary grouped one loses input channels and filters evenly from every group (the
+    analysis sees to it), so each group's kernel block is cut on its own."""
 
     def propagate(self, walk, layer, inputs, output):
         if layer.groups > 1 and layer.groups == inputs[0].shape[-1] == layer.filters:
-            return _per_channel_or_fixed(walk, layer, inputs, output)
+            return _per_channel(walk, layer, inputs, output)
         return super().propagate(walk, layer, inputs, output)
 
+    @staticmethod
+    def _depthwise_like(layer, keep_out):
+        # the analysis gives a depthwise-like conv no filters of its own, so no output mask
+        return layer.groups > 1 and keep_out is None
+
     def slice_weights(self, layer, weights, keep_in, keep_out):
-        # a depthwise-like grouped conv reads and writes one prunable channel per group; an
-        # ordinary grouped conv has fixed inputs and only its filters pruned
-        if layer.groups > 1 and keep_in is not None:
-            return [weights[0][..., keep_in]] + [b[keep_in] for b in weights[1:]]
-        return super().slice_weights(layer, weights, keep_in, keep_out)
+        if self._depthwise_like(layer, keep_out):  # one prunable channel per group
+            keep = _all(keep_in)
+            return [weights[0][..., keep]] + [b[keep] for b in weights[1:]]
+        if layer.groups == 1:
+            return super().slice_weights(layer, weights, keep_in, keep_out)
+        kernel, *bias = weights
+        rows, cols = _group_blocks(keep_in, layer.groups), _group_blocks(keep_out, layer.groups)
+        per_group = kernel.shape[-1] // layer.groups
+        blocks = []
+        for g in range(layer.groups):
+            block = kernel[..., g * per_group:(g + 1) * per_group]
+            block = block[:, :, _all(None if rows is None else rows[g])]
+            blocks.append(block[..., _all(None if cols is None else cols[g])])
+        return [np.concatenate(blocks, axis=-1)] + [b[_all(keep_out)] for b in bias]
 
     def new_config(self, layer, keep_in, keep_out):
-        if layer.groups > 1 and keep_in is not None:  # depthwise-like: one filter per group
-            return {**layer.get_config(), "filters": int(keep_in.sum()), "groups": int(keep_in.sum())}
+        if self._depthwise_like(layer, keep_out):
+            width = layer.filters if keep_in is None else int(keep_in.sum())
+            return {**layer.get_config(), "filters": width, "groups": width}
         return super().new_config(layer, keep_in, keep_out)
+
+    def masks_inputs(self, layer):
+        return True
+
+    def mask_inputs(self, layer, weights, keep_in):
+        if layer.groups == 1:
+            return super().mask_inputs(layer, weights, keep_in)
+        kernel = weights[self.kernel_index]
+        if kernel.shape[2] == 1 and layer.groups == layer.filters:
+            return weights  # depthwise-like: per channel, nothing mixed
+        rows = _group_blocks(keep_in, layer.groups)
+        per_group = kernel.shape[-1] // layer.groups
+        for g in range(layer.groups):
+            kernel[:, :, ~rows[g], g * per_group:(g + 1) * per_group] = 0.0
+        return weights
 
     def connections_per_input(self, layer):
         kh, kw = layer.kernel_size
@@ -233,6 +346,96 @@ class SeparableConv2D(Mixing):
     def connections_per_input(self, layer):
         kh, kw, _, multiplier = layer.depthwise_kernel.shape
         return int(kh * kw * multiplier + multiplier * layer.filters)
+
+
+def _index_rows(layer) -> np.ndarray:
+    """An indexed layer's index, one row per group."""
+    return np.reshape(layer.indices, (getattr(layer, "groups", 1), -1))
+
+
+def _output_of_column(layer, columns: int) -> np.ndarray:
+    """The output channel of each kernel column: column g * n + t writes channel g + t * groups."""
+    groups = getattr(layer, "groups", 1)
+    group, t = np.divmod(np.arange(columns), columns // groups)
+    return group + t * groups
+
+
+def _cut_index(layer, keep_in):
+    """(new index rows, kernel rows each group keeps) once the input channels not in `keep_in`
+    are gone. Groups keep different numbers of rows; the short ones are padded (by the caller,
+    with zero rows) to the longest, their padding pointing at a channel they already read."""
+    rows = _index_rows(layer)
+    if keep_in is None:
+        return rows, [np.arange(rows.shape[1])] * len(rows)
+    renumber = np.cumsum(keep_in) - 1
+    kept = [np.flatnonzero(keep_in[row]) for row in rows]
+    width = max(1, max(len(k) for k in kept))
+    new_rows = []
+    for row, k in zip(rows, kept):
+        entries = renumber[row[k]].tolist()
+        new_rows.append(entries + [entries[0] if entries else 0] * (width - len(entries)))
+    return np.array(new_rows), kept
+
+
+class Indexed(Mixing):
+    """A layer reading the input channels its `indices` lists, group by group (kerasnets'
+    IndexedGroupConv and IndexedDense, `prune_role = "indexed"`): kernel rows [g * n, (g + 1) * n)
+    belong to group g and read channels `indices[g * n + r]`; its filter t of group g writes
+    output channel g + t * groups (the folded Permute).
+
+    It runs as a dense layer with zeros, so every input channel is prunable on its own: the
+    index entries of a removed channel go with their kernel rows, the index is renumbered to the
+    kept channels, and a group that lost fewer rows than another keeps zero rows (pointing at a
+    channel it already reads) so that all groups stay one size. Its outputs keep the folded
+    Permute's layout only if every group keeps the same filters t: filter t of every group is one
+    channel to prune."""
+
+    def propagate(self, walk, layer, inputs, output):
+        walk.shared_in(layer, walk.ids(inputs[0]))
+        ids = walk.new_output(layer, output.shape[-1])
+        by_t = ids.reshape(-1, getattr(layer, "groups", 1))  # row t: filter t of every group
+        for group in range(1, by_t.shape[1]):
+            walk.union(by_t[:, 0], by_t[:, group])
+        return ids
+
+    def filter_kernel(self, layer, weights):
+        kernel = weights[self.kernel_index]
+        return kernel[..., np.argsort(_output_of_column(layer, kernel.shape[-1]))]
+
+    def slice_weights(self, layer, weights, keep_in, keep_out):
+        kernel, *bias = weights
+        rows, kept = _cut_index(layer, keep_in)
+        per_group = kernel.shape[-1] // len(rows)
+        columns = None if keep_out is None else keep_out[_output_of_column(layer, kernel.shape[-1])]
+        blocks = []
+        for g, k in enumerate(kept):
+            block = np.take(kernel[..., g * per_group:(g + 1) * per_group], k, axis=-2)
+            padding = list(block.shape)
+            padding[-2] = rows.shape[1] - len(k)
+            block = np.concatenate([block, np.zeros(padding, block.dtype)], axis=-2)
+            blocks.append(block if columns is None else block[..., columns[g * per_group:(g + 1) * per_group]])
+        return [np.concatenate(blocks, axis=-1)] + [b[_all(keep_out)] for b in bias]
+
+    def new_config(self, layer, keep_in, keep_out):
+        config = {**layer.get_config(), "indices": _cut_index(layer, keep_in)[0].ravel().tolist()}
+        width = "filters" if "filters" in config else "units"
+        if keep_out is not None:
+            config[width] = int(keep_out.sum())
+        return config
+
+    def mixes_inputs(self, layer):
+        return False  # its rows follow the index, not the input channels
+
+    def masks_inputs(self, layer):
+        return True
+
+    def mask_inputs(self, layer, weights, keep_in):
+        kernel = weights[self.kernel_index]
+        rows = _index_rows(layer)
+        per_group = kernel.shape[-1] // len(rows)
+        for g, row in enumerate(rows):
+            kernel[..., ~keep_in[row], g * per_group:(g + 1) * per_group] = 0.0
+        return weights
 
 
 class Unsupported(Handler):
@@ -255,7 +458,7 @@ class Unsupported(Handler):
 
 
 PASS_THROUGH, FIXED, MERGE, UNKNOWN = PassThrough(), Fixed(), Merge(), Unsupported()
-ROLES = {"elementwise": PASS_THROUGH, "fixed": FIXED, "merge": MERGE}
+ROLES = {"elementwise": PASS_THROUGH, "fixed": FIXED, "merge": MERGE, "indexed": Indexed()}
 
 _HANDLERS: dict = {
     **dict.fromkeys((L.ReLU, L.Activation, L.LeakyReLU, L.ELU, L.Softmax, L.Dropout,
@@ -265,7 +468,8 @@ _HANDLERS: dict = {
                     PASS_THROUGH),
     **dict.fromkeys((L.Add, L.Subtract, L.Multiply, L.Maximum, L.Minimum, L.Average), MERGE),
     # Rescaling and Normalization may hold one constant per channel: their channels stay
-    **dict.fromkeys((L.Reshape, L.Permute, L.Rescaling, L.Normalization), FIXED),
+    **dict.fromkeys((L.Rescaling, L.Normalization), FIXED),
+    L.Reshape: Reshape(), L.Permute: Permute(),
     L.InputLayer: Input(), L.BatchNormalization: BatchNorm(), L.DepthwiseConv2D: Depthwise(),
     L.Conv2D: Conv2D(), L.SeparableConv2D: SeparableConv2D(), L.Dense: Dense(),
     L.Concatenate: Concatenate(), L.Flatten: Flatten(),

@@ -71,32 +71,38 @@ def prune(model: keras.Model, images: np.ndarray, ratio: float, *, graph: Channe
     tensors = [t for t, _ in by_tensor.values()]
     features = dict(zip([id(t) for t in tensors], _features(model, tensors, images, seed)))
     fallback = filter_norms(graph)
-    updated: dict = {}  # layer name -> compensated weights
+    merges = []  # (removed channel, readers, its kernel row, the survivor's row, scale), in order
     remove = []
-    for channels in (part for channel_set in graph.channel_sets() for part in _even_parts(graph, channel_set)):
-        count = min(int(ratio * len(channels)), len(channels) - 1)
-        if count == 0:
-            continue
-        source = _read_whole(graph, by_tensor, channels)
-        if source is None:
-            remove += sorted(channels, key=lambda r: fallback[r])[:count]
-            continue
-        key, roots, positions, readers = source
-        for drop, keep, scale in _pairs_to_remove(features[key][:, positions], count):
-            remove.append(int(roots[positions[drop]]))
-            for layer in readers:
-                weights = updated.setdefault(layer.name, layer.get_weights())
-                kernel = weights[handler_for(layer).kernel_index]
-                kernel[..., positions[keep], :] += scale * kernel[..., positions[drop], :]
-    return _pruned_with(model, updated, remove, graph)
+    for channel_set in graph.channel_sets():
+        parts = graph.even_parts(channel_set)  # a grouped conv's groups lose the same number
+        count = min(min(int(ratio * len(part)), len(part) - 1) for part in parts)
+        for channels in parts if count > 0 else ():
+            source = _read_whole(graph, by_tensor, channels)
+            if source is None:
+                remove += sorted(channels, key=lambda r: fallback[r])[:count]
+                continue
+            key, roots, positions, readers = source
+            for drop, keep, scale in _pairs_to_remove(features[key][:, positions], count):
+                root = int(roots[positions[drop]])
+                remove.append(root)
+                merges.append((root, readers, positions[drop], positions[keep], scale))
+    # channels of different sets can share a grouped conv's groups: even those out first, then
+    # fold only the channels that really go (a survivor may itself go later in `merges`)
+    remove = graph.balance(remove, rounding="down")
+    return _pruned_with(model, _folded(merges, set(remove)), remove, graph)
 
 
-def _even_parts(graph, channels):
-    """The groups of a grouped conv's filters (each loses the same number), else the set itself."""
-    names = {name for root in channels for name, _ in graph.producers[root]}
-    if len(names) == 1 and next(iter(names)) in graph.grouped:
-        return graph.filter_groups(next(iter(names)))
-    return [channels]
+def _folded(merges, removed: set) -> dict:
+    """{layer name: weights} with each removed channel's kernel rows added, scaled, to its twin's."""
+    updated: dict = {}
+    for root, readers, drop, keep, scale in merges:
+        if root not in removed:
+            continue
+        for layer in readers:
+            weights = updated.setdefault(layer.name, layer.get_weights())
+            kernel = weights[handler_for(layer).kernel_index]
+            kernel[..., keep, :] += scale * kernel[..., drop, :]
+    return updated
 
 
 def _read_whole(graph, by_tensor, channels):

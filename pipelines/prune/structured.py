@@ -42,7 +42,7 @@ def filter_norms(graph: ChannelGraph, order: int = 1) -> dict:
         total = 0.0
         for layer, index in producer_kernel_columns(graph, root):
             if layer.name not in cache:
-                kernel = layer.get_weights()[handler_for(layer).kernel_index]
+                kernel = handler_for(layer).filter_kernel(layer, layer.get_weights())
                 flat = np.abs(kernel.reshape(-1, kernel.shape[-1]))
                 cache[layer.name] = (flat ** order).sum(0) ** (1.0 / order)
             total += float(cache[layer.name][index])

@@ -33,7 +33,7 @@ def _removed_set(graph, remove) -> set:
     fixed = removed & graph.fixed
     if fixed:
         raise ValueError(f"{len(fixed)} of the channels to remove are fixed (they reach a reshape, "
-                         "slice, grouped conv or the model's inputs/outputs); choose from "
+                         "slice, unevenly split groups or the model's inputs/outputs); choose from "
                          "graph.channels")
     graph.check_balanced(removed)
     return removed
@@ -69,6 +69,6 @@ def mask_channels(model: keras.Model, remove, *, graph: ChannelGraph | None = No
     for layer in masked.layers:
         keep_in, _ = _masks(graph, layer, removed)
         handler = handler_for(layer)
-        if keep_in is not None and handler.mixes_inputs(layer):
+        if keep_in is not None and handler.masks_inputs(layer):
             layer.set_weights(handler.mask_inputs(layer, layer.get_weights(), keep_in))
     return masked
