@@ -50,14 +50,41 @@ def _align16(size: int) -> int:
     return (size + 15) // 16 * 16
 
 
+# TFLite Micro plans the arena in the arena: while it allocates the tensors it holds, in the memory
+# not yet given to the persistent tail, one AllocationInfo per tensor and scratch buffer (32 bytes on
+# a 64-bit host, 24 on a Cortex-M) and the greedy planner's 40 bytes per planned buffer. Once the
+# plan is made that space is freed, so the measured total does not show it; when the activations
+# are small (a small input) it exceeds them, and an arena of the measured size fails in
+# AllocateTensors ("Too many buffers").
+_ALLOCATION_INFO_BYTES = 32
+_PLANNER_BYTES_PER_BUFFER = 40
+# Scratch buffers an op's kernel asks for, at most (TFLite Micro's reference and CMSIS-NN kernels);
+# an op not listed is counted as one (most ask for none or one).
+_SCRATCH_REQUESTS = {"FULLY_CONNECTED": 2, "MEAN": 3, "SUM": 3, "REDUCE_MAX": 3, "REDUCE_MIN": 3,
+                     "REDUCE_PROD": 3, "MIRROR_PAD": 2, "ADD_N": 2, "SVDF": 6, "TRANSPOSE_CONV": 6,
+                     "DETECTION_POSTPROCESS": 12}
+
+
+def planning_bytes(graph: Graph) -> int:
+    """Bytes TFLite Micro's allocator borrows from the arena while it plans it: an AllocationInfo per
+    tensor and scratch buffer, and the planner's working arrays per activation and scratch buffer."""
+    scratch = sum(_SCRATCH_REQUESTS.get(op.name, 1) for op in graph.ops)
+    activations = sum(not t.is_constant for t in graph.tensors)
+    return ((len(graph.tensors) + scratch) * _ALLOCATION_INFO_BYTES
+            + (activations + scratch) * _PLANNER_BYTES_PER_BUFFER)
+
+
 def scratch_headroom(graph: Graph, measured: int) -> int:
-    """Bytes to add to the measured arena for the scratch buffers of optimised kernels.
+    """Bytes to add to the measured arena for the scratch buffers of optimised kernels and the
+    allocator's planning.
 
     The Python TFLite Micro interpreter runs the reference kernels; CMSIS-NN's int8 convolution
     also asks for an im2col scratch buffer. Headroom = the largest such buffer over the model's
-    convolutions, at least 10% of the measured arena and at least 1 KiB, rounded up to 16 bytes.
+    convolutions, the memory the allocator borrows while it plans (`planning_bytes`), at least
+    10% of the measured arena and at least 1 KiB, rounded up to 16 bytes.
     """
-    return _align16(max(max(_im2col_bytes(graph), default=0), math.ceil(0.10 * measured), MIN_HEADROOM))
+    return _align16(max(max(_im2col_bytes(graph), default=0), planning_bytes(graph),
+                        math.ceil(0.10 * measured), MIN_HEADROOM))
 
 
 def _guard(ident, what):

@@ -310,6 +310,20 @@ def model_ops(model_dir) -> list[str]:
         return sorted(set(_RESOLVER_CALL.findall(f.read())))
 
 
+def check_deployable(model_dir) -> None:
+    """Raise codegen.MicroExportError if the deployment lint finds an error in the bundle's model
+    (a 5-D transpose, an op without a kernel, ...): a bundle written or edited by hand skips the
+    export's lint, and on the board some of these fail silently (CMSIS-NN's 5-D TRANSPOSE)."""
+    from kerasnets.micro import codegen, lint
+    from kerasnets.pipelines.tflite_file import read_tflite
+
+    graph = read_tflite(read_model_bytes(model_dir), source=os.fspath(model_dir))
+    found = lint.errors(lint.lint(graph, npu=False))
+    if found:
+        sources = [f for f in os.listdir(model_dir) if f.endswith("_model_data.cc")]
+        raise codegen.MicroExportError(sources[0][:-len("_model_data.cc")], found)
+
+
 def inputs_header(inputs: np.ndarray, expected: np.ndarray) -> str:
     """`kerasnets_inputs.h`: test inputs and their expected outputs for main.cc (laid out as the
     golden pairs of `<name>_golden.h`, which it replaces)."""
@@ -335,13 +349,15 @@ def build_firmware(model_dir, tflm_tree, target: str = "mps2-an386", *, out_dir=
     `inputs` (int8, batch first) become the firmware's test inputs, with `expected` outputs (default:
     the TFLite Micro Python interpreter's, i.e. the reference kernels'); without `inputs` the
     bundle's golden pairs are used. `tensor_checksums` builds with KN_TENSOR_CHECKSUMS (the bundle
-    must have been emitted with tensor checksums). Returns {"elf", "target", "kernels", "library",
-    "seconds", "library_seconds", "size"}.
+    must have been emitted with tensor checksums). A model the deployment lint refuses is refused
+    here too, before anything is compiled (`check_deployable`). Returns {"elf", "target", "kernels",
+    "library", "seconds", "library_seconds", "size"}.
     """
     model_dir = os.fspath(model_dir)
     if not os.path.isfile(os.path.join(model_dir, "kerasnets_model.h")):
         raise FileNotFoundError(f"`model_dir` {model_dir} holds no kerasnets_model.h: write it with "
                                 "kerasnets.micro.codegen.emit (kerasnets export --micro)")
+    check_deployable(model_dir)
     lib = build_tflm_library(tflm_tree, target, ops=model_ops(model_dir), cache_dir=cache_dir, jobs=jobs)
     library_seconds = lib["seconds"]
     tool = _toolchain(target)

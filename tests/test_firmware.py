@@ -1,6 +1,7 @@
 """The shipped firmware builds and runs: on QEMU's Cortex-M4 (mps2-an386) with TFLM's reference and
 CMSIS-NN kernels, and on the host, its int8 outputs for real images are the tflite-micro Python
-interpreter's, bit for bit.
+interpreter's, bit for bit, for one variant of every family of the zoo that fits the board; a
+model TFLite Micro would run wrongly (a 5-D transpose) is refused before it reaches the board.
 
 Needs arm-none-eabi-g++, qemu-system-arm, g++ (scripts/bootstrap.sh) and the TFLM tree fixtures
 (../shared/tflm/*.tar.gz beside the checkout, or $KERASNETS_TFLM_FIXTURES). The TFLM library is
@@ -36,8 +37,30 @@ needs_toolchain = pytest.mark.skipif(
 # compiled once per run, not once per worker.
 pytestmark = pytest.mark.xdist_group("firmware")
 
-# (kernel set, target): QEMU with both kernel sets; the host with the reference kernels.
-RUNS = [("reference", "mps2-an386"), ("cmsis_nn", "mps2-an386"), ("reference", "host")]
+# QEMU's board with both kernel sets; the host (reference kernels) for the published models only.
+BOARD_RUNS = ["reference", "cmsis_nn"]
+
+# The two models as published (their input, 1000 or 10 classes, softmax head): every test runs them.
+PUBLISHED = ["resnet8", "shufflenetv2_050_cifar"]
+# One variant of every other family of the zoo (a family: the paper its variants implement, as in
+# test_zoo; the Ghost-ified ResNet shares GhostNet's paper, not its code, so it has its own row):
+# the cheapest, at the smallest input its downsampling allows (side given here) and 10 classes, so
+# the QEMU runs stay short. They end in logits: an untrained net's softmax is flat, and SOFTMAX on
+# the board is proven by the published two.
+FAMILY_MODELS = {
+    "augshufflenet_050_cifar": 8, "condensenet50_cifar": 4, "densenet40_k12_cifar": 4,
+    "effcnet_cifar": 4, "ghost_resnet56_cifar": 4, "ghostnet_030": 32, "hardnet39ds": 32,
+    "mgiad_cifar": 8, "mgic_resnet20_cifar": 4, "mobilenet_v1_100": 32, "mobilenet_v2_100": 32,
+    "mobilenet_v3_small_100": 32, "resnet14_062_cifar": 4, "shufflenet_050_g4": 32,
+}
+# Families with no variant that fits the board, with why (test_families_left_off_the_board_do_not_fit
+# checks it): the cheapest variant, whose int8 weights alone (a byte each) exceed the board's flash.
+NOT_ON_THE_BOARD = {
+    "g_ghost_regnetx_032": "9.6M weights at 32x32 and 10 classes: over the board's 4 MiB flash",
+    "threshnet79": "14.4M weights at 32x32 and 10 classes: over the board's 4 MiB flash",
+    "triplenet_s": "9.0M weights at 32x32 and 10 classes: over the board's 4 MiB flash",
+    "vgg16_cifar": "15.0M weights at 16x16 and 10 classes: over the board's 4 MiB flash",
+}
 
 
 @pytest.fixture(scope="session")
@@ -51,17 +74,27 @@ def firmware_cache(tmp_path_factory):
     report.write_text(json.dumps(state["runs"], indent=1) + "\n")
 
 
-@pytest.fixture(scope="module", params=["resnet8", "shufflenetv2_050_cifar"])
+def _family_arguments(name):
+    """create_model arguments of a bundle: as published, or small for a family model."""
+    if name not in FAMILY_MODELS:
+        return {}
+    side = FAMILY_MODELS[name]
+    return {"input_shape": (side, side, 3), "classes": 10, "classifier_activation": "linear"}
+
+
+# the published models first, in the same order wherever `bundle` is parametrised, so pytest
+# keeps one bundle per model (it groups module-scoped parameters by their index)
+@pytest.fixture(scope="module", params=PUBLISHED + sorted(FAMILY_MODELS))
 def bundle(request, tmp_path_factory, digit_batches):
     name = request.param
-    model = kerasnets.create_model(name)
+    model = kerasnets.create_model(name, **_family_arguments(name))
     images = digit_batches(model.input_shape[1:], 16)
     calibrate_batchnorm(model, images)
     tflite = convert.export(model, "int8", images)
     details = convert.litert_interpreter(tflite, reference=True).get_input_details()[0]
     x8 = convert.quantize_input(images, details)
     out = tmp_path_factory.mktemp(f"{name}-bundle")
-    report = codegen.emit(tflite, out / "micro", name, golden_inputs=x8, tensor_checksums=True)
+    report = codegen.emit(tflite, out / "micro", name, golden_inputs=x8, tensor_checksums=name in PUBLISHED)
     # the golden pairs: two real images whose int8 outputs differ, so a firmware that ignored its
     # input would fail; their outputs are the tflite-micro Python interpreter's (reference kernels)
     inputs, expected = report["golden_inputs"], report["golden_outputs"]
@@ -69,15 +102,15 @@ def bundle(request, tmp_path_factory, digit_batches):
     return name, tflite, out / "micro", inputs, expected
 
 
-@needs_toolchain
-@pytest.mark.parametrize("kernels,target", RUNS)
-def test_firmware_outputs_are_the_tflite_micro_interpreters(bundle, firmware_cache, kernels, target, tmp_path):
+def _outputs_are_the_interpreters(bundle, firmware_cache, kernels, target, tmp_path):
+    """Build and run the bundle; its outputs for both inputs are the Python interpreter's, bit for bit."""
     name, tflite, model_dir, inputs, expected = bundle
     started = time.monotonic()
     result = firmware_build.benchmark(model_dir, TREES[kernels], target, inputs=inputs, expected=expected,
                                       out_dir=tmp_path / "build", cache_dir=firmware_cache["dir"], jobs=2)
     firmware_cache["runs"].append({
-        "model": name, "kernels": kernels, "target": target, "library_seconds": round(result["library_seconds"], 1),
+        "model": name, "input_shape": list(inputs.shape[1:]), "tflite_bytes": len(tflite),
+        "kernels": kernels, "target": target, "library_seconds": round(result["library_seconds"], 1),
         "firmware_build_seconds": round(result["build_seconds"], 1), "run_seconds": round(result["seconds"], 1),
         "total_seconds": round(time.monotonic() - started, 1), "size": result["size"],
         "arena_used": result["arena_used"], "arena_size": result["arena_size"], "ticks": result["ticks"],
@@ -100,6 +133,46 @@ def test_firmware_outputs_are_the_tflite_micro_interpreters(bundle, firmware_cac
 
 
 @needs_toolchain
+@pytest.mark.parametrize("kernels", BOARD_RUNS)
+def test_firmware_outputs_are_the_tflite_micro_interpreters(bundle, firmware_cache, kernels, tmp_path):
+    _outputs_are_the_interpreters(bundle, firmware_cache, kernels, "mps2-an386", tmp_path)
+
+
+@needs_toolchain
+@pytest.mark.parametrize("bundle", PUBLISHED, indirect=True)
+def test_host_firmware_outputs_are_the_tflite_micro_interpreters(bundle, firmware_cache, tmp_path):
+    _outputs_are_the_interpreters(bundle, firmware_cache, "reference", "host", tmp_path)
+
+
+def test_every_family_runs_on_the_board_or_is_listed_with_why():
+    def papers(names):
+        return {kerasnets.model_info(n).paper for n in names}
+
+    on_board = PUBLISHED + list(FAMILY_MODELS)
+    assert papers(on_board) | papers(NOT_ON_THE_BOARD) == papers(kerasnets.list_models())
+    assert not papers(on_board) & papers(NOT_ON_THE_BOARD)
+    for name, side in FAMILY_MODELS.items():  # the smallest input the model allows
+        assert side == kerasnets.model_info(name).min_size, name
+
+
+def _board_flash_bytes():
+    """The flash the firmware's linker script gives the board (mps2_an386.ld)."""
+    with open(os.path.join(firmware_build.FIRMWARE_DIR, "mps2_an386.ld")) as f:
+        return int(re.search(r"FLASH \(rx\)\s*:\s*ORIGIN = \w+, LENGTH = (\d+)M", f.read()).group(1)) << 20
+
+
+@pytest.mark.parametrize("name", sorted(NOT_ON_THE_BOARD))
+def test_families_left_off_the_board_do_not_fit(name):
+    info = kerasnets.model_info(name)
+    family = [n for n in kerasnets.list_models() if kerasnets.model_info(n).paper == info.paper]
+    assert info.params == min(kerasnets.model_info(n).params for n in family)  # its cheapest variant
+    side = info.min_size
+    model = kerasnets.create_model(name, input_shape=(side, side, 3), classes=10)
+    assert model.count_params() > _board_flash_bytes(), NOT_ON_THE_BOARD[name]
+
+
+@needs_toolchain
+@pytest.mark.parametrize("bundle", PUBLISHED, indirect=True)
 def test_golden_pairs_and_tensor_checksums_of_the_export_pass_on_the_cortex_m4(bundle, firmware_cache, tmp_path):
     """The firmware as `kerasnets export --micro` ships it (no kerasnets_inputs.h) checks every golden
     pair, and with KN_TENSOR_CHECKSUMS every activation tensor: CMSIS-NN on QEMU gives the
@@ -153,6 +226,41 @@ def test_host_firmware_passes_each_pair_and_tensor_and_fails_a_corrupted_byte(bu
     assert np.array_equal(bad["outputs"], expected)  # the firmware computed the same; the golden byte was wrong
     assert [t["passed"] for t in bad["tensors"]] == [i != 2 for i in range(len(activations))]
     assert re.search(rf"kn-tensor {activations[2]} bytes \d+ crc32 \w+ expected \w+ FAIL", bad["log"])
+
+
+def _five_d_transpose_tflite():
+    """int8 model with a channel shuffle written as the textbook 5-D reshape and transpose."""
+    import tf_keras as keras
+
+    layers = keras.layers
+    inp = layers.Input((8, 8, 8))
+    x = layers.Conv2D(8, 1, name="pw")(inp)
+    x = layers.Reshape((8, 8, 2, 4), name="shuffle_split")(x)
+    x = layers.Permute((1, 2, 4, 3), name="shuffle_transpose")(x)
+    x = layers.Reshape((8, 8, 8), name="shuffle_merge")(x)
+    model = keras.Model(inp, layers.Conv2D(4, 1, name="head")(x))
+    return convert.to_int8(model, np.random.default_rng(0).normal(size=(8, 8, 8, 8)).astype("float32"))
+
+
+@pytest.mark.skipif(not all(os.path.isfile(t) for t in TREES.values()), reason="TFLM tree fixtures not found")
+def test_a_5d_transpose_is_refused_before_it_reaches_the_board(firmware_cache, tmp_path):
+    """CMSIS-NN's int8 TRANSPOSE takes at most 4-D and does not report the failure, so a 5-D one
+    would give wrong outputs on the board: `kerasnets bench --target cortex-m4` refuses the model,
+    and so does the firmware build given a bundle written past the export's lint; nothing is built."""
+    from kerasnets.tools import cortex_m
+
+    tflite = _five_d_transpose_tflite()
+    with pytest.raises(codegen.MicroExportError, match=r"TRANSPOSE \(layer shuffle_transpose\): 5-D"):
+        cortex_m.cortex_m4_row(("shuffle5d", tflite), tflm_tree=TREES["cmsis_nn"], cache_dir=firmware_cache["dir"])
+    bundle = tmp_path / "micro"
+    bundle.mkdir()
+    (bundle / "kerasnets_model.h").write_text(codegen.umbrella_header("shuffle5d", "shuffle5d"))
+    (bundle / "shuffle5d_model_data.cc").write_text(codegen.model_data_source("shuffle5d", tflite))
+    refused = r"(?s)shuffle5d cannot run on TFLite Micro.*TRANSPOSE \(layer shuffle_transpose\): 5-D"
+    with pytest.raises(codegen.MicroExportError, match=refused):
+        firmware_build.build_firmware(bundle, TREES["cmsis_nn"], out_dir=tmp_path / "build",
+                                      cache_dir=firmware_cache["dir"])
+    assert not (tmp_path / "build").exists()
 
 
 def test_errors_name_the_argument(tmp_path, monkeypatch):
