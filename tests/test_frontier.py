@@ -92,7 +92,7 @@ def test_a_distilled_frontier_trains_its_teacher_once_and_labels_the_rows(digits
     table = frontier.read_rows(out)
     # the teacher's own row (same recipe and epochs, no QAT), then the student distilled from it
     assert [(r["model"], r["variant"], r["recipe"]) for r in table] == [
-        ("resnet8", "res=32", "fast"), ("resnet_cifar", "depth=8,width=0.5", "fast+kd(resnet8)")]
+        ("resnet8", "res=32", "fast_fp32"), ("resnet_cifar", "depth=8,width=0.5", "fast_fp32+kd(resnet8)")]
     assert table[0]["top1_qat_int8"] == "" and rows[0]["top1_qat_int8"] > 0
     assert any(m.startswith("teacher resnet8: fp32") for m in messages)
     # a re-run finds both: nothing is trained again
@@ -107,7 +107,7 @@ def test_a_larger_model_is_pruned_into_the_measured_budget_and_fine_tuned(digits
     assert pruned["int8_bytes"] <= limit["int8_bytes"] and pruned["arena_bytes"] <= limit["arena_bytes"]
     assert 0 < pruned["ratio"] < 0.95 and row["arena_bytes"] <= limit["arena_bytes"]
     assert row["params"] < 0.4 * 272_474 and row["variant"] == "l1-pruned to budget after 1 ep"
-    assert row["epochs"] == 2 and row["recipe"] == "fast"
+    assert row["epochs"] == 2 and row["recipe"] == frontier.DEFAULT_RECIPE
 
 
 def test_compressing_needs_epochs_left_to_fine_tune(digits, tmp_path):

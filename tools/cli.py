@@ -192,7 +192,8 @@ def _frontier_flags(d):
 
     d.string("dataset", "cifar10", f"Data set ({_dataset_help()}); the budget and every row use it.")
     d.integer("epochs", 30, "Training epochs of every row (reference and candidates).", lower_bound=1)
-    d.enum("recipe", "fast", list(frontier.RECIPES), "Training recipe (pipelines.train options).")
+    d.enum("recipe", frontier.DEFAULT_RECIPE, list(frontier.RECIPES),
+           "Training recipe (pipelines.train options; the default won the ablation in results/recipe.csv).")
     d.integer("top", 2, "Ranked candidates trained for --epochs.", lower_bound=0)
     d.integer("rank_epochs", 4, "Epochs of the cheap ranking run.", lower_bound=1)
     d.integer("rank_images", 20000, "Training images of the cheap ranking run.", lower_bound=100)
