@@ -1,0 +1,127 @@
+"""QAT all the way to int8 for one variant of every family: the converted QAT model is the model
+that was trained (what a user who trains with QAT deploys).
+
+Each model is wrapped by `quantize.quantize_model`, trained for a few steps on real digits (so the
+weights and every quantiser range move off their initial values), converted to full-integer int8,
+and then:
+(a) TFLite Micro gives the same int8 outputs as LiteRT's reference kernels, bit for bit;
+(b) no tensor is above 4-D (CMSIS-NN's limit);
+(c) the int8 model reproduces the QAT Keras model it came from on 200 real images: top-1
+    agreement >= 99%, an image whose int8 pick is within two output steps of the QAT model's top
+    logit counting as agreeing (a tie that rounding decides), and median |logit error|
+    <= 3% of the QAT model's logit range (a linear head, so that a softmax cannot hide an error).
+
+Why those bounds: a faithful conversion differs from the fake-quant graph only by rounding (a
+product rounded once in int8 where float rounds it later, BatchNorm folded into the weights), so
+its logits stay within a few output steps, ~1% of the range (resnet8: median 0 steps). A real
+mismatch (a missing BatchNorm, a quantiser that the converter places elsewhere) moves the logits
+by 10-30% of the range. A net trained for a few steps is far from confident: its top two
+logits are often within a couple of int8 output steps, and rounding alone then decides the strict
+top-1 (augshufflenet_050_cifar: 95% strict, 97.5% counting one-step ties, at a median error of
+0.5% of the range). Each of the two logits carries about one step of rounding (the output's own
+plus what the layers before accumulate), so a margin under two steps is a tie; the strict figure
+is printed beside it. 99% allows two other disagreements in 200.
+"""
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import kerasnets
+from kerasnets.pipelines import convert, data, quantize
+from conftest import CHAIN_HEAVY_VARIANTS, int8_outputs
+
+SHAPE = (32, 32, 3)  # every family's minimum allows it; small keeps the default run short
+CLASSES = 10
+MIN_TOP1_AGREEMENT = 0.99
+MAX_MEDIAN_LOGIT_ERROR = 0.03  # of the QAT model's logit range
+TIE_STEPS = 2  # QAT top-2 margins within this many int8 output steps are ties
+EVAL_IMAGES = 200
+MICRO_IMAGES = 8  # TFLite Micro runs an image ~10x slower than LiteRT; bit-exactness needs few
+
+
+def _one_per_family():
+    """The first variant of each family (by paper) that the default run's int8 chain also uses."""
+    chosen = {}
+    for name in kerasnets.list_models():
+        family = kerasnets.model_info(name).paper
+        if name not in CHAIN_HEAVY_VARIANTS and family not in chosen:
+            chosen[family] = name
+    return sorted(chosen.values())
+
+
+MODELS = _one_per_family()
+
+# Families whose converted QAT model does not (yet) meet (c), with the figures measured (this
+# test's setting) and what is known of why. The one place the test reads them: each runs as an
+# xfail, and its reason is printed with the run's summary.
+KNOWN_GAPS: dict[str, str] = {
+    "mobilenet_v3_small_100": "top-1 94.0% up to ties (93.0% strict), median logit error 4.2% of the range: "
+                              "the error grows block by block through hard-swish and the squeeze-excite "
+                              "gate (ADD-RELU6-MUL, whose inner tensors have no fake-quant and take "
+                              "calibration ranges) rather than at one layer",
+    "augshufflenet_050_cifar": "top-1 97.5% up to ties (95.0% strict) at a median logit error of 0.45%: "
+                               "flips beyond two output steps on a few images, not localised yet",
+    "condensenet50_cifar": "converts since AveragePooling2D keeps its input's scale; 89.5% strict top-1, "
+                           "median logit error 1.2% (ties not yet separated out)",
+    "effcnet_cifar": "converts since the Indexed layers quantise the kernel they run; 90.0% strict top-1, "
+                     "median logit error 0.9% (ties not yet separated out)",
+}
+
+
+def _params():
+    return [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_GAPS[n], strict=False))
+            if n in KNOWN_GAPS else n for n in MODELS]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train = data.digits_images(SHAPE, 256, seed=1)
+    test = data.digits_images(SHAPE, EVAL_IMAGES, seed=2)[0]
+    return train, test
+
+
+def _trained_qat(name, train):
+    model = kerasnets.create_model(name, input_shape=SHAPE, classes=CLASSES, classifier_activation="linear")
+    convert.calibrate_batchnorm(model, train[0][:32])  # fresh statistics: int8 scales stay informative
+    qat = quantize.quantize_model(model)
+    qat.compile(keras.optimizers.SGD(0.02, momentum=0.9),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(*train, batch_size=32, epochs=1, verbose=0)
+    return qat
+
+
+def qat_int8_agreement(qat, tflite, images):
+    """(top-1 agreement, top-1 agreement up to ties, median |logit error| / logit range) of an int8
+    .tflite against the QAT model it was converted from (LiteRT reference kernels, dequantised
+    outputs). A tie: the int8 pick's QAT logit is within TIE_STEPS output steps of the QAT top-1
+    logit, which rounding alone can swap."""
+    expected = qat.predict(images, verbose=0, batch_size=50)
+    interpreter = convert.litert_interpreter(tflite, reference=True)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    got = convert.dequantize_output(convert.run_litert(tflite, convert.quantize_input(images, inp),
+                                                       reference=True), out)
+    same = got.argmax(-1) == expected.argmax(-1)
+    picked = np.take_along_axis(expected, got.argmax(-1)[:, None], -1)[:, 0]
+    tie = expected.max(-1) - picked <= TIE_STEPS * out["quantization"][0]
+    error = float(np.median(np.abs(got - expected)) / (expected.max() - expected.min()))
+    return float(np.mean(same)), float(np.mean(same | tie)), error
+
+
+@pytest.mark.parametrize("name", _params())
+def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
+    train, test = digits
+    qat = _trained_qat(name, train)
+    input_range = next(layer for layer in qat.layers if type(layer).__name__ == "QuantizeLayer").weights
+    assert input_range[0].numpy() != -6.0, "training did not move the quantiser ranges"
+
+    # (a) and (b): int8_outputs checks the ranks and returns both interpreters' outputs
+    tflite, _, _, reference, micro = int8_outputs(qat, test[:MICRO_IMAGES])
+    assert convert.is_qat(qat)
+    np.testing.assert_array_equal(micro, reference, err_msg="TFLite Micro differs from LiteRT reference")
+
+    raw, agreement, error = qat_int8_agreement(qat, tflite, test)
+    figures = (f"top-1 agreement {agreement:.1%} up to ties ({raw:.1%} strict), "
+               f"median logit error {error:.2%} of the logit range")
+    print(f"{name}: QAT -> int8 {figures}")
+    assert agreement >= MIN_TOP1_AGREEMENT and error <= MAX_MEDIAN_LOGIT_ERROR, \
+        f"{name}: the int8 model departs from its QAT model: {figures}"
