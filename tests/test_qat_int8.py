@@ -61,6 +61,8 @@ KNOWN_GAPS: dict[str, str] = {
                               "calibration ranges) rather than at one layer",
     "augshufflenet_050_cifar": "top-1 97.5% up to ties (95.0% strict) at a median logit error of 0.45%: "
                                "flips beyond two output steps on a few images, not localised yet",
+    "shufflenetv2_050_cifar": "top-1 98.0% up to ties (98.0% strict), median logit error 0.8%: four flips "
+                              "beyond two output steps in 200, not localised yet",
     "condensenet50_cifar": "converts since AveragePooling2D keeps its input's scale; 89.5% strict top-1, "
                            "median logit error 1.2% (ties not yet separated out)",
     "effcnet_cifar": "converts since the Indexed layers quantise the kernel they run; 90.0% strict top-1, "
