@@ -63,6 +63,13 @@ KNOWN_GAPS: dict[str, str] = {
                                "flips beyond two output steps on a few images, not localised yet",
     "shufflenetv2_050_cifar": "top-1 98.0% up to ties (98.0% strict), median logit error 0.8%: four flips "
                               "beyond two output steps in 200, not localised yet",
+    "densenet40_k12_cifar": "converts, but TFLite Micro differs from LiteRT's reference kernels by 1 LSB on "
+                            "1 of 80 outputs (8 images), as vgg16_cifar's post-training model (issue 16, "
+                            "section 5); the op is not localised yet",
+    "ghostnet_030": "top-1 93.5% up to ties (88.5% strict), median logit error 1.67% of the range: a small "
+                    "median error with many flips beyond two output steps, not localised yet",
+    "hardnet39ds": "top-1 98.5% up to ties (97.5% strict), median logit error 1.96% of the range: three "
+                   "flips beyond two output steps in 200, not localised yet",
     "condensenet50_cifar": "converts since AveragePooling2D keeps its input's scale; 89.5% strict top-1, "
                            "median logit error 1.2% (ties not yet separated out)",
     "effcnet_cifar": "converts since the Indexed layers quantise the kernel they run; 90.0% strict top-1, "
@@ -119,11 +126,12 @@ def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
     # (a) and (b): int8_outputs checks the ranks and returns both interpreters' outputs
     tflite, _, _, reference, micro = int8_outputs(qat, test[:MICRO_IMAGES])
     assert convert.is_qat(qat)
-    np.testing.assert_array_equal(micro, reference, err_msg="TFLite Micro differs from LiteRT reference")
-
+    # every figure is measured before any check fails, so a known gap's entry can state them all
     raw, agreement, error = qat_int8_agreement(qat, tflite, test)
     figures = (f"top-1 agreement {agreement:.1%} up to ties ({raw:.1%} strict), "
                f"median logit error {error:.2%} of the logit range")
-    print(f"{name}: QAT -> int8 {figures}")
+    print(f"{name}: QAT -> int8 {figures}; TFLite Micro != LiteRT reference on "
+          f"{int(np.sum(micro != reference))}/{micro.size} outputs")
+    np.testing.assert_array_equal(micro, reference, err_msg="TFLite Micro differs from LiteRT reference")
     assert agreement >= MIN_TOP1_AGREEMENT and error <= MAX_MEDIAN_LOGIT_ERROR, \
         f"{name}: the int8 model departs from its QAT model: {figures}"
