@@ -4,7 +4,8 @@ that was trained (what a user who trains with QAT deploys).
 Each model is wrapped by `quantize.quantize_model`, trained for a few steps on real digits (so the
 weights and every quantiser range move off their initial values), converted to full-integer int8,
 and then:
-(a) TFLite Micro gives the same int8 outputs as LiteRT's reference kernels, bit for bit;
+(a) TFLite Micro gives the same int8 outputs as LiteRT's reference kernels, bit for bit (up to
+    the 1-LSB FULLY_CONNECTED rounding difference test_zoo's int8 chain allows, confined the same way);
 (b) no tensor is above 4-D (CMSIS-NN's limit);
 (c) the int8 model reproduces the QAT Keras model it came from on 200 real images: top-1
     agreement >= 99%, an image whose int8 pick is within two output steps of the QAT model's top
@@ -69,24 +70,16 @@ KNOWN_GAPS: dict[str, str] = {
                                "flips beyond two output steps on a few images, not localised yet",
     "shufflenetv2_050_cifar": "top-1 98.0% up to ties (98.0% strict), median logit error 0.8%: four flips "
                               "beyond two output steps in 200, not localised yet",
-    "densenet40_k12_cifar": "reproduces its QAT model (top-1 100% strict, median logit error 0.39% of the "
-                            "range), but TFLite Micro differs from LiteRT's reference kernels by 1 LSB on "
-                            "1 of 80 outputs (8 images), as vgg16_cifar's post-training model (issue 16, "
-                            "section 5); the op is not localised yet",
     "ghostnet_030": "top-1 93.5% up to ties (88.5% strict), median logit error 1.67% of the range: a small "
                     "median error with many flips beyond two output steps, not localised yet",
     "hardnet39ds": "top-1 98.5% up to ties (97.5% strict), median logit error 1.96% of the range: three "
                    "flips beyond two output steps in 200, not localised yet",
-    "condensenet50_cifar": "converts since AveragePooling2D keeps its input's scale; 89.5% strict top-1, "
-                           "median logit error 1.2% (ties not yet separated out)",
-    "effcnet_cifar": "converts since the Indexed layers quantise the kernel they run; 90.0% strict top-1, "
-                     "median logit error 0.9% (ties not yet separated out)",
 }
 
 
 def _imagenet_sized(name):
-    """Built at 32x32 here, an ImageNet variant still has its full depth and width: QAT-training and
-    converting one took 3.5-4.5 minutes under load, against 2.5 for the CIFAR ones measured."""
+    """Built at 32x32 here, an ImageNet variant still has its full depth and width (ghostnet_030 and
+    hardnet39ds: 3.5-4 minutes each under load)."""
     return kerasnets.model_info(name).input_shape[0] > SHAPE[0]
 
 
@@ -135,6 +128,22 @@ def qat_int8_agreement(qat, tflite, images):
     return float(np.mean(same)), float(np.mean(same | tie)), error
 
 
+def _assert_micro_equals_reference(qat, summary, reference, micro, images):
+    """TFLite Micro == LiteRT reference kernels, with the one difference test_zoo's int8 chain allows:
+    their FULLY_CONNECTED requantisation rounds once (LiteRT) or twice (TFLite Micro), so a near-tie
+    output may differ by 1 LSB; the network without its Dense head must then match bit for bit."""
+    diff = np.abs(reference.astype(int) - micro)
+    if not diff.any():
+        return
+    assert "FULLY_CONNECTED" in summary["ops"] and diff.max() == 1 and diff.mean() < 0.02, \
+        f"TFLite Micro differs from LiteRT reference by up to {diff.max()} LSB"
+    head = qat.layers[-1]
+    assert isinstance(getattr(head, "layer", head), keras.layers.Dense), f"{head.name} is not the Dense head"
+    features = keras.Model(qat.input, head.input)  # the QAT graph up to the head, its ranges included
+    _, _, _, ref_features, micro_features = int8_outputs(features, images)
+    np.testing.assert_array_equal(micro_features, ref_features, err_msg="ops before the Dense head differ")
+
+
 @pytest.mark.parametrize("name", _params())
 def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
     train, test = digits
@@ -143,7 +152,7 @@ def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
     assert input_range[0].numpy() != -6.0, "training did not move the quantiser ranges"
 
     # (a) and (b): int8_outputs checks the ranks and returns both interpreters' outputs
-    tflite, _, _, reference, micro = int8_outputs(qat, test[:MICRO_IMAGES])
+    tflite, summary, _, reference, micro = int8_outputs(qat, test[:MICRO_IMAGES])
     assert convert.is_qat(qat)
     # every figure is measured before any check fails, so a known gap's entry can state them all
     raw, agreement, error = qat_int8_agreement(qat, tflite, test)
@@ -151,6 +160,6 @@ def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
                f"median logit error {error:.2%} of the logit range")
     print(f"{name}: QAT -> int8 {figures}; TFLite Micro != LiteRT reference on "
           f"{int(np.sum(micro != reference))}/{micro.size} outputs")
-    np.testing.assert_array_equal(micro, reference, err_msg="TFLite Micro differs from LiteRT reference")
+    _assert_micro_equals_reference(qat, summary, reference, micro, test[:MICRO_IMAGES])
     assert agreement >= MIN_TOP1_AGREEMENT and error <= MAX_MEDIAN_LOGIT_ERROR, \
         f"{name}: the int8 model departs from its QAT model: {figures}"
