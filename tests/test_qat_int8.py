@@ -23,7 +23,7 @@ top-1 (augshufflenet_050_cifar: 95% strict, 97.5% counting one-step ties, at a m
 plus what the layers before accumulate), so a margin under two steps is a tie; the strict figure
 is printed beside it. 99% allows two other disagreements in 200.
 
-Run time: each model costs a fixed 1-4 minutes (under load) of QAT wrapping, graph tracing and
+Run time: each model costs a fixed 1-8 minutes (under load) of QAT wrapping, graph tracing and
 conversion; the image counts hardly matter (hardnet39ds under load: 108 s training, 90 s
 conversion and TFLite Micro, 18 s for the 200-image comparison). So the default run keeps the
 CIFAR-sized families and the ImageNet-sized ones are marked `slow` (`pytest -m slow`), as the
