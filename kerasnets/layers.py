@@ -4,7 +4,10 @@ Each custom layer declares, as class attributes, what the rest of the system mus
 so that `import kerasnets` stays free of TFMOT and of the pruning engine:
 
 - `qat_spec = (weight attribute names to quantise, whether to quantise its output)`, which
-  `kerasnets.pipelines.quantize` turns into a TFMOT QuantizeConfig;
+  `kerasnets.pipelines.quantize` turns into a TFMOT QuantizeConfig; a layer that runs a kernel
+  made from its stored one (the Indexed layers scatter a compact kernel into a dense one) names
+  that method in `qat_runs`, so QAT fake-quantises the kernel TFLite will hold, and hands it back
+  in the layer's `run_kernel`;
 - `prune_role`: how the channel dependency analysis of `kerasnets.pipelines.prune` treats it —
   "elementwise" (channels pass through one to one), "merge" (element-wise over same-width
   inputs), "indexed" (reads the input channels its `indices` lists, group by group, and writes
@@ -172,7 +175,12 @@ class IndexedGroupConv(keras.layers.Conv2D):
     at full rate, while a GATHER left the CPU's fast path (XNNPACK) and an Ethos-U's NPU.
     """
 
-    qat_spec = (("kernel",), True)  # the compact kernel is quantised per output channel
+    qat_spec = (("kernel",), True)
+    # QAT quantises the dense kernel per output channel (same values as quantising the compact
+    # one: zeros move no channel's range): the converter cannot fold a scatter that follows a
+    # fake-quant op, and a QAT model quantising the compact kernel did not convert
+    qat_runs = "dense_kernel"
+    run_kernel = None  # the fake-quantised dense kernel while QAT wraps the layer
     prune_role = "indexed"  # its index moves with the input channels; filter t of every group goes together
     tflite_ops = ("CONV_2D",)
 
@@ -203,12 +211,14 @@ class IndexedGroupConv(keras.layers.Conv2D):
         self._positions = positions[order]
         self._dense_shape = (1, 1, channels, self.filters)
 
-    def dense_kernel(self):
-        """The (1, 1, input channels, filters) kernel the layer runs."""
-        return _scattered(self.kernel, self._positions, self._dense_shape)
+    def dense_kernel(self, kernel=None):
+        """The (1, 1, input channels, filters) kernel the layer runs (made from `kernel`, by default
+        the layer's own compact one)."""
+        return _scattered(self.kernel if kernel is None else kernel, self._positions, self._dense_shape)
 
     def call(self, inputs):
-        outputs = tf.nn.conv2d(inputs, self.dense_kernel(), strides=1, padding="VALID")
+        kernel = self.dense_kernel() if self.run_kernel is None else self.run_kernel
+        outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding="VALID")
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, self.bias)
         return self.activation(outputs) if self.activation is not None else outputs
@@ -227,6 +237,8 @@ class IndexedDense(keras.layers.Dense):
     those rows filled and zeros elsewhere, so TFLite sees one FULLY_CONNECTED and no GATHER."""
 
     qat_spec = (("kernel",), True)
+    qat_runs = "dense_kernel"  # as IndexedGroupConv's
+    run_kernel = None
     prune_role = "indexed"  # its index moves with the input features
     tflite_ops = ("FULLY_CONNECTED",)
 
@@ -247,11 +259,12 @@ class IndexedDense(keras.layers.Dense):
         self._positions = _scatter_positions(rows, cols, self.units)
         self._dense_shape = (features, self.units)
 
-    def dense_kernel(self):
-        return _scattered(self.kernel, self._positions, self._dense_shape)
+    def dense_kernel(self, kernel=None):
+        return _scattered(self.kernel if kernel is None else kernel, self._positions, self._dense_shape)
 
     def call(self, inputs):
-        outputs = tf.matmul(inputs, self.dense_kernel())
+        kernel = self.dense_kernel() if self.run_kernel is None else self.run_kernel
+        outputs = tf.matmul(inputs, kernel)
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, self.bias)
         return self.activation(outputs) if self.activation is not None else outputs

@@ -17,22 +17,30 @@ _quantizers = _Q.quantizers
 
 
 class LayerQuantizeConfig(_Q.QuantizeConfig):
-    """8-bit QAT for a zoo layer: named weights get per-channel symmetric quantisers (as TFLite's
-    int8 conv kernels), the output an 8-bit moving-average quantiser unless it only moves values."""
+    """8-bit QAT for a zoo layer: named weights get symmetric quantisers (per output channel for a
+    conv kernel, as TFLite's int8 conv kernels), the output an 8-bit moving-average quantiser
+    unless it only moves values."""
 
-    def __init__(self, weights=(), quantize_output=True):
+    def __init__(self, weights=(), quantize_output=True, runs=None):
         self.weights = tuple(weights)
         self.quantize_output = bool(quantize_output)
+        self.runs = runs  # the layer's `qat_runs`: the method making the kernel it runs
+        if runs is not None and len(self.weights) != 1:
+            raise ValueError(f"runs={runs!r} needs exactly one weight to make the kernel from, got {self.weights}")
 
     def get_weights_and_quantizers(self, layer):
-        quantizer = _quantizers.LastValueQuantizer(num_bits=8, per_axis=True, symmetric=True,
-                                                   narrow_range=True)
-        return [(getattr(layer, name), quantizer) for name in self.weights]
+        weights = [getattr(layer, name) for name in self.weights]
+        if self.runs is not None:
+            return [(weights[0], _RunKernelQuantizer(getattr(layer, self.runs), _per_channel(weights[0])))]
+        return [(weight, _weight_quantizer(_per_channel(weight))) for weight in weights]
 
     def get_activations_and_quantizers(self, layer):
         return []
 
     def set_quantize_weights(self, layer, quantize_weights):
+        if self.runs is not None:
+            layer.run_kernel = quantize_weights[0]  # already the kernel it runs: the layer skips its own step
+            return
         for name, weight in zip(self.weights, quantize_weights):
             setattr(layer, name, weight)
 
@@ -46,14 +54,41 @@ class LayerQuantizeConfig(_Q.QuantizeConfig):
                                                    narrow_range=False)]
 
     def get_config(self):
-        return {"weights": list(self.weights), "quantize_output": self.quantize_output}
+        return {"weights": list(self.weights), "quantize_output": self.quantize_output, "runs": self.runs}
+
+
+def _per_channel(weight) -> bool:
+    """Conv kernels (4-D) are quantised per output channel, as TFLite's int8 CONV_2D; a dense
+    kernel per tensor, as TFMOT does for Dense: TFLite stores FULLY_CONNECTED weights transposed,
+    and the converter refuses a per-channel axis that a transpose moves."""
+    return len(weight.shape) == 4
+
+
+def _weight_quantizer(per_channel):
+    return _quantizers.LastValueQuantizer(num_bits=8, per_axis=per_channel, symmetric=True, narrow_range=True)
+
+
+class _RunKernelQuantizer(_quantizers.LastValueQuantizer):
+    """Symmetric 8-bit quantiser of the kernel a layer makes from its weight with `make_kernel`
+    (`qat_runs`): the fake-quant op then feeds the conv directly, as the TFLite converter needs;
+    the made kernel has the weight's last axis, so the per-channel ranges are the same variables."""
+
+    def __init__(self, make_kernel, per_channel):
+        super().__init__(num_bits=8, per_axis=per_channel, symmetric=True, narrow_range=True)
+        self._make_kernel = make_kernel
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return super().__call__(self._make_kernel(inputs), training, weights, **kwargs)
 
 
 # Keras layers TFMOT's registry lacks (Rescaling and Normalization: input layers of Keras 3
 # models, see kerasnets/keras3.py). Zoo layers instead declare `qat_spec = (weight attribute
 # names, quantize_output)` as plain data, so the zoo itself never imports TFMOT.
+# AveragePooling2D is in TFMOT's registry, but with an output quantiser of its own: TFLite's int8
+# AVERAGE_POOL_2D needs the same scale in and out, so a QAT model with one did not convert (DenseNet's
+# and CondenseNet's transitions). Without it the output keeps the input's scale, as TFLite computes it.
 _SPEC_FOR_KERAS_LAYER = {keras.layers.Multiply: ((), True), keras.layers.Rescaling: ((), True),
-                         keras.layers.Normalization: ((), True)}
+                         keras.layers.Normalization: ((), True), keras.layers.AveragePooling2D: ((), False)}
 
 
 # TFMOT folds BatchNorm into these only; a Dense-BN pair (VGG's classifier) is not folded in QAT
@@ -75,7 +110,7 @@ def _config_for(layer):
     if _is_standalone_batchnorm(layer):
         return LayerQuantizeConfig((), True)
     spec = _SPEC_FOR_KERAS_LAYER.get(type(layer), getattr(layer, "qat_spec", None))
-    return None if spec is None else LayerQuantizeConfig(*spec)
+    return None if spec is None else LayerQuantizeConfig(*spec, runs=getattr(layer, "qat_runs", None))
 
 
 def _variable_key(variable) -> str:
