@@ -25,9 +25,9 @@ is printed beside it. 99% allows two other disagreements in 200.
 
 Run time: each model costs a fixed 1-8 minutes (under load) of QAT wrapping, graph tracing and
 conversion; the image counts hardly matter (hardnet39ds under load: 108 s training, 90 s
-conversion and TFLite Micro, 18 s for the 200-image comparison). So the default run keeps the
-CIFAR-sized families and the ImageNet-sized ones are marked `slow` (`pytest -m slow`), as the
-project does for its other heavy variants.
+conversion and TFLite Micro, 18 s for the 200-image comparison). So the default run keeps
+DEFAULT_RUN and the other families are marked `slow` (`pytest -m slow`), as the project does for
+its other heavy variants.
 """
 import numpy as np
 import pytest
@@ -83,14 +83,19 @@ KNOWN_GAPS: dict[str, str] = {
 }
 
 
-def _imagenet_sized(name):
-    """Built at 32x32 here, an ImageNet variant still has its full depth and width (ghostnet_030 and
-    hardnet39ds: 3.5-4 minutes each under load)."""
-    return kerasnets.model_info(name).input_shape[0] > SHAPE[0]
+# The default run keeps the conversion paths this test fixed or guards (DenseNet's average pool,
+# the condensed layers of CondenseNet and EffCNet, MGIC's grouped convs) and the reference; every
+# other family runs under `-m slow`: each model costs 1-4 minutes of QAT wrapping, tracing and
+# conversion whatever the image counts, and the whole list would add ~15 minutes to the default run.
+DEFAULT_RUN = ("resnet8", "densenet40_k12_cifar", "condensenet50_cifar", "effcnet_cifar", "mgic_resnet20_cifar")
+
+
+def _slow(name):
+    return name not in DEFAULT_RUN
 
 
 def _marks(name):
-    marks = [pytest.mark.slow] if _imagenet_sized(name) else []
+    marks = [pytest.mark.slow] if _slow(name) else []
     if name in KNOWN_GAPS:
         marks.append(pytest.mark.xfail(reason=KNOWN_GAPS[name], strict=False))
     return marks
