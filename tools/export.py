@@ -59,7 +59,7 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
             "model (an untrained net's near-equal logits swap places when quantised), or lower `min_agreement`.")
     summary = {"model": name, "mode": mode, "size_bytes": len(tflite), "ops": graph.op_names,
                "parity": gate, "calibration": calibration}
-    shipped = tflite
+    shipped, app = tflite, None
     if len(graph.outputs[0].shape) == 2:  # a classifier: Task Library / MediaPipe metadata
         classes = graph.outputs[0].shape[-1]
         info = metadata.ImageClassifierInfo(
@@ -68,12 +68,10 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
                         "from kerasnets")
         shipped = metadata.attach(tflite, info)
         summary["metadata"] = {"labels": len(info.labels), "mean": info.mean, "std": info.std}
-        if mode == "int8" and app_io_type:
+        if mode == "int8" and app_io_type:  # converted now, written with the rest once every gate passed
             app_info = dataclasses.replace(info, description=f"{name}, int8 TFLite ({app_io_type} input, RGB) "
                                                              "for image-classifier apps, from kerasnets")
-            app_path = os.path.join(out_dir, f"{codegen_name(name)}_app.tflite")
-            write_atomic(app_path, app_model.app_tflite(model, calib, app_info, app_io_type))
-            summary["app_tflite"], summary["app_io_type"] = app_path, app_io_type
+            app = app_model.app_tflite(model, calib, app_info, app_io_type)
     if micro:  # the microcontroller's copy carries no metadata
         from kerasnets.micro import codegen
 
@@ -85,6 +83,10 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
     path = os.path.join(out_dir, f"{codegen_name(name)}.tflite")
     write_atomic(path, shipped)
     summary["tflite"] = path
+    if app is not None:
+        app_path = os.path.join(out_dir, f"{codegen_name(name)}_app.tflite")
+        write_atomic(app_path, app)
+        summary["app_tflite"], summary["app_io_type"] = app_path, app_io_type
     return summary
 
 
