@@ -68,7 +68,10 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
                         "from kerasnets")
         shipped = metadata.attach(tflite, info)
         summary["metadata"] = {"labels": len(info.labels), "mean": info.mean, "std": info.std}
-        if mode == "int8" and app_io_type:  # converted now, written with the rest once every gate passed
+        if mode == "int8" and app_io_type and model.input_shape[-1] not in (1, 3):
+            summary["app_tflite"] = None  # the apps take RGB: only a 1- or 3-channel model maps to it
+            summary["app_skipped"] = f"the model takes {model.input_shape[-1]} channels; apps take RGB"
+        elif mode == "int8" and app_io_type:  # converted now, written with the rest once every gate passed
             app_info = dataclasses.replace(info, description=f"{name}, int8 TFLite ({app_io_type} input, RGB) "
                                                              "for image-classifier apps, from kerasnets")
             app = app_model.app_tflite(model, calib, app_info, app_io_type)
