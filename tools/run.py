@@ -302,7 +302,11 @@ def stage_export(run, cfg, ctx):
                 "matrix": convert.confusion_matrix(labels, predicted, len(data.classes))})
             artefacts.append(CONFUSION)
     if "int8" in cfg.export.modes and cfg.export.io_type != "none":
-        artefacts.append(_write_app_model(run, cfg, model, calibration, info))
+        if model.input_shape[-1] in (1, 3):  # apps take RGB: a gray model gets an RGB input
+            artefacts.append(_write_app_model(run, cfg, model, calibration, info))
+        else:
+            log.warning("no app model: the model takes %d channels and image-classifier apps take RGB",
+                        model.input_shape[-1])
     return artefacts, metrics
 
 
