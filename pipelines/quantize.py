@@ -11,9 +11,13 @@ import tensorflow_model_optimization as tfmot
 import tf_keras as keras
 # the input QuantizeLayer is not in TFMOT's public API; its saving needs a fix (below)
 from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer as _quantize_layer
+# nor is the no-op config a layout transform gives a layer (the max-pool fix below)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import \
+    default_8bit_quantize_configs as _configs
 
 _Q = tfmot.quantization.keras
 _quantizers = _Q.quantizers
+_transforms = _Q.graph_transformations.transforms
 
 
 class LayerQuantizeConfig(_Q.QuantizeConfig):
@@ -182,6 +186,71 @@ def quantize_scope():
         yield
 
 
+# A max pool feeding a concatenation. TFMOT quantises a concatenation only at its output (its
+# ConcatTransform drops the output quantiser of every layer feeding one), so the converter gives the
+# pool's output the concatenation's scale; TFLite's int8 MAX_POOL_2D needs the same scale in and out,
+# and its input had its own quantiser (the activation before it), so the QAT model did not convert
+# (TripleNet's stem and transitions: "'tfl.max_pool_2d' op quantization parameters violate the same
+# scale constraint"). The fix carries ConcatTransform through the pool: the activation feeding only
+# the pool loses its output quantiser too, and takes the pool's scale. A max pool only selects
+# values, so the fake-quant model computes the same function up to where the one quantiser sits.
+_CARRIES_THROUGH_POOL = ("ReLU", "Activation")
+
+
+def _pools_feeding_concat(model: keras.Model) -> frozenset[str]:
+    """Names of the max pools that feed a Concatenate and are the only consumer of an activation."""
+    names = set()
+    for layer in model.layers:
+        if type(layer) is not keras.layers.MaxPooling2D:
+            continue
+        source = layer.inbound_nodes[0].inbound_layers
+        consumers = [node.outbound_layer for node in layer.outbound_nodes]
+        if (type(source).__name__ in _CARRIES_THROUGH_POOL and len(source.outbound_nodes) == 1
+                and any(isinstance(c, keras.layers.Concatenate) for c in consumers)):
+            names.add(layer.name)
+    return frozenset(names)
+
+
+class _QuantizeAfterPoolConcat(_transforms.Transform):
+    """Drops the output quantiser of the activation feeding a pool of `pools` (see above)."""
+
+    def __init__(self, pools):
+        self._pools = pools
+
+    def pattern(self):
+        return _transforms.LayerPattern("MaxPooling2D", inputs=[_transforms.LayerPattern(".*")])
+
+    def replacement(self, match_layer):
+        if match_layer.layer["config"]["name"] in self._pools:
+            match_layer.input_layers[0].metadata["quantize_config"] = _configs.NoOpQuantizeConfig()
+        return match_layer
+
+
+class _PoolConcatLayout(_Q.QuantizeLayoutTransform):
+    """A scheme's layout transforms, then `_QuantizeAfterPoolConcat`."""
+
+    def __init__(self, inner, pools):
+        self._inner, self._pools = inner, pools
+
+    def apply(self, model, layer_quantize_map):
+        model, layer_quantize_map = self._inner.apply(model, layer_quantize_map)
+        return _Q.graph_transformations.model_transformer.ModelTransformer(model, [_QuantizeAfterPoolConcat(self._pools)],
+                                                   set(layer_quantize_map), layer_quantize_map).transform()
+
+
+class _PoolConcatScheme(_Q.QuantizeScheme):
+    """`inner` (a TFMOT QuantizeScheme) with the max-pool fix in its layout transforms."""
+
+    def __init__(self, inner, pools):
+        self._inner, self._pools = inner, pools
+
+    def get_layout_transformer(self):
+        return _PoolConcatLayout(self._inner.get_layout_transformer(), self._pools)
+
+    def get_quantize_registry(self):
+        return self._inner.get_quantize_registry()
+
+
 def _annotate(layer):
     return _Q.quantize_annotate_layer(layer, _config_for(layer))
 
@@ -201,6 +270,9 @@ def quantize_model(model: keras.Model, scheme=None) -> keras.Model:
                          "replace them with serialisable layers")
     # The wrappers hold the original layer objects, so the weights carry over (as in TFMOT).
     annotated = keras.models.clone_model(model, clone_function=_annotate)
+    pools = _pools_feeding_concat(model)
+    if pools:
+        scheme = _PoolConcatScheme(scheme or _Q.default_8bit.Default8BitQuantizeScheme(), pools)
     with _zoo_scope():
         applied = _Q.quantize_apply(annotated) if scheme is None else _Q.quantize_apply(annotated, scheme)
     return _save_by_name(applied)

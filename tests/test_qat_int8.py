@@ -77,9 +77,6 @@ KNOWN_GAPS: dict[str, str] = {
     "threshnet79": "reproduces its QAT model (top-1 100% strict, median logit error 0.00%), but TFLite "
                    "Micro differs from LiteRT's reference by 1 LSB on 5 of 80 outputs, more than the "
                    "near-tie FULLY_CONNECTED rounding allows (mean 0.06 LSB > 0.02); op not localised yet",
-    "triplenet_s": "the QAT model does not convert: 'tfl.max_pool_2d' op quantization parameters violate "
-                   "the same scale constraint (scales 0.046829 vs 0.046835), as AveragePooling2D did "
-                   "before it kept its input's scale",
 }
 
 

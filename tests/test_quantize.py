@@ -69,3 +69,28 @@ def test_batchnorm_after_dense_survives_qat_int8_conversion(digits):
     tflite = convert.export(qat, "int8", digits[0][:16])
     scale = convert.litert_interpreter(tflite).get_output_details()[0]["quantization"][0]
     assert convert.parity(qat, tflite, digits[0])["max_abs_diff"] <= 2 * scale
+
+
+def test_max_pool_feeding_concatenations_converts_to_the_qat_model(digits):
+    """TripleNet's transitions: Conv-BN-ReLU6, a max pool, and the pool's output concatenated in
+    several places. TFMOT quantises those concatenations at their outputs only, so without the fix
+    the converter gave the pool's output a concatenation's scale and its input the ReLU6's, and
+    refused the model ("'tfl.max_pool_2d' op quantization parameters violate the same scale
+    constraint"). The int8 model must convert and stay within 2 output steps of the QAT model."""
+    layers = keras.layers
+    inputs = keras.Input(SHAPE)
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
+    pooled = layers.MaxPooling2D(2)(x)
+    first = layers.Conv2D(8, 3, padding="same")(pooled)
+    second = layers.Conv2D(8, 3, padding="same")(layers.Concatenate()([pooled, first]))
+    x = layers.Concatenate()([pooled, first, second])
+    model = keras.Model(inputs, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)))
+    convert.calibrate_batchnorm(model, digits[0][:32])
+    qat = quantize.quantize_model(model)
+    qat.compile(keras.optimizers.SGD(0.01), "categorical_crossentropy")
+    qat.fit(*digits, batch_size=16, epochs=1, verbose=0)
+    tflite = convert.export(qat, "int8", digits[0][:16])
+    assert "MAX_POOL_2D" in convert.graph_summary(tflite)["ops"]
+    scale = convert.litert_interpreter(tflite).get_output_details()[0]["quantization"][0]
+    assert convert.parity(qat, tflite, digits[0])["max_abs_diff"] <= 2 * scale

@@ -363,9 +363,11 @@ def _command(argv) -> str:
     return " ".join(["kerasnets", "frontier", *argv])
 
 
-def row_folder(candidate: Candidate, epochs: int) -> str:
-    """The folder name of a trained row inside the frontier's work folder."""
-    return f"{candidate.label}-{epochs}ep".replace("[", "_").replace("]", "").replace(",", "_").replace("=", "")
+def row_folder(candidate: Candidate, epochs: int, recipe: str = DEFAULT_RECIPE) -> str:
+    """The folder name of a trained row inside the frontier's work folder; the recipe is part of
+    it (unless it is the default) so that a run with another recipe never resumes this one's checkpoint."""
+    name = f"{candidate.label}-{epochs}ep" + ("" if recipe == DEFAULT_RECIPE else f"-{recipe}")
+    return name.replace("[", "_").replace("]", "").replace(",", "_").replace("=", "")
 
 
 def compressed_variant(method: str, pre_epochs: int) -> str:
@@ -436,7 +438,7 @@ def train_teacher(name: str, data, work: str, *, out: str, recipe: str, epochs: 
     its logits are used), trained now unless `work` has it; its row goes to `out` like any other
     (a teacher need not fit the budget: the row shows its accuracy and training seconds)."""
     candidate = _registered(name)
-    folder = os.path.join(work, row_folder(candidate, epochs))
+    folder = os.path.join(work, row_folder(candidate, epochs, recipe))
     path = os.path.join(folder, "model.keras")
     if not os.path.exists(path):
         from kerasnets.tools import bench
@@ -511,7 +513,7 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = D
         if done(out, candidate, epochs, label):
             progress(f"{candidate.label}: {epochs} epochs already in {out}")
             continue
-        folder = os.path.join(work, row_folder(candidate, epochs) + (f"-kd-{teacher}" if teacher else ""))
+        folder = os.path.join(work, row_folder(candidate, epochs, recipe) + (f"-kd-{teacher}" if teacher else ""))
         row = {**train_row(candidate, data, folder, recipe=recipe, epochs=epochs, overrides=overrides),
                "recipe": label, "device": device, "command": command}
         _finished(row, rows, out, stem, progress)
@@ -520,7 +522,7 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = D
         if done(out, candidate, epochs, label):
             progress(f"{candidate.label}: {epochs} epochs already in {out}")
             continue
-        folder = os.path.join(work, row_folder(candidate, epochs).replace(" ", "_"))
+        folder = os.path.join(work, row_folder(candidate, epochs, recipe).replace(" ", "_"))
         row = {**compressed_row(name, data, folder, limit=limit, recipe=recipe, epochs=epochs,
                                 pre_epochs=pre_epochs, overrides=overrides),
                "recipe": label, "device": device, "command": command}
