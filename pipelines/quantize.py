@@ -255,13 +255,15 @@ def _annotate(layer):
     return _Q.quantize_annotate_layer(layer, _config_for(layer))
 
 
-def quantize_model(model: keras.Model, scheme=None) -> keras.Model:
+def quantize_model(model: keras.Model, scheme=None, calibration=None) -> keras.Model:
     """TFMOT 8-bit QAT model of `model` (same as `tfmot...quantize_model` where every layer is in
     TFMOT's registry; the zoo's extra layers are annotated with the configs above).
 
     `scheme`: a TFMOT QuantizeScheme for the layers TFMOT's registry knows; None is the default
     8-bit scheme. The collaborative schemes (sparsity- or cluster-preserving QAT) go here, see
-    `pipelines.prune.clustering`."""
+    `pipelines.prune.clustering`.
+    `calibration`: images (a batch array) to start every activation range from, as post-training
+    quantisation sets them (`calibrate_ranges`); None keeps TFMOT's start, [-6, 6] everywhere."""
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
         raise TypeError(f"quantize_model needs a functional tf_keras Model, got {type(model).__name__}")
     unsupported = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Lambda)]
@@ -275,4 +277,42 @@ def quantize_model(model: keras.Model, scheme=None) -> keras.Model:
         scheme = _PoolConcatScheme(scheme or _Q.default_8bit.Default8BitQuantizeScheme(), pools)
     with _zoo_scope():
         applied = _Q.quantize_apply(annotated) if scheme is None else _Q.quantize_apply(annotated, scheme)
+    if calibration is not None:
+        calibrate_ranges(applied, model, calibration)
     return _save_by_name(applied)
+
+
+# TFMOT starts every activation range at [-6, 6] and moves it by an EMA with decay 0.999, so after a
+# few hundred QAT steps a tensor whose values span [0, 0.5] still has most of its 256 levels
+# outside them (a short fine-tune converts to int8 at ~1/20 of the resolution PTQ would give).
+_RANGE_SUFFIXES = {"output": "output", "post_activation": "post_activation"}
+
+
+def calibrate_ranges(qat: keras.Model, model: keras.Model, images) -> int:
+    """Sets the activation ranges of `qat` (made by `quantize_model(model)`) to the min/max that
+    `model`'s own layers reach on `images` (widened to contain 0, as TFLite needs), as
+    post-training quantisation would; returns how many ranges were set. Weight ranges are not
+    touched (TFMOT recomputes them from the weights at every step)."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != len(model.input_shape) or images.shape[1:] != tuple(model.input_shape[1:]):
+        raise ValueError(f"`images` must be a batch of shape (N, {', '.join(map(str, model.input_shape[1:]))}) "
+                         f"for this model, got {images.shape}")
+    wrapped = {layer.layer.name: layer for layer in qat.layers if hasattr(layer, "layer")}
+    names = [layer.name for layer in model.layers if layer.name in wrapped]
+    probe = keras.Model(model.input, [model.get_layer(name).output for name in names])
+    values = probe.predict(images, verbose=0, batch_size=64)
+    values = values if isinstance(values, list) else [values]
+    ranges = {name: (min(float(v.min()), 0.0), max(float(v.max()), 0.0)) for name, v in zip(names, values)}
+    ranges["quantize_layer"] = (min(float(images.min()), 0.0), max(float(images.max()), 0.0))
+    count = 0
+    for layer in qat.layers:
+        owner = getattr(getattr(layer, "layer", None), "name", layer.name)
+        if owner not in ranges:
+            continue
+        for variable in layer.weights:
+            key = _variable_key(variable)
+            for stem in (*_RANGE_SUFFIXES, layer.name):
+                if key in (f"{stem}_min", f"{stem}_max"):
+                    variable.assign(ranges[owner][key.endswith("_max")])
+                    count += key.endswith("_max")
+    return count
