@@ -57,18 +57,6 @@ COLUMNS = ["model", "dataset", "method", "ratio", "params", "macs", "int8_kb", "
            "top1_int8", "base_params", "base_macs", "base_top1_fp32", "epochs", "device", "command"]
 
 
-def _subset(data, train_images, test_images):
-    import dataclasses
-
-    # image folders list files class by class: shuffle once (fixed seed) before taking a subset
-    train, test = (split.shuffle(count, seed=0, reshuffle_each_iteration=False)
-                   for split, count in ((data.train, data.num_train), (data.test, data.num_test)))
-    train = train.take(train_images) if train_images else train
-    return dataclasses.replace(data, train=train.cache(), test=test.take(test_images).cache(),
-                               num_train=min(train_images or data.num_train, data.num_train),
-                               num_test=min(test_images, data.num_test))
-
-
 def _row_dir(method, ratio):
     """Checkpoints and int8 model of one row: WORK/MODEL/{base, qat, METHOD-RATIO}."""
     name = {"none": "base", "qat": "qat"}.get(method) or f"{method}-{float(ratio)}"
@@ -168,8 +156,8 @@ def main(argv):
     from kerasnets.pipelines import data as data_mod, prune
     from kerasnets.tools import bench
 
-    data = _subset(data_mod.load(FLAGS.dataset, image_shape=(FLAGS.input_size, FLAGS.input_size, None)),
-                   FLAGS.train_images, FLAGS.test_images)
+    data = data_mod.subset(data_mod.load(FLAGS.dataset, image_shape=(FLAGS.input_size, FLAGS.input_size, None)),
+                           FLAGS.train_images, FLAGS.test_images, shuffle_seed=0, cache=True)
     images = data_mod.representative_images(data, 100)
     config = {"batch_size": FLAGS.batch_size, "lr": FLAGS.lr, "optimizer": "sgd"}
     base = _base_model(data, config)

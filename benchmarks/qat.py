@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
 import sys
 import time
 
@@ -63,16 +64,6 @@ def cheapest_per_family(size: int = SIZE) -> list[str]:
     return sorted(name for _, name in best.values())
 
 
-def _subset(data, train_images, test_images):
-    import dataclasses
-
-    # image folders list files class by class: shuffle once (fixed seed) before taking a subset
-    train, test = (split.shuffle(count, seed=0, reshuffle_each_iteration=False)
-                   for split, count in ((data.train, data.num_train), (data.test, data.num_test)))
-    return dataclasses.replace(data, train=train.take(train_images).cache(), test=test.take(test_images).cache(),
-                               num_train=min(train_images, data.num_train), num_test=min(test_images, data.num_test))
-
-
 def _done(path):
     if not os.path.exists(path):
         return set()
@@ -114,20 +105,30 @@ def main(argv):
     from kerasnets.pipelines import data as data_mod
     from kerasnets.tools import bench
 
-    data = _subset(data_mod.load(FLAGS.dataset, image_shape=(SIZE, SIZE, None)), FLAGS.train_images,
-                   FLAGS.test_images)
-    command = " ".join([os.path.basename(sys.executable), *sys.argv])
-    common = {"epochs": FLAGS.epochs, "qat_epochs": FLAGS.qat_epochs, "train_images": data.num_train,
-              "test_images": data.num_test, "dataset": FLAGS.dataset, "device": bench.machine_name(),
-              "command": command}
     done = _done(FLAGS.out)
-    for name in FLAGS.models or cheapest_per_family():
+    names = FLAGS.models or cheapest_per_family()
+    if len(names) > 1:  # one process per model: a model never inherits another's TensorFlow state
+        for name in names:
+            if name in done:
+                print(f"{name}: already in {FLAGS.out}", flush=True)
+                continue
+            argv = [a for a in sys.argv[1:] if not a.startswith("--models")]
+            if subprocess.run([sys.executable, __file__, f"--models={name}", *argv]).returncode:
+                print(f"{name}: failed (see above); going on with the next model", flush=True)
+        return
+    data = data_mod.subset(data_mod.load(FLAGS.dataset, image_shape=(SIZE, SIZE, None)), FLAGS.train_images,
+                           FLAGS.test_images, shuffle_seed=0, cache=True)
+    common = {"epochs": FLAGS.epochs, "qat_epochs": FLAGS.qat_epochs, "train_images": data.num_train,
+              "test_images": data.num_test, "dataset": FLAGS.dataset, "device": bench.machine_name()}
+    for name in names:
         if name in done:
             print(f"{name}: already in {FLAGS.out}", flush=True)
             continue
         with bench.LoadMonitor() as load:
             row = qat_row(name, data, FLAGS.work)
-        bench.append_rows([{**common, **row, "conditions": load.conditions()}], FLAGS.out, COLUMNS)
+        command = " ".join([os.path.basename(sys.executable), *sys.argv])
+        bench.append_rows([{**common, **row, "command": command, "conditions": load.conditions()}], FLAGS.out,
+                          COLUMNS)
         print(row, flush=True)
 
 

@@ -406,6 +406,23 @@ def in_memory(data: ImageData) -> ImageData:
                                num_train=len(train[1]), num_test=len(test[1]))
 
 
+def subset(data: ImageData, train_images: int = 0, test_images: int = 0, *, shuffle_seed: int | None = None,
+           cache: bool = False) -> ImageData:
+    """The first `train_images` training and `test_images` test images of `data` (0: all of that
+    split). `shuffle_seed` shuffles each split once with that seed first (the order of a source
+    that is not already permuted, as image folders are); `cache` keeps the decoded subset in memory."""
+    def cut(split, count, total):
+        if shuffle_seed is not None:
+            split = split.shuffle(total, seed=shuffle_seed, reshuffle_each_iteration=False)
+        split = split.take(count) if count else split
+        return split.cache() if cache else split
+
+    return dataclasses.replace(data, train=cut(data.train, train_images, data.num_train),
+                               test=cut(data.test, test_images, data.num_test),
+                               num_train=min(train_images or data.num_train, data.num_train),
+                               num_test=min(test_images or data.num_test, data.num_test))
+
+
 def representative_images(data: ImageData, count: int = 100) -> np.ndarray:
     """The first `count` training images as one array: the int8 calibration set."""
     images = [image for image, _ in data.train.take(count).as_numpy_iterator()]

@@ -228,3 +228,15 @@ def test_tfds_data_sets_that_are_missing_name_data_dir(tmp_path, name):
         return
     with pytest.raises(ValueError, match=rf"{name} \(\w+\) could not be loaded from `data_dir=.*tfds build"):
         data.load(name, image_shape=(16, 16, 3), data_dir=str(tmp_path))
+
+
+def test_subset_takes_the_first_images_or_a_seeded_shuffle_of_them():
+    full = data.load("digits", image_shape=(8, 8, 1))
+    labels = lambda split: [int(y) for _, y in split.as_numpy_iterator()]  # noqa: E731
+    first = data.subset(full, 100, 30)
+    assert (first.num_train, first.num_test) == (100, 30)
+    assert labels(first.train) == labels(full.train)[:100] and labels(first.test) == labels(full.test)[:30]
+    shuffled = data.subset(full, 100, 0, shuffle_seed=0, cache=True)
+    assert shuffled.num_test == full.num_test  # 0: the whole split
+    assert labels(shuffled.train) == labels(data.subset(full, 100, shuffle_seed=0).train)  # same seed, same images
+    assert labels(shuffled.train) != labels(first.train)

@@ -1,9 +1,10 @@
 """QAT all the way to int8 for one variant of every family: the converted QAT model is the model
 that was trained (what a user who trains with QAT deploys).
 
-Each model is wrapped by `quantize.quantize_model`, trained for a few steps on real digits (so the
-weights and every quantiser range move off their initial values), converted to full-integer int8,
-and then:
+Each model is wrapped by `quantize.quantize_model` with its activation ranges started from 64
+calibration images (`calibration=`: TFMOT's own start, [-6, 6] for every tensor, barely moves in a
+few steps and leaves most tensors a few dozen of their 256 levels), trained for a few steps on real
+digits (so the weights and every quantiser range move), converted to full-integer int8, and then:
 (a) TFLite Micro gives the same int8 outputs as LiteRT's reference kernels, bit for bit (up to
     the 1-LSB FULLY_CONNECTED rounding difference test_zoo's int8 chain allows, confined the same way);
 (b) no tensor is above 4-D (CMSIS-NN's limit);

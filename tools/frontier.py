@@ -197,12 +197,6 @@ def screen(candidates, limit: dict, calibration: np.ndarray, *, classes: int = 1
 # training and measuring
 
 
-def _subset(data, train_images: int, test_images: int):
-    return dataclasses.replace(data, train=data.train.take(train_images), test=data.test.take(test_images),
-                               num_train=min(train_images, data.num_train),
-                               num_test=min(test_images, data.num_test))
-
-
 def _at_resolution(data, size: int):
     """The data set resized to size x size (the candidate's input resolution)."""
     import tensorflow as tf
@@ -283,12 +277,12 @@ def rank(candidates, data, out_dir: str, *, epochs: int = 4, train_images: int =
     """Score each candidate cheaply: `epochs` of the recipe on the first `train_images` training
     images, top-1 (fp32) on the first `test_images` test images. Best first; `on_row(row)` is
     called as each finishes (so a caller can keep it at once)."""
-    from kerasnets.pipelines import train
+    from kerasnets.pipelines import data as data_mod, train
 
     scored = []
     for candidate in candidates:
         start = time.time()
-        subset = _at_resolution(_subset(data, train_images, test_images), candidate.resolution)
+        subset = _at_resolution(data_mod.subset(data, train_images, test_images), candidate.resolution)
         shape, classes = subset.image_shape, len(subset.classes)
         config = {**RECIPES[recipe], "epochs": int(epochs)}
         folder = os.path.join(out_dir, "rank", candidate.label.replace("[", "_").replace("]", "").replace(",", "_"))
