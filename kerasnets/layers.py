@@ -34,9 +34,19 @@ class HardSigmoid(keras.layers.Layer):
     qat_spec = ((), True)
     prune_role = "elementwise"
     tflite_ops = ("ADD", "RELU6", "MUL")
+    # TFLite computes it as ADD (+3, RELU6 fused) then MUL, and int8 needs a scale for the tensor
+    # between them. Without a fake-quant there, the converter takes the range it saw on its
+    # calibration images (3.5 of the 6 in a GhostNet gate), and the deployed gate clips where the QAT
+    # model's did not. The QAT model (`quantize_model` sets `quantize_inner`) quantises that tensor
+    # over its whole range [0, 6] instead, and the converter uses the same scale.
+    qat_inner_range = (0.0, 6.0)
+    quantize_inner = False
 
     def call(self, inputs):
-        return tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
+        inner = tf.nn.relu6(inputs + 3.0)
+        if self.quantize_inner:
+            inner = tf.quantization.fake_quant_with_min_max_args(inner, *self.qat_inner_range, num_bits=8)
+        return inner * (1.0 / 6.0)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -49,7 +49,8 @@ class LayerQuantizeConfig(_Q.QuantizeConfig):
             setattr(layer, name, weight)
 
     def set_quantize_activations(self, layer, quantize_activations):
-        pass
+        if getattr(layer, "qat_inner_range", None):  # a fixed-range fake-quant inside (HardSigmoid)
+            layer.quantize_inner = True
 
     def get_output_quantizers(self, layer):
         if not self.quantize_output:
@@ -285,7 +286,8 @@ def quantize_model(model: keras.Model, scheme=None, calibration=None) -> keras.M
 # TFMOT starts every activation range at [-6, 6] and moves it by an EMA with decay 0.999, so after a
 # few hundred QAT steps a tensor whose values span [0, 0.5] still has most of its 256 levels
 # outside them (a short fine-tune converts to int8 at ~1/20 of the resolution PTQ would give).
-_RANGE_SUFFIXES = {"output": "output", "post_activation": "post_activation"}
+# the wrapper's ranges of a layer's output (its pre-activation ranges, kernel ranges stay)
+_RANGE_NAMES = ("output_min", "output_max", "post_activation_min", "post_activation_max")
 
 
 def calibrate_ranges(qat: keras.Model, model: keras.Model, images) -> int:
@@ -303,16 +305,18 @@ def calibrate_ranges(qat: keras.Model, model: keras.Model, images) -> int:
     values = probe.predict(images, verbose=0, batch_size=64)
     values = values if isinstance(values, list) else [values]
     ranges = {name: (min(float(v.min()), 0.0), max(float(v.max()), 0.0)) for name, v in zip(names, values)}
-    ranges["quantize_layer"] = (min(float(images.min()), 0.0), max(float(images.max()), 0.0))
+    image_range = (min(float(images.min()), 0.0), max(float(images.max()), 0.0))
     count = 0
     for layer in qat.layers:
-        owner = getattr(getattr(layer, "layer", None), "name", layer.name)
-        if owner not in ranges:
+        if isinstance(layer, _quantize_layer.QuantizeLayer):  # the model's input
+            keys, value_range = None, image_range
+        elif getattr(getattr(layer, "layer", None), "name", None) in ranges:
+            keys, value_range = _RANGE_NAMES, ranges[layer.layer.name]
+        else:
             continue
         for variable in layer.weights:
             key = _variable_key(variable)
-            for stem in (*_RANGE_SUFFIXES, layer.name):
-                if key in (f"{stem}_min", f"{stem}_max"):
-                    variable.assign(ranges[owner][key.endswith("_max")])
-                    count += key.endswith("_max")
+            if key.endswith(("_min", "_max")) and (keys is None or key in keys):
+                variable.assign(value_range[key.endswith("_max")])
+                count += key.endswith("_max")
     return count

@@ -94,3 +94,49 @@ def test_max_pool_feeding_concatenations_converts_to_the_qat_model(digits):
     assert "MAX_POOL_2D" in convert.graph_summary(tflite)["ops"]
     scale = convert.litert_interpreter(tflite).get_output_details()[0]["quantization"][0]
     assert convert.parity(qat, tflite, digits[0])["max_abs_diff"] <= 2 * scale
+
+
+def test_calibration_starts_every_activation_range_where_the_float_model_reaches(digits):
+    """`quantize_model(model, calibration=images)`: each output range is the float layer's own
+    min/max on those images (TFMOT would start every one at [-6, 6]); a batch of the wrong shape is
+    refused with the shape it needs."""
+    model = kerasnets.create_model("resnet8", input_shape=SHAPE, classes=10)
+    images = digits[0][:32]
+    default = quantize.quantize_model(model)
+    calibrated = quantize.quantize_model(model, calibration=images)
+    relu = next(layer for layer in model.layers if isinstance(layer, keras.layers.ReLU))
+    seen = keras.Model(model.input, relu.output).predict(images, verbose=0)
+    ranges = {v.name.split("/")[-1].split(":")[0]: float(v.numpy())
+              for v in calibrated.get_layer(f"quant_{relu.name}").weights}
+    assert ranges["output_min"] == 0.0 and np.isclose(ranges["output_max"], seen.max(), rtol=1e-5)
+    assert float(default.get_layer(f"quant_{relu.name}").weights[-1].numpy()) == 6.0
+    input_range = next(layer for layer in calibrated.layers if type(layer).__name__ == "QuantizeLayer").weights
+    assert float(input_range[1].numpy()) == float(images.max())
+    with pytest.raises(ValueError, match=r"`images` must be a batch of shape \(N, 32, 32, 3\)"):
+        quantize.quantize_model(model, calibration=images[0])
+
+
+def test_hard_sigmoid_gate_is_quantised_inside_as_int8_computes_it(digits):
+    """A squeeze-excite gate relu6(x + 3) / 6 becomes ADD (RELU6 fused) then MUL in int8; the tensor
+    between them takes its scale from a fake-quant over its whole range [0, 6] in the QAT model, not
+    from the calibration images (which left the deployed gate clipping at ~3.5 of 6). The float model
+    the QAT model came from stays unquantised."""
+    from kerasnets import blocks
+
+    layers = keras.layers
+    inputs = keras.Input(SHAPE)
+    x = layers.ReLU()(layers.Conv2D(8, 3, padding="same")(inputs))
+    x = blocks.squeeze_excite(x, 4, name="se")
+    model = keras.Model(inputs, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)))
+    qat = quantize.quantize_model(model, calibration=digits[0][:32])
+    assert not model.get_layer("se_gate").quantize_inner and qat.get_layer("quant_se_gate").layer.quantize_inner
+    qat.compile(keras.optimizers.SGD(0.01), "categorical_crossentropy")
+    qat.fit(*digits, batch_size=16, epochs=1, verbose=0)
+    tflite = convert.export(qat, "int8", digits[0][:16])
+    interpreter = convert.litert_interpreter(tflite)
+    tensors = interpreter.get_tensor_details()
+    adds = [op["outputs"][0] for op in interpreter._get_ops_details() if op["op_name"] == "ADD"]
+    assert len(adds) == 1  # the gate's +3 (the network has no other ADD)
+    assert np.isclose(tensors[adds[0]]["quantization"][0], 6 / 255), tensors[adds[0]]["quantization"]
+    scale = interpreter.get_output_details()[0]["quantization"][0]
+    assert convert.parity(qat, tflite, digits[0])["max_abs_diff"] <= 2 * scale
