@@ -1,10 +1,9 @@
 """QAT all the way to int8 for one variant of every family: the converted QAT model is the model
 that was trained (what a user who trains with QAT deploys).
 
-Each model is wrapped by `quantize.quantize_model` with its activation ranges started from 64
-calibration images (`calibration=`: TFMOT's own start, [-6, 6] for every tensor, barely moves in a
-few steps and leaves most tensors a few dozen of their 256 levels), trained for a few steps on real
-digits (so the weights and every quantiser range move), converted to full-integer int8, and then:
+Each model is wrapped by `quantize.quantize_model`, trained for a few steps on real digits (so the
+weights and every quantiser range move off their initial values), converted to full-integer int8,
+and then:
 (a) TFLite Micro gives the same int8 outputs as LiteRT's reference kernels, bit for bit (up to
     the 1-LSB FULLY_CONNECTED rounding difference test_zoo's int8 chain allows, confined the same way);
 (b) no tensor is above 4-D (CMSIS-NN's limit);
@@ -63,18 +62,23 @@ MODELS = _one_per_family()
 # test's setting) and what is known of why. The one place the test reads them: each runs as an
 # xfail, and its reason is printed with the run's summary.
 KNOWN_GAPS: dict[str, str] = {
-    "ghostnet_030": "top-1 93.5% up to ties (87.5% strict), median logit error 1.96% of the range. Layer by "
+    "ghostnet_030": "top-1 88.5% up to ties (86.0% strict), median logit error 1.83% of the range. Layer by "
                     "layer (LiteRT tensors kept, against the QAT model's layer outputs) the median error "
                     "stays at 0-3 output steps everywhere, while single elements part by 10-30% of a "
                     "layer's range from block 3 on and grow block by block through a 0.3-width net: "
-                    "no one layer departs. (Its squeeze-excite gates no longer do: see HardSigmoid.)",
-    "hardnet39ds": "top-1 95.0% up to ties (93.0% strict), median logit error 3.92% of the range at this "
-                   "seed (another training order gives 100% and 0.00%). A tensor that feeds several "
-                   "concatenations of a harmonic block is requantised once per concatenation in int8, a "
-                   "second rounding the QAT graph (one quantiser after each concatenation) does not have",
-    "threshnet79": "reproduces its QAT model (top-1 100% strict, median logit error 0.00%), but TFLite "
-                   "Micro differs from LiteRT's reference by 1 LSB on 5 of 80 outputs, more than the "
-                   "near-tie FULLY_CONNECTED rounding allows (mean 0.06 LSB > 0.02); op not localised yet",
+                    "no one layer departs",
+    "hardnet39ds": "top-1 98.5% up to ties (97.5% strict), median logit error 1.96% of the range. A tensor "
+                   "that feeds several concatenations of a harmonic block is requantised once per "
+                   "concatenation in int8, a second rounding the QAT graph (one quantiser after each "
+                   "concatenation) does not have",
+    "mobilenet_v3_small_100": "top-1 71.0% up to ties (69.5% strict), median logit error 3.51% of the range "
+                              "with TFMOT's [-6, 6] start of every range: each tensor then has ~20 levels "
+                              "and one-step differences flip the pick; started from 64 calibration "
+                              "images (`quantize_model(calibration=)`) the same model reaches 99.0% up "
+                              "to ties and 0.78%. The hard-sigmoid gates match layer by layer since the "
+                              "gate's inner tensor is fake-quantised over [0, 6]",
+    "shufflenetv2_050_cifar": "top-1 98.5% up to ties (98.0% strict), median logit error 0.82% of the range: "
+                              "three images in 200 flip beyond two output steps; not localised yet",
 }
 
 
@@ -111,8 +115,7 @@ def _trained_qat(name, train):
     keras.utils.set_random_seed(0)  # same weights, same batches: a figure in KNOWN_GAPS is reproducible
     model = kerasnets.create_model(name, input_shape=SHAPE, classes=CLASSES, classifier_activation="linear")
     convert.calibrate_batchnorm(model, train[0][:32])  # fresh statistics: int8 scales stay informative
-    # ranges start where PTQ would put them: TFMOT's [-6, 6] start barely moves in a short fit
-    qat = quantize.quantize_model(model, calibration=train[0][:64])
+    qat = quantize.quantize_model(model)
     qat.compile(keras.optimizers.SGD(0.02, momentum=0.9),
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     qat.fit(*train, batch_size=32, epochs=1, verbose=0)
