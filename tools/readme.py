@@ -194,6 +194,10 @@ SECTIONS = {
     "frontier": ("results/frontier.csv", frontier_table),
     "frontier_rank": ("results/frontier-rank.csv", frontier_rank_table),
     "recipe": ("results/recipe.csv", recipe_table),
+    "qat": ("results/qat.csv", lambda p: plain_table(p, [
+        "model", "params", "top1_fp32", "top1_ptq_int8", "top1_qat_fakequant", "top1_qat_int8", "qat_int8_agreement",
+        "epochs", "qat_epochs", "train_images", "test_images", "conditions"], machine="device",
+        note=" (`benchmarks/qat.py`, command in the CSV)")),
 }
 
 
