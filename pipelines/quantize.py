@@ -235,8 +235,9 @@ class _PoolConcatLayout(_Q.QuantizeLayoutTransform):
 
     def apply(self, model, layer_quantize_map):
         model, layer_quantize_map = self._inner.apply(model, layer_quantize_map)
-        return _Q.graph_transformations.model_transformer.ModelTransformer(model, [_QuantizeAfterPoolConcat(self._pools)],
-                                                   set(layer_quantize_map), layer_quantize_map).transform()
+        transformer = _Q.graph_transformations.model_transformer.ModelTransformer(
+            model, [_QuantizeAfterPoolConcat(self._pools)], set(layer_quantize_map), layer_quantize_map)
+        return transformer.transform()
 
 
 class _PoolConcatScheme(_Q.QuantizeScheme):
@@ -283,10 +284,10 @@ def quantize_model(model: keras.Model, scheme=None, calibration=None) -> keras.M
     return _save_by_name(applied)
 
 
-# TFMOT starts every activation range at [-6, 6] and moves it by an EMA with decay 0.999, so after a
-# few hundred QAT steps a tensor whose values span [0, 0.5] still has most of its 256 levels
-# outside them (a short fine-tune converts to int8 at ~1/20 of the resolution PTQ would give).
-# the wrapper's ranges of a layer's output (its pre-activation ranges, kernel ranges stay)
+# TFMOT starts every activation range at [-6, 6] and moves it by an EMA with decay 0.999, so a short
+# fine-tune leaves a tensor whose values span [0, 0.5] with most of its 256 levels outside them
+# (GhostNet after 8 steps on digits: every output scale still within 1% of 12/255).
+# The range variables of a layer's output in its QAT wrapper (kernel ranges are left alone).
 _RANGE_NAMES = ("output_min", "output_max", "post_activation_min", "post_activation_max")
 
 
