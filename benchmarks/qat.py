@@ -51,7 +51,7 @@ CALIBRATION_IMAGES = 128
 def cheapest_per_family(size: int = SIZE) -> list[str]:
     """One registered variant of each family (paper) that accepts a `size`x`size` input, cheapest
     first: the one with the fewest MACs among its variants made for that input (the CIFAR ones),
-    else the one with the fewest MACs per input pixel (an ImageNet variant's stride-4 stem makes
+    else the one with the fewest MACs at that input (an ImageNet variant's stride-4 stem makes
     that a poor guide at 32x32, hence the preference)."""
     import kerasnets
 
@@ -60,20 +60,12 @@ def cheapest_per_family(size: int = SIZE) -> list[str]:
         info = kerasnets.model_info(name)
         if info.min_size > size:
             continue
-        native = info.input_shape[0] == size
-        cost = (not native, info.macs if native else info.macs / (info.input_shape[0] * info.input_shape[1]))
+        macs = info.macs * size * size / (info.input_shape[0] * info.input_shape[1])  # scaled to the input
+        cost = (info.input_shape[0] != size, macs)
         if info.paper not in best or cost < best[info.paper][0]:
             best[info.paper] = (cost, name)
-    return sorted((name for _, name in best.values()), key=_macs_at(size))  # cheapest first: rows land sooner
-
-
-def _macs_at(size: int):
-    import kerasnets
-
-    def macs(name):
-        info = kerasnets.model_info(name)
-        return info.macs * size * size / (info.input_shape[0] * info.input_shape[1])
-    return macs
+    # cheapest first, so that rows land sooner
+    return [name for _, name in sorted(best.values(), key=lambda entry: entry[0][1])]
 
 
 def _done(path):
@@ -119,29 +111,26 @@ def main(argv):
 
     done = _done(FLAGS.out)
     names = FLAGS.models or cheapest_per_family()
+    for name in (n for n in names if n in done):
+        print(f"{name}: already in {FLAGS.out}", flush=True)
+    todo = [n for n in names if n not in done]
     if len(names) > 1:  # one process per model: a model never inherits another's TensorFlow state
-        for name in names:
-            if name in done:
-                print(f"{name}: already in {FLAGS.out}", flush=True)
-                continue
-            argv = [a for a in sys.argv[1:] if not a.startswith("--models")]
+        argv = [a for a in sys.argv[1:] if not a.startswith("--models")]
+        for name in todo:
             if subprocess.run([sys.executable, __file__, f"--models={name}", *argv]).returncode:
                 print(f"{name}: failed (see above); going on with the next model", flush=True)
         return
+    if not todo:
+        return
     data = data_mod.subset(data_mod.load(FLAGS.dataset, image_shape=(SIZE, SIZE, None)), FLAGS.train_images,
                            FLAGS.test_images, shuffle_seed=0, cache=True)
+    with bench.LoadMonitor() as load:
+        row = qat_row(todo[0], data, FLAGS.work)
     common = {"epochs": FLAGS.epochs, "qat_epochs": FLAGS.qat_epochs, "train_images": data.num_train,
-              "test_images": data.num_test, "dataset": FLAGS.dataset, "device": bench.machine_name()}
-    for name in names:
-        if name in done:
-            print(f"{name}: already in {FLAGS.out}", flush=True)
-            continue
-        with bench.LoadMonitor() as load:
-            row = qat_row(name, data, FLAGS.work)
-        command = " ".join([os.path.basename(sys.executable), *sys.argv])
-        bench.append_rows([{**common, **row, "command": command, "conditions": load.conditions()}], FLAGS.out,
-                          COLUMNS)
-        print(row, flush=True)
+              "test_images": data.num_test, "dataset": FLAGS.dataset, "device": bench.machine_name(),
+              "command": " ".join([os.path.basename(sys.executable), *sys.argv]), "conditions": load.conditions()}
+    bench.append_rows([{**common, **row}], FLAGS.out, COLUMNS)
+    print(row, flush=True)
 
 
 if __name__ == "__main__":
