@@ -38,9 +38,11 @@ setup(
     # worth it for everyone); its etils.epath imports importlib_resources without requiring it.
     # The tests prepare both offline and open the report in Chromium through Selenium.
     # Arm's Vela compiler for `bench --target ethos-u*` and the lint's NPU check (numpy, flatbuffers only).
+    # pytest < 9: pytest-xdist 3.8 marks a test's group by rewriting its node id in a way pytest 9
+    # ignores, so `--dist loadgroup` would spread the firmware tests (and their TFLM builds) over workers.
     extras_require={"tfds": ["tensorflow-datasets", "importlib_resources"],
                     "npu": ["ethos-u-vela"],
-                    "test": ["pytest", "pytest-xdist", "opencv-python-headless", "selenium",
+                    "test": ["pytest>=8,<9", "pytest-xdist", "opencv-python-headless", "selenium",
                              "tensorflow-datasets", "importlib_resources", "ethos-u-vela"]},
     package_data={"kerasnets": ["pretrained/*"], "kerasnets.micro": ["firmware/*"],
                   "kerasnets.tools": ["android_apk/*", "android_apk/jni/*",

@@ -1,6 +1,7 @@
 """TFLite conversion: full-integer int8 (builtin int8 ops only) at a static batch of 1."""
 from __future__ import annotations
 
+import contextlib
 from typing import Iterable
 
 import numpy as np
@@ -41,6 +42,39 @@ def is_qat(model) -> bool:
                for layer in model.layers)
 
 
+DEAD_VARIANCE = 1e-4  # times a BatchNorm's epsilon: a channel this still carries no signal
+
+
+@contextlib.contextmanager
+def _dead_channels_folded_at_ordinary_scale(model: keras.Model):
+    """While converting, give each BatchNorm channel that saw no variance the layer's median variance.
+
+    The converter folds a BatchNorm into the convolution before it with the multiplier
+    gamma / sqrt(variance + epsilon). A channel whose input died (a ReLU that never fires) has
+    variance ~0, so its folded weights are the conv's weights times gamma / sqrt(epsilon), up to
+    ~300x their neighbours: one int8 scale then becomes so coarse that XNNPACK refuses the
+    convolution ("failed to prepare": input scale x weight scale / output scale >= 256). The
+    channel's output is its constant beta whatever the multiplier, so the Keras model computes
+    the same outputs; the variances are restored afterwards, so `model` is left as it was.
+    """
+    saved = []
+    for layer in model.layers:
+        norm = getattr(layer, "layer", layer)  # a QAT wrapper holds the BatchNorm inside
+        if not isinstance(norm, keras.layers.BatchNormalization):
+            continue
+        variance = next(w for w in layer.weights if "moving_variance" in w.name)
+        values = variance.numpy()
+        dead = values < DEAD_VARIANCE * norm.epsilon
+        if dead.any() and not dead.all():
+            saved.append((variance, values))
+            variance.assign(np.where(dead, np.median(values[~dead]), values))
+    try:
+        yield
+    finally:
+        for variance, values in saved:
+            variance.assign(values)
+
+
 def export(model: keras.Model, mode: str = "int8", calibration=None, *, io_type: str = "int8") -> bytes:
     """Convert a tf_keras model (float or QAT) to .tflite bytes at a static batch of 1.
 
@@ -73,7 +107,10 @@ def export(model: keras.Model, mode: str = "int8", calibration=None, *, io_type:
         else:
             converter.target_spec.supported_ops = [
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    return converter.convert()
+    if mode == "fp32":  # float weights: a large folded multiplier costs nothing
+        return converter.convert()
+    with _dead_channels_folded_at_ordinary_scale(model):
+        return converter.convert()
 
 
 def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:

@@ -293,6 +293,15 @@ def test_library_key_follows_the_tree_content_not_its_place(tmp_path):
         str(tmp_path / "b" / "tree"), "host", "reference"), tool) != keys[0]
 
 
+def test_firmware_tests_share_one_worker_so_each_library_is_built_once(request):
+    """Under `pytest -n` with pytest.ini's --dist loadgroup, xdist appends the group to the node id
+    and schedules the group on one worker; a pytest it cannot do that with (pytest 9 with xdist
+    3.8) would build every TFLM library on both workers and lengthen the run by their build time."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not run by pytest-xdist with --dist loadgroup")
+    assert request.node.nodeid.endswith("@firmware")
+
+
 def test_parse_output_reads_chunked_outputs_and_each_check():
     text = ("kn-model m arena 100\nkn-output 0 0 1 2\nkn-output 0 2 3\nkn-ticks 0 0000000007 per-second 25\n"
             "kn-check 0 max-diff 0 PASS\nkn-tensor 5 bytes 16 crc32 0000abcd expected 0000abcd PASS\n"

@@ -140,3 +140,40 @@ def test_hard_sigmoid_gate_is_quantised_inside_as_int8_computes_it(digits):
     assert np.isclose(tensors[adds[0]]["quantization"][0], 6 / 255), tensors[adds[0]]["quantization"]
     scale = interpreter.get_output_details()[0]["quantization"][0]
     assert convert.parity(qat, tflite, digits[0])["max_abs_diff"] <= 2 * scale
+
+
+def _net_with_a_dead_channel():
+    """Conv-BN-ReLU whose channel 0 never fires, then a depthwise conv and a BatchNorm that sees
+    no variance on that channel: the shape found in a trained ShuffleNet v1 unit."""
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = layers.ReLU()(layers.BatchNormalization(epsilon=1e-5)(layers.Conv2D(4, 1, use_bias=False)(inputs)))
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    x = layers.ReLU()(layers.BatchNormalization(epsilon=1e-5)(x))
+    model = keras.Model(inputs, layers.Dense(3)(layers.GlobalAveragePooling2D()(x)))
+    norm, depthwise = model.layers[2], model.layers[4]
+    gamma, beta, mean, variance = norm.get_weights()
+    norm.set_weights([gamma, np.where(np.arange(4) == 0, -100.0, beta), mean, variance])  # channel 0 dead
+    kernel = depthwise.get_weights()[0]
+    kernel[..., 0, 0] = 300.0  # harmless on a dead input; folded with 1/sqrt(epsilon), not so
+    depthwise.set_weights([kernel])
+    return model
+
+
+def test_a_dead_channel_does_not_stop_xnnpack_running_the_qat_int8_model():
+    """Folded with gamma/sqrt(epsilon), a dead channel's weights set one int8 scale so coarse that
+    XNNPACK refused the whole model ("failed to prepare"); the Keras model must not change."""
+    images = np.random.default_rng(0).uniform(0, 1, (32, 8, 8, 3)).astype("float32")
+    model = _net_with_a_dead_channel()
+    convert.calibrate_batchnorm(model, images)
+    assert model.layers[5].moving_variance.numpy()[0] < 1e-9  # the case under test
+    model = quantize.quantize_model(model, calibration=images)
+    before = [w.numpy().copy() for w in model.weights]
+    tflite = convert.export(model, "int8", images)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, model.weights))
+    xnnpack = convert.run_litert(tflite, convert.quantize_input(images, convert.litert_interpreter(tflite)
+                                                                 .get_input_details()[0]))
+    reference = convert.run_litert(tflite, convert.quantize_input(images, convert.litert_interpreter(
+        tflite, reference=True).get_input_details()[0]), reference=True)
+    assert np.abs(xnnpack.astype(int) - reference.astype(int)).max() <= 2
+    assert convert.parity(model, tflite, images)["top1_agreement"] >= 0.9
