@@ -67,10 +67,13 @@ KNOWN_GAPS: dict[str, str] = {
                     "stays at 0-3 output steps everywhere, while single elements part by 10-30% of a "
                     "layer's range from block 3 on and grow block by block through a 0.3-width net: "
                     "no one layer departs",
-    "hardnet39ds": "top-1 98.5% up to ties (97.5% strict), median logit error 1.96% of the range. A tensor "
-                   "that feeds several concatenations of a harmonic block is requantised once per "
-                   "concatenation in int8, a second rounding the QAT graph (one quantiser after each "
-                   "concatenation) does not have",
+    "hardnet39ds": "top-1 98.5% up to ties (97.5% strict), median logit error 1.96% of the range. Layer "
+                   "by layer (40 images, LiteRT tensors kept, against the QAT model's layer outputs) every "
+                   "layer's median error is 0 output steps, while the 99th percentile grows through the "
+                   "depthwise convolutions, block by block: 1-3 steps in block 1, 5-8 in block 2, ~45 in "
+                   "block 4 (every scale still ~12/255 after 8 steps from TFMOT's [-6, 6] start). No layer "
+                   "departs, and each harmonic link keeps its own quantiser, so int8 rounds where the QAT "
+                   "graph does",
     "mobilenet_v3_small_100": "top-1 71.0% up to ties (69.5% strict), median logit error 3.51% of the range "
                               "with TFMOT's [-6, 6] start of every range: each tensor then has ~20 levels "
                               "and one-step differences flip the pick; started from 64 calibration "
