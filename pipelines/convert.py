@@ -54,8 +54,9 @@ def _dead_channels_folded_at_ordinary_scale(model: keras.Model):
     variance ~0, so its folded weights are the conv's weights times gamma / sqrt(epsilon), up to
     ~300x their neighbours: one int8 scale then becomes so coarse that XNNPACK refuses the
     convolution ("failed to prepare": input scale x weight scale / output scale >= 256). The
-    channel's output is its constant beta whatever the multiplier, so the Keras model computes
-    the same outputs; the variances are restored afterwards, so `model` is left as it was.
+    channel's output stays its constant beta whatever the multiplier, so the converted model still
+    computes the Keras model's function; the variances are restored afterwards, so `model` is
+    left as it was.
     """
     saved = []
     for layer in model.layers:
