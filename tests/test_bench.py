@@ -233,6 +233,28 @@ def test_host_bench_on_a_real_model(tmp_path):
     assert row["gmacs_per_s"] > 0 and row["peak_fraction"] > 0
 
 
+def test_host_rows_count_the_pieces_xnnpack_runs():
+    """int8 HARD_SWISH is left to TFLite's kernels by XNNPACK: between two convs it splits the
+    graph into two XNNPACK pieces; with ReLU there, the graph is one piece (and 0 without XNNPACK)."""
+    import numpy as np
+    import tf_keras as keras
+
+    from kerasnets import layers as knl
+    from kerasnets.pipelines import convert
+
+    images = np.random.default_rng(0).uniform(0, 1, (8, 16, 16, 3)).astype("float32")
+
+    def int8_with(activation):
+        inputs = keras.Input((16, 16, 3))
+        x = activation(keras.layers.Conv2D(8, 3, padding="same")(inputs))
+        return convert.export(keras.Model(inputs, keras.layers.Conv2D(8, 1)(x)), "int8", images)
+
+    assert bench.host_row(("hswish", int8_with(knl.HardSwish())), runs=2)["xnnpack_partitions"] == 2
+    relu = int8_with(keras.layers.ReLU())
+    assert bench.host_row(("relu", relu), runs=2)["xnnpack_partitions"] == 1
+    assert bench.host_row(("relu", relu), runs=2, xnnpack=False)["xnnpack_partitions"] == 0
+
+
 def test_bench_rejects_bad_files(tmp_path):
     bad = tmp_path / "notes.tflite"
     bad.write_text("not a model")

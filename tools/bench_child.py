@@ -33,7 +33,16 @@ def time_invokes(tflite: bytes, *, threads: int = 1, runs: int = 50, warmup: int
         start = time.perf_counter()
         interpreter.invoke()
         times.append((time.perf_counter() - start) * 1e3)
-    return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90))}
+    return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90)),
+            "xnnpack_partitions": xnnpack_partitions(interpreter)}
+
+
+def xnnpack_partitions(interpreter) -> int:
+    """How many pieces XNNPACK runs of the graph (0 without it): each piece is one delegate node,
+    and an op XNNPACK does not take (in int8: HARD_SWISH, AVERAGE_POOL_2D) ends one piece and
+    runs on TFLite's own kernels before the next, so more than one means part of the model
+    leaves XNNPACK's int8 path, and a handoff per piece."""
+    return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())  # no public op list
 
 
 def peak_rss_kb() -> int:
