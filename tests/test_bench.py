@@ -233,9 +233,9 @@ def test_host_bench_on_a_real_model(tmp_path):
     assert row["gmacs_per_s"] > 0 and row["peak_fraction"] > 0
 
 
-def test_host_rows_count_the_pieces_xnnpack_runs():
+def test_host_rows_name_the_ops_xnnpack_leaves_out_and_count_its_pieces():
     """int8 HARD_SWISH is left to TFLite's kernels by XNNPACK: between two convs it splits the
-    graph into two XNNPACK pieces; with ReLU there, the graph is one piece (and 0 without XNNPACK)."""
+    graph into two XNNPACK pieces; with ReLU there, the graph is one piece (0 without XNNPACK)."""
     import numpy as np
     import tf_keras as keras
 
@@ -249,9 +249,11 @@ def test_host_rows_count_the_pieces_xnnpack_runs():
         x = activation(keras.layers.Conv2D(8, 3, padding="same")(inputs))
         return convert.export(keras.Model(inputs, keras.layers.Conv2D(8, 1)(x)), "int8", images)
 
-    assert bench.host_row(("hswish", int8_with(knl.HardSwish())), runs=2)["xnnpack_partitions"] == 2
+    hswish = bench.host_row(("hswish", int8_with(knl.HardSwish())), runs=2)
+    assert hswish["xnnpack_partitions"] == 2 and hswish["ops_outside_xnnpack"] == "HARD_SWISH:1"
     relu = int8_with(keras.layers.ReLU())
-    assert bench.host_row(("relu", relu), runs=2)["xnnpack_partitions"] == 1
+    row = bench.host_row(("relu", relu), runs=2)
+    assert row["xnnpack_partitions"] == 1 and row["ops_outside_xnnpack"] == ""
     assert bench.host_row(("relu", relu), runs=2, xnnpack=False)["xnnpack_partitions"] == 0
 
 

@@ -22,8 +22,9 @@ from kerasnets.tools import bench_child
 from kerasnets.tools.bench_child import time_invokes
 
 TARGETS = ("host", "android", "cortex-m4", "ethos-u55-128", "ethos-u65-256")  # where `kerasnets bench` runs a model
-COLUMNS = ["model", "input", "mode", "threads", "xnnpack", "xnnpack_partitions", "latency_ms_median",
-           "latency_ms_p90", "peak_rss_mb", "macs", "gmacs_per_s", "peak_fraction", "machine", "command"]
+COLUMNS = ["model", "input", "mode", "threads", "xnnpack", "xnnpack_partitions", "ops_outside_xnnpack",
+           "latency_ms_median", "latency_ms_p90", "peak_rss_mb", "macs", "gmacs_per_s", "peak_fraction",
+           "machine", "command"]
 
 
 def litert_latency_ms(tflite: bytes, *, threads: int = 1, runs: int = 50, warmup: int = 5) -> dict:
@@ -88,6 +89,7 @@ def timing_row(name: str, input_shape, mode: str, *, threads: int, xnnpack: bool
     return {
         "model": name, "input": "x".join(str(d) for d in input_shape), "mode": mode,
         "threads": threads, "xnnpack": xnnpack, "xnnpack_partitions": timing.get("xnnpack_partitions", ""),
+        "ops_outside_xnnpack": timing.get("ops_outside_xnnpack", ""),
         "latency_ms_median": round(timing["median"], 4),
         "latency_ms_p90": round(timing["p90"], 4), "peak_rss_mb": timing["peak_rss_mb"], "macs": macs,
         "gmacs_per_s": round(gmacs, 2), "peak_fraction": round(gmacs / peak_gmacs(threads), 3),

@@ -34,7 +34,8 @@ def time_invokes(tflite: bytes, *, threads: int = 1, runs: int = 50, warmup: int
         interpreter.invoke()
         times.append((time.perf_counter() - start) * 1e3)
     return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90)),
-            "xnnpack_partitions": xnnpack_partitions(interpreter)}
+            "xnnpack_partitions": xnnpack_partitions(interpreter),
+            "ops_outside_xnnpack": ops_outside_xnnpack(interpreter) if xnnpack else ""}
 
 
 def xnnpack_partitions(interpreter) -> int:
@@ -43,6 +44,31 @@ def xnnpack_partitions(interpreter) -> int:
     runs on TFLite's own kernels before the next, so more than one means part of the model
     leaves XNNPACK's int8 path, and a handoff per piece."""
     return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())  # no public op list
+
+
+def ops_outside_xnnpack(interpreter) -> str:
+    """The ops XNNPACK left to TFLite's kernels, as "OP:count" by name ("" when it took them all).
+
+    The interpreter lists the model's ops and, after them, one DELEGATE op per piece XNNPACK runs.
+    A tensor a delegated op makes is inside a piece or one of its outputs, so an op is left out
+    when its output leaves the graph, or feeds a piece or a left-out op, and is no piece's output.
+    """
+    ops = interpreter._get_ops_details()  # no public op list
+    pieces = [op for op in ops if op["op_name"] == "DELEGATE"]
+    model_ops = [op for op in ops if op["op_name"] != "DELEGATE"]
+    made_by_pieces = {t for op in pieces for t in op["outputs"]}
+    wanted = {t for op in pieces for t in op["inputs"]} | {d["index"] for d in interpreter.get_output_details()}
+    left_out, grew = set(), True
+    while grew:  # outputs first, then back through chains of left-out ops
+        grew = False
+        for op in model_ops:
+            if op["index"] not in left_out and not set(op["outputs"]) & made_by_pieces \
+                    and set(op["outputs"]) & wanted:
+                left_out.add(op["index"])
+                wanted |= {t for t in op["inputs"] if t >= 0}
+                grew = True
+    names = sorted(op["op_name"] for op in model_ops if op["index"] in left_out)
+    return " ".join(f"{name}:{names.count(name)}" for name in sorted(set(names)))
 
 
 def peak_rss_kb() -> int:
@@ -69,3 +95,4 @@ def main(argv):
 
 if __name__ == "__main__":
     main(sys.argv)
+
