@@ -63,7 +63,7 @@ def _dead_channels_folded_at_ordinary_scale(model: keras.Model):
         norm = getattr(layer, "layer", layer)  # a QAT wrapper holds the BatchNorm inside
         if not isinstance(norm, keras.layers.BatchNormalization):
             continue
-        variance = next(w for w in layer.weights if "moving_variance" in w.name)
+        variance = norm.moving_variance  # the same variable inside a QAT wrapper
         values = variance.numpy()
         dead = values < DEAD_VARIANCE * norm.epsilon
         if dead.any() and not dead.all():
