@@ -51,8 +51,9 @@ def _dead_channels_folded_at_ordinary_scale(model: keras.Model):
 
     The converter folds a BatchNorm into the convolution before it with the multiplier
     gamma / sqrt(variance + epsilon). A channel whose input died (a ReLU that never fires) has
-    variance ~0, so its folded weights are the conv's weights times gamma / sqrt(epsilon), up to
-    ~300x their neighbours: one int8 scale then becomes so coarse that XNNPACK refuses the
+    variance ~0, so its folded weights are the conv's weights times gamma / sqrt(epsilon) (a QAT
+    model's per-tensor kernel range times that, per channel): in a trained ShuffleNet v1 that made
+    one channel's int8 weight scale ~7,500x the median, so coarse that XNNPACK refuses the
     convolution ("failed to prepare": input scale x weight scale / output scale >= 256). The
     channel's output stays its constant beta whatever the multiplier, so the converted model still
     computes the Keras model's function; the variances are restored afterwards, so `model` is
