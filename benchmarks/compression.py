@@ -110,12 +110,13 @@ def _base_model(data, config):
     return run["model"]
 
 
-def _qat_model(base, data, config):
-    """The unpruned model after FLAGS.finetune_epochs of 8-bit QAT at a small learning rate."""
+def _qat_model(base, data, config, calibration):
+    """The unpruned model after FLAGS.finetune_epochs of 8-bit QAT at a small learning rate, its
+    ranges started from the `calibration` images."""
     from kerasnets.pipelines import quantize, train
 
     qat_config = {**config, "epochs": FLAGS.finetune_epochs, "lr": FLAGS.qat_lr, "warmup_epochs": 0}
-    return train.fit(lambda: quantize.quantize_model(base), data, _row_dir("qat", 0),
+    return train.fit(lambda: quantize.quantize_model(base, calibration=calibration), data, _row_dir("qat", 0),
                      config=qat_config, verbose=2)["model"]
 
 
@@ -171,7 +172,7 @@ def main(argv):
         base_row = {**common, **base_stats, "method": "none", "ratio": 0.0, "epochs": FLAGS.base_epochs}
         bench.append_rows([base_row], FLAGS.out, COLUMNS)
     if FLAGS.qat and (FLAGS.model, "qat", "0.0", str(FLAGS.finetune_epochs)) not in done:
-        qat = _qat_model(base, data, config)
+        qat = _qat_model(base, data, config, images)
         qat_stats = _measure(qat, data, images, _row_dir("qat", 0), base_stats)
         bench.append_rows([{**common, **qat_stats, "method": "qat", "ratio": 0.0}], FLAGS.out, COLUMNS)
     for method in FLAGS.methods:

@@ -65,7 +65,9 @@ def main(kind, out):
 
     def build():
         model = kerasnets.create_model("resnet8", input_shape=(16, 16, 1), classes=10)
-        return quantize.quantize_model(model) if kind == "mirrored" else model
+        if kind != "mirrored":
+            return model
+        return quantize.quantize_model(model, calibration=data.representative_images(digits, 32))
 
     config = {"epochs": 2, "batch_size": 32, "lr": 0.05, "augment": [], "seed": 1}
     result = train.fit(build, digits, os.path.join(os.path.dirname(out), f"run-{os.getpid()}"),
