@@ -72,13 +72,14 @@ def assert_same_outputs(a, b, atol=1e-5):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=atol, rtol=1e-4)
 
 
-def int8_outputs(model, images):
+def int8_outputs(model, images, calibration=None):
     """(tflite, graph summary, int8 input, LiteRT reference outputs, TFLite Micro outputs) of
-    `model` converted to full-integer int8 with builtin ops only and tensors of rank <= 4."""
+    `model` converted to full-integer int8 with builtin ops only and tensors of rank <= 4,
+    calibrated on `calibration` (default: `images`)."""
     from kerasnets.micro import arena
     from kerasnets.pipelines import convert
 
-    tflite = convert.to_int8(model, images)
+    tflite = convert.to_int8(model, images if calibration is None else calibration)
     summary = convert.graph_summary(tflite)
     assert not [op for op in summary["ops"] if op.startswith(("FLEX", "CUSTOM"))], summary["ops"]
     too_deep = {t: r for t, r in summary["ranks"].items() if r > 4}

@@ -1,9 +1,12 @@
 """QAT all the way to int8 for one variant of every family: the converted QAT model is the model
 that was trained (what a user who trains with QAT deploys).
 
-Each model is wrapped by `quantize.quantize_model`, trained for a few steps on real digits (so the
-weights and every quantiser range move off their initial values), converted to full-integer int8,
-and then:
+Each model gets BatchNorm statistics from real digits and a classifier fitted on its (random)
+features, so that it tells the digits apart (checked: >= 20% top-1, five or more classes picked;
+without the fit most nets picked one class for every image, and agreement with them proved
+nothing). It is then wrapped by `quantize.quantize_model` with its ranges started from calibration
+images (as `kerasnets run` starts them), trained for a few steps (so the quantiser ranges move),
+converted to full-integer int8, and then:
 (a) TFLite Micro gives the same int8 outputs as LiteRT's reference kernels, bit for bit (up to
     the 1-LSB FULLY_CONNECTED rounding difference test_zoo's int8 chain allows, confined the same way);
 (b) no tensor is above 4-D (CMSIS-NN's limit);
@@ -43,6 +46,10 @@ MIN_TOP1_AGREEMENT = 0.99
 MAX_MEDIAN_LOGIT_ERROR = 0.03  # of the QAT model's logit range
 TIE_STEPS = 2  # QAT top-2 margins within this many int8 output steps are ties
 EVAL_IMAGES = 200
+CALIBRATION_IMAGES = 64  # the QAT ranges start from these, as post-training quantisation sets them
+QAT_LR = 1e-4
+MIN_QAT_TOP1 = 0.2  # on the 200 images, twice chance, with MIN_CLASSES_PICKED picked:
+MIN_CLASSES_PICKED = 5  # the QAT model tells digits apart, so agreeing with it means something
 MICRO_IMAGES = 8  # TFLite Micro runs an image ~10x slower than LiteRT; bit-exactness needs few
 
 
@@ -60,30 +67,43 @@ MODELS = _one_per_family()
 
 # Families whose converted QAT model does not (yet) meet (c), with the figures measured (this
 # test's setting) and what is known of why. The one place the test reads them: each runs as an
-# xfail, and its reason is printed with the run's summary.
+# xfail, and its reason is printed with the run's summary. Until the classifier was fitted
+# (`_fit_classifier`), most of these nets picked one class for every image and agreed trivially.
 KNOWN_GAPS: dict[str, str] = {
-    "ghostnet_030": "top-1 88.5% up to ties (86.0% strict), median logit error 1.83% of the range. Layer by "
-                    "layer (LiteRT tensors kept, against the QAT model's layer outputs) the median error "
-                    "stays at 0-3 output steps everywhere, while single elements part by 10-30% of a "
-                    "layer's range from block 3 on and grow block by block through a 0.3-width net: "
-                    "no one layer departs",
-    "hardnet39ds": "top-1 98.5% up to ties (97.5% strict), median logit error 1.96% of the range. Layer "
-                   "by layer (40 images, LiteRT tensors kept, against the QAT model's layer outputs) every "
-                   "layer's median error is 0 output steps, while the 99th percentile grows through the "
-                   "depthwise convolutions, block by block: 1-3 steps in block 1, 5-8 in block 2, ~45 in "
-                   "block 4 (every scale still ~12/255 after 8 steps from TFMOT's [-6, 6] start). No layer "
-                   "departs, and each harmonic link keeps its own quantiser, so int8 rounds where the QAT "
-                   "graph does",
-    "mobilenet_v3_small_100": "top-1 71.0% up to ties (69.5% strict), median logit error 3.51% of the range "
-                              "with TFMOT's [-6, 6] start of every range: each tensor then has ~20 levels "
-                              "and one-step differences flip the pick; started from 64 calibration "
-                              "images (`quantize_model(calibration=)`) the same model reaches 99.0% up "
-                              "to ties and 0.78%. The hard-sigmoid gates match layer by layer since the "
-                              "gate's inner tensor is fake-quantised over [0, 6]",
-    "shufflenetv2_050_cifar": "top-1 98.5% up to ties (98.0% strict), median logit error 0.82% of the range. "
-                              "Layer by layer (as for hardnet39ds) every unit's concatenation has a median "
-                              "error of 0-1 output steps and a 99th percentile that grows ~2 steps per unit, "
-                              "1 in stage 2 to 25 at the last unit: accumulated rounding, no layer departs",
+    "augshufflenet_050_cifar": "QAT top-1 58.0%; top-1 86.5% up to ties (83.5% strict), median logit error "
+                               "1.21% of the range; not localised yet",
+    "condensenet50_cifar": "QAT top-1 56.5%; top-1 68.5% up to ties (65.0% strict), median logit error 4.41% "
+                           "of the range. Layer by layer (40 images, LiteRT tensors kept, against the QAT "
+                           "model's layer outputs) the pre-activation BatchNorm departs: int8 runs it as MUL, "
+                           "then ADD with the ReLU fused, and from the second layer of block 1 the ReLU "
+                           "outputs reach a 99th percentile of 8-35 output steps while the learned group "
+                           "convolutions feeding them stay at 1-16; calibrating the converter on 64 images "
+                           "instead of 8 changed nothing",
+    "densenet40_k12_cifar": "QAT top-1 87.0%; top-1 95.5% up to ties (95.0% strict), median logit error 1.57% "
+                            "of the range; a pre-activation net like condensenet50_cifar, not localised yet",
+    "effcnet_cifar": "QAT top-1 66.0%; top-1 91.0% up to ties (89.0% strict), median logit error 1.57% of the "
+                     "range; not localised yet",
+    "g_ghost_regnetx_032": "the classifier fitted on this net's random features does not tell the digits "
+                           "apart (QAT top-1 8.0%, 4 classes picked), so agreement is not measured",
+    "mgiad_cifar": "QAT top-1 25.5%; top-1 72.0% up to ties (64.0% strict), median logit error 3.88% of the "
+                   "range; not localised yet",
+    "mgic_resnet20_cifar": "QAT top-1 21.5%; top-1 76.5% up to ties (70.5% strict), median logit error 1.96% "
+                           "of the range; not localised yet",
+    "mobilenet_v3_small_100": "the classifier fitted on this net's random features does not tell the digits "
+                              "apart (QAT top-1 17.5%), so agreement is not measured; before the fit, from "
+                              "calibrated ranges: top-1 99.0% up to ties, median logit error 0.78%",
+    "ghostnet_030": "before the classifier fit: top-1 93.5% up to ties (87.5% strict), median logit error "
+                    "1.96%. Layer by layer (from TFMOT's [-6, 6] start) the median error stays at 0-3 output "
+                    "steps everywhere, while single elements part by 10-30% of a layer's range from block 3 "
+                    "on and grow block by block through a 0.3-width net: no one layer departs",
+    "hardnet39ds": "before the classifier fit: top-1 95.0% up to ties (93.0% strict), median logit error "
+                   "3.92%. Layer by layer (from TFMOT's [-6, 6] start) every layer's median error is 0 output "
+                   "steps, while the 99th percentile grows through the depthwise convolutions, block by "
+                   "block: 1-3 steps in block 1, 5-8 in block 2, ~45 in block 4; no layer departs",
+    "shufflenetv2_050_cifar": "before the classifier fit: top-1 97.0% up to ties (92.0% strict), median logit "
+                              "error 0.39%. Layer by layer (from TFMOT's [-6, 6] start) every unit's "
+                              "concatenation has a median error of 0-1 output steps and a 99th percentile "
+                              "that grows ~2 steps per unit, 1 in stage 2 to 25 at the last unit",
 }
 
 
@@ -112,7 +132,7 @@ def _params():
 @pytest.fixture(scope="module")
 def digits():
     train = data.digits_images(SHAPE, 256, seed=1)
-    test = data.digits_images(SHAPE, EVAL_IMAGES, seed=2)[0]
+    test = data.digits_images(SHAPE, EVAL_IMAGES, seed=2)
     return train, test
 
 
@@ -120,22 +140,56 @@ def _trained_qat(name, train):
     keras.utils.set_random_seed(0)  # same weights, same batches: a figure in KNOWN_GAPS is reproducible
     model = kerasnets.create_model(name, input_shape=SHAPE, classes=CLASSES, classifier_activation="linear")
     convert.calibrate_batchnorm(model, train[0][:32])  # fresh statistics: int8 scales stay informative
-    qat = quantize.quantize_model(model)
-    qat.compile(keras.optimizers.SGD(0.02, momentum=0.9),
+    _fit_classifier(model, *train)
+    qat = quantize.quantize_model(model, calibration=train[0][:CALIBRATION_IMAGES])  # as `kerasnets run` does
+    # a small step: the ranges move by their EMA whatever the rate, and a larger one sends a
+    # random-feature net back to one class in a few steps
+    qat.compile(keras.optimizers.SGD(QAT_LR, momentum=0.9),
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    started = _activation_ranges(qat)
     qat.fit(*train, batch_size=32, epochs=1, verbose=0)
+    assert not np.allclose(_activation_ranges(qat), started), "training did not move the quantiser ranges"
     return qat
+
+
+def _fit_classifier(model, images, labels):
+    """Trains only the classifier (the last layer with weights) on the body's features of `images`.
+
+    A few steps of whole-net training leave these random-init nets picking one class for every
+    image (resnet14_062_cifar: 200 of 200), and then top-1 agreement holds whatever the conversion
+    does; on fixed random features the classifier alone learns to tell the digits apart in seconds.
+    A fresh copy of the layer trains on the features, so the model's graph is left as it was."""
+    head = [layer for layer in model.layers if layer.weights][-1]
+    features = keras.Model(model.input, head.input).predict(images, verbose=0, batch_size=64)
+    copy = type(head).from_config(head.get_config())
+    inputs = keras.Input(features.shape[1:])
+    probe = keras.Model(inputs, keras.layers.Flatten()(copy(inputs)))
+    copy.set_weights(head.get_weights())
+    probe.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    probe.fit(features, labels, batch_size=64, epochs=60, verbose=0)
+    head.set_weights(copy.get_weights())
+
+
+def _activation_ranges(qat):
+    return np.array([float(w.numpy()) for w in qat.weights if w.name.endswith(("output_min:0", "output_max:0"))])
 
 
 def qat_int8_agreement(qat, tflite, images):
     """(top-1 agreement, top-1 agreement up to ties, median |logit error| / logit range) of an int8
     .tflite against the QAT model it was converted from (LiteRT reference kernels, dequantised
     outputs). A tie: the int8 pick's QAT logit is within TIE_STEPS output steps of the QAT top-1
-    logit, which rounding alone can swap."""
+    logit, which rounding alone can swap.
+
+    Both models get the same int8 input: the values the QAT model's input quantiser gives. Pixels
+    normalised as (p - 127.5) / 127.5 sit exactly halfway between two int8 input steps, where
+    TensorFlow's fake quantisation and a NumPy rounding of the float image disagree by float
+    error alone (ghost_resnet56_cifar on CIFAR-10: 15-30% of the pixels one step apart)."""
     expected = qat.predict(images, verbose=0, batch_size=50)
     interpreter = convert.litert_interpreter(tflite, reference=True)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    got = convert.dequantize_output(convert.run_litert(tflite, convert.quantize_input(images, inp),
+    quantiser = next(layer for layer in qat.layers if type(layer).__name__ == "QuantizeLayer")
+    seen = keras.Model(qat.input, quantiser.output).predict(images, verbose=0, batch_size=50)  # on the grid
+    got = convert.dequantize_output(convert.run_litert(tflite, convert.quantize_input(seen, inp),
                                                        reference=True), out)
     same = got.argmax(-1) == expected.argmax(-1)
     picked = np.take_along_axis(expected, got.argmax(-1)[:, None], -1)[:, 0]
@@ -162,19 +216,24 @@ def _assert_micro_equals_reference(qat, summary, reference, micro, images):
 
 @pytest.mark.parametrize("name", _params())
 def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
-    train, test = digits
+    train, (test, labels) = digits
     qat = _trained_qat(name, train)
-    input_range = next(layer for layer in qat.layers if type(layer).__name__ == "QuantizeLayer").weights
-    assert input_range[0].numpy() != -6.0, "training did not move the quantiser ranges"
+    picks = qat.predict(test, verbose=0, batch_size=50).argmax(-1)
+    top1, classes = float(np.mean(picks == labels)), len(np.unique(picks))
+    assert top1 >= MIN_QAT_TOP1 and classes >= MIN_CLASSES_PICKED, \
+        f"{name}: the QAT model scores {top1:.1%} picking {classes} classes, so agreeing with it proves little"
 
     # (a) and (b): int8_outputs checks the ranks and returns both interpreters' outputs
-    tflite, summary, _, reference, micro = int8_outputs(qat, test[:MICRO_IMAGES])
+    # the calibration images set the ranges no fake-quant op fixes: a BatchNorm before its ReLU
+    # (DenseNet, CondenseNet) runs as MUL then ADD, and the MUL's int8 output is calibrated
+    tflite, summary, _, reference, micro = int8_outputs(qat, test[:MICRO_IMAGES],
+                                                        calibration=train[0][:CALIBRATION_IMAGES])
     assert convert.is_qat(qat)
     # every figure is measured before any check fails, so a known gap's entry can state them all
     raw, agreement, error = qat_int8_agreement(qat, tflite, test)
     figures = (f"top-1 agreement {agreement:.1%} up to ties ({raw:.1%} strict), "
                f"median logit error {error:.2%} of the logit range")
-    print(f"{name}: QAT -> int8 {figures}; TFLite Micro != LiteRT reference on "
+    print(f"{name}: QAT top-1 {top1:.1%}; QAT -> int8 {figures}; TFLite Micro != LiteRT reference on "
           f"{int(np.sum(micro != reference))}/{micro.size} outputs")
     _assert_micro_equals_reference(qat, summary, reference, micro, test[:MICRO_IMAGES])
     assert agreement >= MIN_TOP1_AGREEMENT and error <= MAX_MEDIAN_LOGIT_ERROR, \
