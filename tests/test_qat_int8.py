@@ -175,17 +175,16 @@ def _activation_ranges(qat):
     return np.array([float(w.numpy()) for w in qat.weights if w.name.endswith(("output_min:0", "output_max:0"))])
 
 
-def qat_int8_agreement(qat, tflite, images):
+def qat_int8_agreement(qat, tflite, images, expected):
     """(top-1 agreement, top-1 agreement up to ties, median |logit error| / logit range) of an int8
-    .tflite against the QAT model it was converted from (LiteRT reference kernels, dequantised
-    outputs). A tie: the int8 pick's QAT logit is within TIE_STEPS output steps of the QAT top-1
+    .tflite against the QAT model it was converted from, whose logits on `images` are `expected`
+    (LiteRT reference kernels, dequantised outputs). A tie: the int8 pick's QAT logit is within TIE_STEPS output steps of the QAT top-1
     logit, which rounding alone can swap.
 
     Both models get the same int8 input: the values the QAT model's input quantiser gives. Pixels
     normalised as (p - 127.5) / 127.5 sit exactly halfway between two int8 input steps, where
     TensorFlow's fake quantisation and a NumPy rounding of the float image disagree by float
     error alone (ghost_resnet56_cifar on CIFAR-10: 15-30% of the pixels one step apart)."""
-    expected = qat.predict(images, verbose=0, batch_size=50)
     interpreter = convert.litert_interpreter(tflite, reference=True)
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     quantiser = next(layer for layer in qat.layers if type(layer).__name__ == "QuantizeLayer")
@@ -219,7 +218,8 @@ def _assert_micro_equals_reference(qat, summary, reference, micro, images):
 def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
     train, (test, labels) = digits
     qat = _trained_qat(name, train)
-    picks = qat.predict(test, verbose=0, batch_size=50).argmax(-1)
+    logits = qat.predict(test, verbose=0, batch_size=50)
+    picks = logits.argmax(-1)
     top1, classes = float(np.mean(picks == labels)), len(np.unique(picks))
     assert top1 >= MIN_QAT_TOP1 and classes >= MIN_CLASSES_PICKED, \
         f"{name}: the QAT model scores {top1:.1%} picking {classes} classes, so agreeing with it proves little"
@@ -231,7 +231,7 @@ def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
                                                         calibration=train[0][:CALIBRATION_IMAGES])
     assert convert.is_qat(qat)
     # every figure is measured before any check fails, so a known gap's entry can state them all
-    raw, agreement, error = qat_int8_agreement(qat, tflite, test)
+    raw, agreement, error = qat_int8_agreement(qat, tflite, test, logits)
     figures = (f"top-1 agreement {agreement:.1%} up to ties ({raw:.1%} strict), "
                f"median logit error {error:.2%} of the logit range")
     print(f"{name}: QAT top-1 {top1:.1%}; QAT -> int8 {figures}; TFLite Micro != LiteRT reference on "

@@ -256,8 +256,8 @@ def train_row(candidate: Candidate, data, out_dir: str, *, recipe: str = DEFAULT
     if qat_epochs:
         qat_config = {**config, "epochs": int(qat_epochs), "lr": QAT_LR, "warmup_epochs": 0, "ema": 0.0,
                       "mixed_precision": "float32"}
-        qat = train.fit(lambda: quantize.quantize_model(model, calibration=calibration), data, os.path.join(out_dir, "qat"),
-                        config=qat_config, verbose=verbose)["model"]
+        qat = train.fit(lambda: quantize.quantize_model(model, calibration=calibration), data,
+                        os.path.join(out_dir, "qat"), config=qat_config, verbose=verbose)["model"]
         deployed = deployment(qat, calibration)
         row["top1_qat_int8"] = round(int8_top1(deployed["tflite"], data), 4)
     else:
