@@ -111,6 +111,31 @@ def _is_standalone_batchnorm(layer) -> bool:
     return not (type(source) in _FOLDS_BATCHNORM and len(source.outbound_nodes) == 1)
 
 
+def _runs_as_depthwise(layer) -> bool:
+    """A standalone BatchNorm of a feature map (axis last): QAT runs it as the 1x1 depthwise
+    convolution TFLite's int8 kernels compute it with (`_batchnorm_as_depthwise`)."""
+    return (_is_standalone_batchnorm(layer) and len(layer.input_shape) == 4
+            and list(layer.axis) in ([3], [-1]))
+
+
+def _batchnorm_as_depthwise(layer) -> keras.layers.DepthwiseConv2D:
+    """The 1x1 depthwise convolution (with bias) computing `layer`'s inference-time affine map.
+
+    Left a BatchNorm, the converter splits it into MUL then ADD (the ReLU fused into the ADD) and
+    rounds the MUL's product of every channel to one per-tensor int8 scale set by calibration,
+    which no fake-quant op of the QAT model mirrors: CondenseNet's pre-activation BatchNorms then
+    depart by 8-35 output steps. As a depthwise convolution it is one int8 op, each channel's
+    factor exact in its own per-channel weight scale, rounded once at the output as the QAT model
+    rounds it. QAT then trains factor and offset with the statistics frozen."""
+    gamma = layer.gamma.numpy() if layer.scale else np.ones(layer.moving_variance.shape, np.float32)
+    beta = layer.beta.numpy() if layer.center else np.zeros(layer.moving_mean.shape, np.float32)
+    factor = gamma / np.sqrt(layer.moving_variance.numpy() + layer.epsilon)
+    depthwise = keras.layers.DepthwiseConv2D(1, use_bias=True, name=layer.name)
+    depthwise.build(layer.input_shape)
+    depthwise.set_weights([factor.reshape(1, 1, -1, 1), beta - layer.moving_mean.numpy() * factor])
+    return depthwise
+
+
 def _config_for(layer):
     if _is_standalone_batchnorm(layer):
         return LayerQuantizeConfig((), True)
@@ -254,7 +279,12 @@ class _PoolConcatScheme(_Q.QuantizeScheme):
 
 
 def _annotate(layer):
-    return _Q.quantize_annotate_layer(layer, _config_for(layer))
+    config = _config_for(layer)  # decided on the original layer, whose inbound nodes say where it sits
+    if _runs_as_depthwise(layer):
+        # no weight quantiser: the converter quantises each channel's one factor exactly; TFMOT drops
+        # the output quantiser where a ReLU follows, as the int8 op fuses it
+        layer = _batchnorm_as_depthwise(layer)
+    return _Q.quantize_annotate_layer(layer, config)
 
 
 def quantize_model(model: keras.Model, scheme=None, calibration=None) -> keras.Model:
