@@ -321,6 +321,22 @@ def quantize_model(model: keras.Model, scheme=None, calibration=None) -> keras.M
 _RANGE_NAMES = ("output_min", "output_max", "post_activation_min", "post_activation_max")
 
 
+def activation_ranges(qat: keras.Model) -> dict[str, tuple[float, float]]:
+    """The activation ranges of a QAT model made by `quantize_model`: {layer name: (min, max)} of
+    each quantised output (the QAT layer's name, `quant_<layer>`) and of the model's input (its
+    QuantizeLayer); weight ranges are not included."""
+    ranges = {}
+    for layer in qat.layers:
+        # scalar variables only: a per-channel kernel range is a vector
+        values = {_variable_key(v): float(v.numpy()) for v in layer.weights if not v.shape.rank}
+        # the input QuantizeLayer names its range after itself; a wrapper, after what it quantises
+        prefixes = [layer.name] if isinstance(layer, _quantize_layer.QuantizeLayer) else ["output", "post_activation"]
+        for prefix in prefixes:
+            if f"{prefix}_min" in values:
+                ranges[layer.name] = (values[f"{prefix}_min"], values[f"{prefix}_max"])
+    return ranges
+
+
 def calibrate_ranges(qat: keras.Model, model: keras.Model, images) -> int:
     """Sets the activation ranges of `qat` (made by `quantize_model(model)`) to the min/max that
     `model`'s own layers reach on `images` (widened to contain 0, as TFLite needs), as
