@@ -155,13 +155,19 @@ def dequantize_output(values: np.ndarray, details: dict) -> np.ndarray:
     return (values.astype(np.float32) - zero_point) * scale
 
 
+def predict_litert(tflite: bytes, images: np.ndarray, *, reference: bool = False) -> np.ndarray:
+    """Float outputs of LiteRT for float `images`, whatever the model's input and output types
+    (quantised in, dequantised out)."""
+    interpreter = litert_interpreter(tflite, reference=reference)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    return dequantize_output(run_litert(tflite, quantize_input(images, inp), reference=reference), out)
+
+
 def parity(model: keras.Model, tflite: bytes, images: np.ndarray) -> dict:
     """Compare a .tflite with its Keras model on real images: max |diff| of the (dequantised)
     outputs and top-1 agreement. The export gates: fp32 max diff <= 1e-4; int8 agreement reported."""
     expected = model.predict(images, verbose=0, batch_size=32)
-    interpreter = litert_interpreter(tflite)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    got = dequantize_output(run_litert(tflite, quantize_input(images, inp)), out)
+    got = predict_litert(tflite, images)
     return {"max_abs_diff": float(np.abs(got - expected).max()),
             "top1_agreement": float(np.mean(got.argmax(-1) == expected.argmax(-1))),
             "images": int(len(images))}

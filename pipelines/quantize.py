@@ -319,7 +319,8 @@ def quantize_model(model: keras.Model, scheme=None, calibration=None) -> keras.M
 # fine-tune leaves a tensor whose values span [0, 0.5] with most of its 256 levels outside them
 # (GhostNet after 8 steps on digits: every output scale still within 1% of 12/255).
 # The range variables of a layer's output in its QAT wrapper (kernel ranges are left alone).
-_RANGE_NAMES = ("output_min", "output_max", "post_activation_min", "post_activation_max")
+_RANGE_PREFIXES = ("output", "post_activation")
+_RANGE_NAMES = tuple(f"{prefix}_{end}" for prefix in _RANGE_PREFIXES for end in ("min", "max"))
 
 
 def activation_ranges(qat: keras.Model) -> dict[str, tuple[float, float]]:
@@ -331,7 +332,7 @@ def activation_ranges(qat: keras.Model) -> dict[str, tuple[float, float]]:
         # scalar variables only: a per-channel kernel range is a vector
         values = {_variable_key(v): float(v.numpy()) for v in layer.weights if not v.shape.rank}
         # the input QuantizeLayer names its range after itself; a wrapper, after what it quantises
-        prefixes = [layer.name] if isinstance(layer, _quantize_layer.QuantizeLayer) else ["output", "post_activation"]
+        prefixes = [layer.name] if isinstance(layer, _quantize_layer.QuantizeLayer) else _RANGE_PREFIXES
         for prefix in prefixes:
             if f"{prefix}_min" in values:
                 ranges[layer.name] = (values[f"{prefix}_min"], values[f"{prefix}_max"])

@@ -171,12 +171,10 @@ def qat_int8_agreement(qat, tflite, images, expected):
     normalised as (p - 127.5) / 127.5 sit exactly halfway between two int8 input steps, where
     TensorFlow's fake quantisation and a NumPy rounding of the float image disagree by float
     error alone (ghost_resnet56_cifar on CIFAR-10: 15-30% of the pixels one step apart)."""
-    interpreter = convert.litert_interpreter(tflite, reference=True)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    out = convert.litert_interpreter(tflite).get_output_details()[0]
     quantiser = next(layer for layer in qat.layers if type(layer).__name__ == "QuantizeLayer")
     seen = keras.Model(qat.input, quantiser.output).predict(images, verbose=0, batch_size=50)  # on the grid
-    got = convert.dequantize_output(convert.run_litert(tflite, convert.quantize_input(seen, inp),
-                                                       reference=True), out)
+    got = convert.predict_litert(tflite, seen, reference=True)
     same = got.argmax(-1) == expected.argmax(-1)
     picked = np.take_along_axis(expected, got.argmax(-1)[:, None], -1)[:, 0]
     tie = expected.max(-1) - picked <= TIE_STEPS * out["quantization"][0]

@@ -100,8 +100,8 @@ def test_batchnorm_after_a_concatenation_converts_to_one_exact_int8_op(digits):
     """DenseNet's and CondenseNet's pre-activation BatchNorm, fed by a concatenation (no conv to fold
     into). Left a BatchNorm, the converter ran it as MUL then ADD and rounded the MUL's product of
     every channel to one calibrated int8 scale that no fake-quant op of the QAT model has; with
-    factors spread as after training, the BN-ReLU output then departed from the QAT model's by
-    output steps (measured: 32% of the outputs off by a step or more, the 99th percentile 2 steps).
+    factors spread as after training, the BN-ReLU output then departed from the QAT model's
+    (measured: 32% of the outputs off by a step or more, the 99th percentile 2 steps).
     QAT now runs it as a 1x1 depthwise convolution, one int8 op rounded once as the QAT model rounds
     it (measured: 0.24% off, those by a one-step rounding tie upstream times the channel's factor)."""
     layers = keras.layers
@@ -119,11 +119,9 @@ def test_batchnorm_after_a_concatenation_converts_to_one_exact_int8_op(digits):
     tflite = convert.export(qat, "int8", digits[0][:32])
     ops = convert.graph_summary(tflite)["ops"]
     assert "DEPTHWISE_CONV_2D" in ops and "MUL" not in ops, ops
-    interpreter = convert.litert_interpreter(tflite, reference=True)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    got = convert.dequantize_output(convert.run_litert(tflite, convert.quantize_input(digits[0], inp),
-                                                       reference=True), out)
-    steps = np.abs(got - qat.predict(digits[0], verbose=0)) / out["quantization"][0]
+    scale = convert.litert_interpreter(tflite).get_output_details()[0]["quantization"][0]
+    got = convert.predict_litert(tflite, digits[0], reference=True)
+    steps = np.abs(got - qat.predict(digits[0], verbose=0)) / scale
     assert np.mean(steps > 0.5) < 0.01, f"{np.mean(steps > 0.5):.1%} of the outputs differ by a step or more"
 
 
