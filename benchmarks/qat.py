@@ -11,7 +11,8 @@ Each row trains one model (the family's cheapest variant at 32x32) for --epochs 
   class as the fake-quant QAT model (the conversion's own fidelity, independent of accuracy).
 Every model gets the same budget, so the columns compare families only as far as a short run can:
 the figures of interest are the gaps within a row (fp32 -> PTQ int8, fake-quant -> QAT int8).
-Rows are appended as they finish and a re-run skips the models already in the file.
+Rows are appended as they finish and a re-run skips the models already in the file; a model whose
+run was stopped continues from its last finished epoch (checkpoints in --work/<model>).
 
     python benchmarks/qat.py --dataset imagefolder:../shared/data/cifar10-jpeg/cifar10-jpeg.tar.gz
 """
@@ -86,12 +87,12 @@ def qat_row(name: str, data, work: str) -> dict:
     config = {"batch_size": FLAGS.batch_size, "lr": FLAGS.lr, "optimizer": "sgd", "epochs": FLAGS.epochs}
     shape = (SIZE, SIZE, data.image_shape[-1])
     model = train.fit(lambda: kerasnets.create_model(name, input_shape=shape, classes=len(data.classes)),
-                      data, os.path.join(work, name, "float"), config=config, verbose=2)["model"]
+                      data, os.path.join(work, name, "float"), config=config, resume=True, verbose=2)["model"]
     calibration = data_mod.representative_images(data, CALIBRATION_IMAGES)
     ptq = convert.export(model, "int8", calibration)
     qat_config = {**config, "epochs": FLAGS.qat_epochs, "lr": FLAGS.qat_lr, "warmup_epochs": 0}
     qat = train.fit(lambda: quantize.quantize_model(model, calibration=calibration), data,
-                    os.path.join(work, name, "qat"), config=qat_config, verbose=2)["model"]
+                    os.path.join(work, name, "qat"), config=qat_config, resume=True, verbose=2)["model"]
     qat_int8 = convert.export(qat, "int8", calibration)
     labels, int8_pred = convert.tflite_test_predictions(qat_int8, data, limit=FLAGS.test_images)
     fakequant_pred = np.concatenate([qat.predict(x, verbose=0).argmax(-1) for x, _ in data.test.batch(256)])
