@@ -210,6 +210,7 @@ class IndexedGroupConv(keras.layers.Conv2D):
             raise ValueError(f"IndexedGroupConv index {max(self.indices)} is out of range for the "
                              f"{channels} input channels of layer {self.name!r}")
         super().build(tuple(input_shape[:-1]) + (len(self.indices),))  # the grouped kernel
+        self._build_input_shape = input_shape  # what a clone or a loaded copy is built from (see IndexedDense)
         self.input_spec = keras.layers.InputSpec(min_ndim=4, axes={-1: channels})
         per_group_in, per_group_out = len(self.indices) // self.groups, self.filters // self.groups
         rows = np.reshape(self.indices, (self.groups, per_group_in))  # [g, r]
@@ -264,6 +265,10 @@ class IndexedDense(keras.layers.Dense):
             raise ValueError(f"IndexedDense index {max(self.indices)} is out of range for the "
                              f"{features} input features of layer {self.name!r}")
         super().build(tuple(input_shape[:-1]) + (len(self.indices),))
+        # the parent records the shape it was built with, the kept features only; a model loaded
+        # from .keras then rebuilt this layer from that in a clone (QAT's quantize_apply), for the
+        # wrong number of features (condensenet50_cifar's head: "[?,464] x [232,10]")
+        self._build_input_shape = input_shape
         self.input_spec = keras.layers.InputSpec(min_ndim=2, axes={-1: features})
         rows, cols = np.meshgrid(self.indices, np.arange(self.units), indexing="ij")
         self._positions = _scatter_positions(rows, cols, self.units)

@@ -322,9 +322,21 @@ class _ZooRegistry(_Q.QuantizeRegistry):
 
     def get_quantize_config(self, layer):
         config = self._inner.get_quantize_config(layer)
-        if type(layer) is keras.layers.DepthwiseConv2D and type(config) is _registry.Default8BitConvQuantizeConfig:
+        if (type(layer) is keras.layers.DepthwiseConv2D and type(config) is _registry.Default8BitConvQuantizeConfig
+                and _channel_ranges_differ(layer.depthwise_kernel.numpy())):
             return DepthwiseQuantizeConfig(**config.get_config())
         return config
+
+
+def _channel_ranges_differ(kernel) -> bool:
+    """Whether per-channel ranges would differ from one range for `kernel` (kh, kw, C, M).
+
+    Where they do not (DenseNet's frozen all-ones BatchNorm carrier), one range rounds the same and
+    the kernel keeps TFMOT's quantiser: per channel, identical carriers became identical constants
+    that the converter merged into one, folding every carrier's BatchNorm into it (three such
+    carriers: int8 factors 3-54x the BatchNorms'; DenseNet-40's transition ran block 2's factors)."""
+    ranges = np.abs(kernel).reshape(-1, kernel.shape[-2] * kernel.shape[-1]).max(axis=0)
+    return bool(np.ptp(ranges) > 0)
 
 
 class _ZooScheme(_Q.QuantizeScheme):

@@ -43,6 +43,25 @@ def test_trained_qat_model_loads_back_with_its_ranges(name, suffix, digits, tmp_
     np.testing.assert_array_equal(load_keras(path)(x, training=False), qat(x, training=False))
 
 
+def test_condensed_layers_loaded_from_a_file_wrap_for_qat(digits, tmp_path):
+    """CondenseNet's condensed layers read a subset of their inputs; loaded from .keras, they had
+    recorded that subset's size as their input shape, so QAT's clone rebuilt them for the wrong
+    number of inputs and `quantize_model` failed (condensenet50_cifar: "[?,464] x [232,10]")."""
+    from kerasnets import layers as zoo
+
+    inputs = keras.Input(SHAPE)
+    x = zoo.IndexedGroupConv(8, groups=2, indices=[0, 2, 1, 4, 5, 7], use_bias=False)(
+        keras.layers.Conv2D(8, 3, padding="same")(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, zoo.IndexedDense(10, indices=[1, 3, 4, 6])(x))
+    path = str(tmp_path / "condensed.keras")
+    model.save(path)
+    loaded = load_keras(path)
+    x = digits[0][:8]
+    np.testing.assert_array_equal(quantize.quantize_model(loaded, calibration=x).predict(x, verbose=0),
+                                  quantize.quantize_model(model, calibration=x).predict(x, verbose=0))
+
+
 def test_qat_file_saved_with_tfmot_own_layers_is_refused_with_the_way_out(tmp_path):
     plain = tfmot.quantization.keras.quantize_model(
         kerasnets.create_model("resnet8", input_shape=SHAPE, classes=10))
@@ -158,6 +177,37 @@ def test_depthwise_kernel_is_quantised_per_channel_as_int8_runs_it(digits):
     assert np.percentile(rounding, 99) < 3, f"QAT vs float: 99th percentile {np.percentile(rounding, 99):.1f} steps"
     steps = np.abs(convert.predict_litert(tflite, digits[0], reference=True) - fake_quant) / scale
     assert np.mean(steps > 0.5) < 0.01, f"{np.mean(steps > 0.5):.1%} of the outputs differ by a step or more"
+
+
+def test_identical_depthwise_carriers_each_fold_their_own_batchnorm(digits):
+    """DenseNet's frozen all-ones 1x1 depthwise conv carries each pre-activation BatchNorm. With a
+    per-channel kernel quantiser, identical carriers became identical constants that the converter
+    merged, folding every carrier's BatchNorm into the one tensor (measured: int8 factors 3-54x
+    the BatchNorms'); such a kernel keeps one range, which rounds it the same."""
+    layers = keras.layers
+    inputs = keras.Input(SHAPE)
+    x = layers.Conv2D(8, 3, padding="same")(inputs)
+    for k in range(3):
+        x = layers.DepthwiseConv2D(1, use_bias=False, depthwise_initializer="ones", trainable=False)(x)
+        x = layers.Conv2D(8, 1)(layers.ReLU()(layers.BatchNormalization(name=f"norm{k}")(x)))
+    model = keras.Model(inputs, x)
+    convert.calibrate_batchnorm(model, digits[0][:32])
+    factors = []
+    for k in range(3):
+        norm = model.get_layer(f"norm{k}")
+        gamma, beta, mean, variance = norm.get_weights()
+        gamma = np.random.default_rng(k).uniform(0.5, 3, 8)  # each BatchNorm its own factors
+        norm.set_weights([gamma, beta, mean, variance])
+        factors.append(gamma / np.sqrt(variance + norm.epsilon))
+    tflite = convert.export(quantize.quantize_model(model, calibration=digits[0][:32]), "int8", digits[0][:32])
+    interpreter = convert.litert_interpreter(tflite)
+    tensors = interpreter.get_tensor_details()
+    depthwise = [op for op in interpreter._get_ops_details() if op["op_name"] == "DEPTHWISE_CONV_2D"]
+    assert len(depthwise) == 3
+    for op, factor in zip(depthwise, factors):
+        weight = tensors[op["inputs"][1]]
+        folded = interpreter.get_tensor(weight["index"]).ravel() * weight["quantization_parameters"]["scales"]
+        np.testing.assert_allclose(folded, factor, rtol=1e-3)
 
 
 def test_qat_model_before_training_runs_the_float_weights_rounded(digits):
