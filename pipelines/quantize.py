@@ -266,8 +266,6 @@ class _PoolConcatLayout(_Q.QuantizeLayoutTransform):
 
     def apply(self, model, layer_quantize_map):
         model, layer_quantize_map = self._inner.apply(model, layer_quantize_map)
-        if not self._pools:
-            return model, layer_quantize_map
         transformer = _Q.graph_transformations.model_transformer.ModelTransformer(
             model, [_QuantizeAfterPoolConcat(self._pools)], set(layer_quantize_map), layer_quantize_map)
         return transformer.transform()
@@ -347,7 +345,8 @@ class _ZooScheme(_Q.QuantizeScheme):
         self._inner, self._pools = inner, pools
 
     def get_layout_transformer(self):
-        return _PoolConcatLayout(self._inner.get_layout_transformer(), self._pools)
+        inner = self._inner.get_layout_transformer()
+        return _PoolConcatLayout(inner, self._pools) if self._pools else inner
 
     def get_quantize_registry(self):
         return _ZooRegistry(self._inner.get_quantize_registry())
