@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Iterable
 
 import numpy as np
@@ -173,14 +174,15 @@ def parity(model: keras.Model, tflite: bytes, images: np.ndarray) -> dict:
             "images": int(len(images))}
 
 
-def litert_interpreter(tflite: bytes, *, reference: bool = False, threads: int = 1):
+def litert_interpreter(tflite: bytes, *, reference: bool = False, threads: int = 1, keep_tensors: bool = False):
     """LiteRT interpreter; `reference=True` selects the reference kernels, which TFLite Micro
-    matches bit for bit (the optimised and XNNPACK kernels may round 1-2 LSB differently)."""
+    matches bit for bit (the optimised and XNNPACK kernels may round 1-2 LSB differently);
+    `keep_tensors=True` keeps every intermediate tensor readable after `invoke`."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
     interpreter = Interpreter(model_content=bytes(tflite), experimental_op_resolver_type=resolver,
-                              num_threads=threads)
+                              num_threads=threads, experimental_preserve_all_tensors=keep_tensors)
     interpreter.allocate_tensors()
     return interpreter
 
@@ -243,3 +245,99 @@ def graph_summary(tflite: bytes) -> dict:
             ops.append(op["op_name"])
     ranks = {t["name"]: len(t["shape"]) for t in interpreter.get_tensor_details()}
     return {"ops": ops, "max_rank": max(ranks.values()), "ranks": ranks}
+
+
+# A QAT layer's name as the converter leaves it in a tensor name ("model/quant_conv1/Conv2D;...")
+_QAT_LAYER_IN_TENSOR_NAME = re.compile(r"(quant_[A-Za-z0-9_]+?)(?:/|;|$)")
+OP_STEP_OFF = 0.51  # an output more than half a step from the QAT value rounded the other way
+OP_STEPS_FAR = 1.5  # beyond what one rounding explains
+
+
+def _int8_tensor_values(interpreter, int8_inputs: np.ndarray) -> dict[int, np.ndarray]:
+    """Dequantised value of every quantised tensor the graph computes (its input and every op's
+    output, not the weights), stacked over the input items."""
+    details = interpreter.get_tensor_details()
+    inp = interpreter.get_input_details()[0]
+    wanted = {t for op in interpreter._get_ops_details() for t in op["outputs"] if details[t]["quantization"][0]}
+    wanted.add(inp["index"])
+    values: dict[int, list] = {}
+    for item in int8_inputs:
+        interpreter.set_tensor(inp["index"], item[None])
+        interpreter.invoke()
+        for t in wanted:
+            scale, zero_point = details[t]["quantization"]
+            values.setdefault(t, []).append((interpreter.get_tensor(t).astype(np.float32) - zero_point) * scale)
+    return {t: np.concatenate(v) for t, v in values.items()}
+
+
+def qat_op_fidelity(qat: keras.Model, tflite: bytes, images: np.ndarray) -> list[dict]:
+    """Op by op, how far the int8 model converted from `qat` is from the QAT model: each int8 op
+    (LiteRT reference kernels) is given the int8 model's own input tensors, the QAT layers it was
+    converted from run on the same (dequantised) values, and the two outputs are compared in int8
+    output steps. So an op's figure is its own rounding, not what it inherits from the ops before.
+
+    One dict per op that writes a quantised tensor: `op`, `layer` (the last QAT layer fused into
+    it, None where the op could not be matched to QAT layers), `off` (share of outputs more than
+    half a step apart, i.e. rounded to another int8 value), `far` (share more than 1.5 steps apart)
+    and `max_steps`. A faithful conversion rounds a few outputs per op one step apart (TFLite's
+    requantisation rounds twice); a real mismatch (a BatchNorm lost, a quantiser moved) moves
+    most outputs by several steps. Ops are matched to layers by the names the converter leaves in
+    tensor names: some are not matched, and an int8 op that computes part of one QAT layer (the
+    ADD of a hard-sigmoid gate) is compared with the whole layer's output."""
+    if not is_qat(qat):
+        raise ValueError("qat_op_fidelity compares a .tflite with the QAT model it was converted from; "
+                         f"`qat` ({qat.name}) has no QAT layers: pass the model quantize.quantize_model made")
+    interpreter = litert_interpreter(tflite, reference=True, keep_tensors=True)
+    quantiser = next(layer for layer in qat.layers if type(layer).__name__ == "QuantizeLayer")
+    seen = keras.Model(qat.input, quantiser.output).predict(images, verbose=0)  # the input on its grid
+    values = _int8_tensor_values(interpreter, quantize_input(seen, interpreter.get_input_details()[0]))
+    details = interpreter.get_tensor_details()
+    layers = {layer.name: layer for layer in qat.layers}
+    rows = []
+    for op in interpreter._get_ops_details():
+        out = op["outputs"][0]
+        if out not in values:
+            continue
+        feeds = [t for t in op["inputs"] if t in values]
+        expected = _qat_piece(layers, _layer_names(details[out]["name"]), feeds, details, values)
+        row = {"op": op["op_name"], "layer": None, "off": None, "far": None, "max_steps": None}
+        if expected is not None and expected.shape == values[out].shape:
+            steps = np.abs(expected - values[out]) / details[out]["quantization"][0]
+            row.update(layer=_layer_names(details[out]["name"])[0], off=float(np.mean(steps > OP_STEP_OFF)),
+                       far=float(np.mean(steps > OP_STEPS_FAR)), max_steps=float(steps.max()))
+        rows.append(row)
+    return rows
+
+
+def _layer_names(tensor_name: str) -> list[str]:
+    """QAT layer names in a converted tensor's name; a fused op's name lists its last layer first."""
+    return _QAT_LAYER_IN_TENSOR_NAME.findall(tensor_name)
+
+
+def _qat_piece(layers: dict, names: list[str], feeds: list[int], details, values):
+    """Output of the QAT layers an int8 op was converted from, run on the op's own input tensors
+    `feeds`; None where they cannot be matched. The op's name may omit its first layers (a grouped
+    conv's tensor is named after its BatchNorm and ReLU only), so the piece starts at the layer
+    whose inputs come from the layers named in the feeding tensors' names."""
+    names = [name for name in names if name in layers]
+    if not names:
+        return None
+    feeding = [set(_layer_names(details[t]["name"])) for t in feeds]
+    first = layers[names[-1]]
+    for _ in range(4):  # walk back over the unnamed layers
+        inputs = first.input if isinstance(first.input, list) else [first.input]
+        producers = [tensor._keras_history.layer for tensor in inputs]
+        if len(producers) == len(feeding) and all(
+                p.name in f or (type(p).__name__ == "QuantizeLayer" and not f) for p, f in zip(producers, feeding)):
+            break
+        if len(producers) != 1:
+            return None
+        first = producers[0]
+    else:
+        return None
+    try:
+        piece = keras.Model(inputs, layers[names[0]].output)
+    except ValueError:  # not one connected piece of the QAT graph
+        return None
+    arrays = [values[t] for t in feeds]
+    return np.asarray(piece(arrays if len(arrays) > 1 else arrays[0], training=False))

@@ -13,6 +13,8 @@ ranges started from calibration images (as `kerasnets run` starts them), trained
     agreement >= 99%, an image whose int8 pick is within two output steps of the QAT model's top
     logit counting as agreeing (a tie that rounding decides), and median |logit error|
     <= 3% of the QAT model's logit range (a linear head, so that a softmax cannot hide an error).
+A family in KNOWN_GAPS is expected to fail (c) only, after (a) and (b) hold: its xfail takes
+`RoundingCompounds` alone, so any other failure fails the test.
 
 Why those bounds: a faithful conversion differs from the fake-quant graph only by rounding (a
 product rounded once in int8 where float rounds it later, BatchNorm folded into the weights), so
@@ -53,6 +55,11 @@ MIN_CLASSES_PICKED = 5  # the QAT model tells digits apart, so agreeing with it 
 MICRO_IMAGES = 8  # TFLite Micro runs an image ~10x slower than LiteRT; bit-exactness needs few
 
 
+class RoundingCompounds(AssertionError):
+    """The network-level bounds of (c) fail after (a) and (b) held. The one failure a KNOWN_GAPS
+    entry expects."""
+
+
 def _one_per_family():
     """The first variant of each family (by paper) that the default run's int8 chain also uses."""
     chosen = {}
@@ -81,7 +88,11 @@ KNOWN_GAPS: dict[str, str] = {
                             "of the range: one image short; a pre-activation net like condensenet50_cifar",
     "effcnet_cifar": "QAT top-1 73.0%; top-1 92.5% up to ties (88.5% strict), median logit error 1.57% of the "
                      "range (69.5%, 90.5%, 1.96% before QAT rounded depthwise kernels per channel); TFLite Micro "
-                     "== LiteRT reference on all 80 outputs; not localised yet",
+                     "== LiteRT reference on all 80 outputs. Op by op (`convert.qat_op_fidelity`, 8 images) "
+                     "no op departs: the pre-activation BatchNorms (1x1 depthwise) round up to 4% of their "
+                     "outputs one step apart, the convolutions "
+                     "0.1-0.7%; the QAT model's classifier run on the int8 model's own pre-pool tensor gives the "
+                     "int8 model's logits (88.5% strict agreement as well): rounding the body compounds",
     "g_ghost_regnetx_032": "QAT top-1 85.5%; top-1 98.0% up to ties (97.0% strict), median logit error 0.39% of "
                            "the range: two images short; not localised yet",
     "ghostnet_030": "QAT top-1 79.0%; top-1 95.5% up to ties (93.5% strict), median logit error 0.81% of the "
@@ -122,7 +133,7 @@ def _slow(name):
 def _marks(name):
     marks = [pytest.mark.slow] if _slow(name) else []
     if name in KNOWN_GAPS:
-        marks.append(pytest.mark.xfail(reason=KNOWN_GAPS[name], strict=False))
+        marks.append(pytest.mark.xfail(reason=KNOWN_GAPS[name], raises=RoundingCompounds, strict=False))
     return marks
 
 
@@ -229,5 +240,6 @@ def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
     print(f"{name}: QAT top-1 {top1:.1%}; QAT -> int8 {figures}; TFLite Micro != LiteRT reference on "
           f"{int(np.sum(micro != reference))}/{micro.size} outputs")
     _assert_micro_equals_reference(qat, summary, reference, micro, test[:MICRO_IMAGES])
-    assert agreement >= MIN_TOP1_AGREEMENT and error <= MAX_MEDIAN_LOGIT_ERROR, \
-        f"{name}: the int8 model departs from its QAT model: {figures}"
+    if not (agreement >= MIN_TOP1_AGREEMENT and error <= MAX_MEDIAN_LOGIT_ERROR):
+        raise RoundingCompounds(f"{name}: the int8 model departs from its QAT model: {figures}")
+

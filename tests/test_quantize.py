@@ -303,3 +303,23 @@ def test_a_dead_channel_does_not_stop_xnnpack_running_the_qat_int8_model():
     xnnpack, reference = convert.run_litert(tflite, x8), convert.run_litert(tflite, x8, reference=True)
     assert np.abs(xnnpack.astype(int) - reference.astype(int)).max() <= 2
     assert convert.parity(model, tflite, images)["top1_agreement"] >= 0.9
+
+
+def test_op_fidelity_finds_the_one_int8_op_that_departs_from_its_qat_layers(digits):
+    """`convert.qat_op_fidelity` runs each int8 op on the int8 model's own inputs against the QAT
+    layers it came from. A faithful conversion keeps every op within one output step; with one
+    conv's QAT kernel scaled after conversion, that op, and only that op, departs. The float model
+    in place of the QAT model is refused."""
+    model = kerasnets.create_model("resnet8", input_shape=SHAPE, classes=10, classifier_activation="linear")
+    convert.calibrate_batchnorm(model, digits[0][:32])
+    qat = quantize.quantize_model(model, calibration=digits[0][:32])
+    tflite = convert.export(qat, "int8", digits[0][:32])
+    rows = [row for row in convert.qat_op_fidelity(qat, tflite, digits[0][:8]) if row["layer"]]
+    assert len(rows) >= 12 and all(row["max_steps"] <= 1.01 for row in rows), rows
+    kernel = next(w for w in qat.get_layer("quant_stack2_conv1_conv").weights if w.name.endswith("/kernel:0"))
+    kernel.assign(kernel * 0.5)
+    departing = {row["layer"] for row in convert.qat_op_fidelity(qat, tflite, digits[0][:8])
+                 if row["layer"] and row["max_steps"] > 1.01}
+    assert departing == {"quant_stack2_conv1_relu"}, departing
+    with pytest.raises(ValueError, match="`qat` .* has no QAT layers"):
+        convert.qat_op_fidelity(model, tflite, digits[0][:8])
