@@ -90,8 +90,7 @@ KNOWN_GAPS: dict[str, str] = {
                      "range (69.5%, 90.5%, 1.96% before QAT rounded depthwise kernels per channel); TFLite Micro "
                      "== LiteRT reference on all 80 outputs. Op by op (`convert.qat_op_fidelity`, 8 images) "
                      "no op departs: the pre-activation BatchNorms (1x1 depthwise) round up to 4% of their "
-                     "outputs one step apart, the convolutions "
-                     "0.1-0.7%; the QAT model's classifier run on the int8 model's own pre-pool tensor gives the "
+                     "outputs one step apart, the convolutions 0.1-0.7%; the QAT model's classifier run on the int8 model's own pre-pool tensor gives the "
                      "int8 model's logits (88.5% strict agreement as well): rounding the body compounds",
     "g_ghost_regnetx_032": "QAT top-1 85.5%; top-1 98.0% up to ties (97.0% strict), median logit error 0.39% of "
                            "the range: two images short; not localised yet",
@@ -192,9 +191,7 @@ def qat_int8_agreement(qat, tflite, images, expected):
     TensorFlow's fake quantisation and a NumPy rounding of the float image disagree by float
     error alone (ghost_resnet56_cifar on CIFAR-10: 15-30% of the pixels one step apart)."""
     out = convert.litert_interpreter(tflite).get_output_details()[0]
-    quantiser = next(layer for layer in qat.layers if type(layer).__name__ == "QuantizeLayer")
-    seen = keras.Model(qat.input, quantiser.output).predict(images, verbose=0, batch_size=50)  # on the grid
-    got = convert.predict_litert(tflite, seen, reference=True)
+    got = convert.predict_litert(tflite, convert.qat_input(qat, images), reference=True)
     same = got.argmax(-1) == expected.argmax(-1)
     picked = np.take_along_axis(expected, got.argmax(-1)[:, None], -1)[:, 0]
     tie = expected.max(-1) - picked <= TIE_STEPS * out["quantization"][0]
@@ -242,4 +239,3 @@ def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
     _assert_micro_equals_reference(qat, summary, reference, micro, test[:MICRO_IMAGES])
     if not (agreement >= MIN_TOP1_AGREEMENT and error <= MAX_MEDIAN_LOGIT_ERROR):
         raise RoundingCompounds(f"{name}: the int8 model departs from its QAT model: {figures}")
-
