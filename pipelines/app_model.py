@@ -9,6 +9,8 @@ TFLite Micro has int8 input/output (and a grayscale data set gives a one-channel
   set to the metadata's normalisation, so the raw 0-255 pixel the apps pass *is* the input
   (the apps normalise float inputs only);
 - `io_type="float"`: int8 inside, float input and output (the apps normalise with the metadata);
+- the int8 ops XNNPACK (the apps' CPU path) has no int8 kernel for run as float islands inside it
+  (`kerasnets.pipelines.xnnpack.lower_for_xnnpack`);
 - image-classifier metadata (labels, normalisation, RGB) attached.
 """
 from __future__ import annotations
@@ -45,7 +47,7 @@ def app_tflite(model, calibration: np.ndarray, info, io_type: str = "uint8") -> 
     metadata.ImageClassifierInfo (its `mean`/`std` are the pixel normalisation the model expects)."""
     import dataclasses
 
-    from kerasnets.pipelines import convert, metadata
+    from kerasnets.pipelines import convert, metadata, xnnpack
 
     if io_type not in IO_TYPES:
         raise ValueError(f"`io_type` must be one of {IO_TYPES} (image-classifier apps refuse int8 "
@@ -56,6 +58,7 @@ def app_tflite(model, calibration: np.ndarray, info, io_type: str = "uint8") -> 
         tflite = convert.export(rgb, "int8", images, io_type="float")
     else:
         tflite = pixel_input(convert.export(rgb, "int8", images, io_type="uint8"), info.mean, info.std)
+    tflite = xnnpack.lower_for_xnnpack(tflite)
     channels = 3
     info = dataclasses.replace(info, mean=_per_channel(info.mean, channels), std=_per_channel(info.std, channels))
     return metadata.attach(tflite, info)

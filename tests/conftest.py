@@ -36,6 +36,16 @@ CHAIN_HEAVY_VARIANTS = HEAVY_VARIANTS | {
 }
 
 
+def one_per_family(exclude=CHAIN_HEAVY_VARIANTS):
+    """The first variant of each family (by paper) outside `exclude`: the default run's int8 chain
+    uses these."""
+    chosen = {}
+    for name in kerasnets.list_models():
+        if name not in exclude:
+            chosen.setdefault(kerasnets.model_info(name).paper, name)
+    return sorted(chosen.values())
+
+
 def registry_params(names, heavy=HEAVY_VARIANTS):
     """pytest params over model names, the heavy ones marked slow."""
     return [pytest.param(n, marks=pytest.mark.slow) if n in heavy else n for n in names]

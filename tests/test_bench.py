@@ -251,9 +251,10 @@ def test_host_rows_name_the_ops_xnnpack_leaves_out_and_count_its_pieces():
 
     hswish = bench.host_row(("hswish", int8_with(knl.HardSwish())), runs=2)
     assert hswish["xnnpack_partitions"] == 2 and hswish["ops_outside_xnnpack"] == "HARD_SWISH:1"
+    assert hswish["xnnpack_op_share"] == round(1 - 1 / 3, 3)  # of CONV_2D, HARD_SWISH, CONV_2D
     relu = int8_with(keras.layers.ReLU())
     row = bench.host_row(("relu", relu), runs=2)
-    assert row["xnnpack_partitions"] == 1 and row["ops_outside_xnnpack"] == ""
+    assert row["xnnpack_partitions"] == 1 and row["ops_outside_xnnpack"] == "" and row["xnnpack_op_share"] == 1.0
     assert bench.host_row(("relu", relu), runs=2, xnnpack=False)["xnnpack_partitions"] == 0
 
 

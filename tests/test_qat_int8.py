@@ -39,7 +39,7 @@ import tf_keras as keras
 
 import kerasnets
 from kerasnets.pipelines import convert, data, quantize
-from conftest import CHAIN_HEAVY_VARIANTS, int8_outputs
+from conftest import int8_outputs, one_per_family
 
 SHAPE = (32, 32, 3)  # every family's minimum allows it; small keeps the default run short
 CLASSES = 10
@@ -60,17 +60,7 @@ class RoundingCompounds(AssertionError):
     entry expects."""
 
 
-def _one_per_family():
-    """The first variant of each family (by paper) that the default run's int8 chain also uses."""
-    chosen = {}
-    for name in kerasnets.list_models():
-        family = kerasnets.model_info(name).paper
-        if name not in CHAIN_HEAVY_VARIANTS and family not in chosen:
-            chosen[family] = name
-    return sorted(chosen.values())
-
-
-MODELS = _one_per_family()
+MODELS = one_per_family()
 
 # Families whose converted QAT model does not (yet) meet (c), with the figures measured (this
 # test's setting) and what is known of why. The one place the test reads them: each runs as an

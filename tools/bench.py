@@ -23,8 +23,8 @@ from kerasnets.tools.bench_child import time_invokes
 
 TARGETS = ("host", "android", "cortex-m4", "ethos-u55-128", "ethos-u65-256")  # where `kerasnets bench` runs a model
 COLUMNS = ["model", "input", "mode", "threads", "xnnpack", "xnnpack_partitions", "ops_outside_xnnpack",
-           "latency_ms_median", "latency_ms_p90", "peak_rss_mb", "macs", "gmacs_per_s", "peak_fraction",
-           "machine", "command"]
+           "xnnpack_op_share", "latency_ms_median", "latency_ms_p90", "peak_rss_mb", "macs", "gmacs_per_s",
+           "peak_fraction", "machine", "command"]
 
 
 def litert_latency_ms(tflite: bytes, *, threads: int = 1, runs: int = 50, warmup: int = 5) -> dict:
@@ -89,7 +89,7 @@ def timing_row(name: str, input_shape, mode: str, *, threads: int, xnnpack: bool
     return {
         "model": name, "input": "x".join(str(d) for d in input_shape), "mode": mode,
         "threads": threads, "xnnpack": xnnpack, "xnnpack_partitions": timing.get("xnnpack_partitions", ""),
-        "ops_outside_xnnpack": timing.get("ops_outside_xnnpack", ""),
+        "ops_outside_xnnpack": timing.get("ops_outside_xnnpack", ""), "xnnpack_op_share": "",
         "latency_ms_median": round(timing["median"], 4),
         "latency_ms_p90": round(timing["p90"], 4), "peak_rss_mb": timing["peak_rss_mb"], "macs": macs,
         "gmacs_per_s": round(gmacs, 2), "peak_fraction": round(gmacs / peak_gmacs(threads), 3),
@@ -105,8 +105,16 @@ def host_row(named_model, *, threads: int = 1, runs: int = 50, xnnpack: bool = T
     name, tflite = named_model
     graph = tflite_file.read_tflite(tflite, source=name)
     timing = measure_in_child(tflite, threads=threads, runs=runs, xnnpack=xnnpack)
-    return timing_row(name, graph.inputs[0].shape[1:], tflite_file.describe_mode(graph), threads=threads,
-                      xnnpack=xnnpack, timing=timing, macs=tflite_file.graph_macs(graph), command=command)
+    row = timing_row(name, graph.inputs[0].shape[1:], tflite_file.describe_mode(graph), threads=threads,
+                     xnnpack=xnnpack, timing=timing, macs=tflite_file.graph_macs(graph), command=command)
+    if xnnpack:
+        row["xnnpack_op_share"] = xnnpack_op_share(timing["ops_outside_xnnpack"], len(graph.ops))
+    return row
+
+
+def xnnpack_op_share(ops_outside: str, ops: int) -> float:
+    """The share of a graph's `ops` XNNPACK runs, from `ops_outside_xnnpack`'s "OP:count" list."""
+    return round(1 - sum(int(item.rsplit(":", 1)[1]) for item in ops_outside.split()) / ops, 3)
 
 
 class LoadMonitor:

@@ -194,6 +194,10 @@ SECTIONS = {
     "frontier": ("results/frontier.csv", frontier_table),
     "frontier_rank": ("results/frontier-rank.csv", frontier_rank_table),
     "recipe": ("results/recipe.csv", recipe_table),
+    "int8_speedup": ("results/int8-vs-fp32.csv", lambda p: plain_table(p, [
+        "model", "input", "fp32_ms", "int8_ms", "int8_speedup", "fp32_lowered_ms", "int8_lowered_ms",
+        "lowered_speedup", "int8_ops_outside", "lowered_ops_outside", "lowered_op_share", "conditions"],
+        note=" (`benchmarks/int8_speedup.py`: LiteRT, XNNPACK, 1 thread, median of 3 interleaved rounds)")),
     "qat": ("results/qat.csv", lambda p: plain_table(p, [
         "model", "params", "top1_fp32", "top1_ptq_int8", "top1_qat_fakequant", "top1_qat_int8", "qat_int8_agreement",
         "epochs", "qat_epochs", "train_images", "test_images", "conditions"], machine="device",

@@ -1,0 +1,109 @@
+"""lower_for_xnnpack: the int8 ops XNNPACK has no int8 kernel for run as float islands, so XNNPACK
+(LiteRT's default CPU path) takes every family's int8 graph as whole as its fp32 graph, and the
+outputs stay those of the int8 model; a depthwise convolution with a channel multiplier becomes
+copies and a multiplier-1 depthwise convolution, computing exactly the same."""
+import numpy as np
+import pytest
+import tf_keras as keras
+
+import kerasnets
+from kerasnets import layers as knl
+from kerasnets.pipelines import convert, tflite_file, xnnpack
+from kerasnets.tools import bench_child
+from conftest import calibrate_batchnorm, one_per_family
+
+SHAPE = (32, 32, 3)
+
+
+def _delegation(tflite: bytes) -> tuple[int, str]:
+    """(pieces XNNPACK runs, ops it leaves to TFLite's kernels) when LiteRT loads `tflite`."""
+    interpreter = convert.litert_interpreter(tflite)  # default op resolver: XNNPACK applied
+    return bench_child.xnnpack_partitions(interpreter), bench_child.ops_outside_xnnpack(interpreter)
+
+
+def _island_model():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    x = knl.HardSwish()(x)
+    x = keras.layers.AveragePooling2D(2)(x)
+    x = keras.layers.Conv2D(16, 1)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+def test_ops_without_an_int8_kernel_run_as_float_islands_inside_xnnpack(digit_batches):
+    images = digit_batches((16, 16, 3), 96)
+    plain = convert.export(_island_model(), "int8", images[:32])
+    lowered = xnnpack.lower_for_xnnpack(plain)
+
+    assert _delegation(plain)[1] == "AVERAGE_POOL_2D:1 HARD_SWISH:1 SOFTMAX:1"  # what the lowering is for
+    assert _delegation(lowered) == (1, "")
+    graph = tflite_file.read_tflite(lowered)
+    made_by = {t.index: op for op in graph.ops for t in op.outputs}
+    for op in graph.ops:
+        if op.name in ("HARD_SWISH", "AVERAGE_POOL_2D", "SOFTMAX"):
+            assert op.inputs[0].dtype == op.outputs[0].dtype == "float32", op.name
+            assert made_by[op.inputs[0].index].name == "DEQUANTIZE"
+    assert graph.inputs[0].dtype == graph.outputs[0].dtype == "int8"  # the model's interface is kept
+
+    # each island rounds once, at the int8 op's own output scale: the outputs stay the int8 model's
+    x8 = convert.quantize_input(images[32:], convert.litert_interpreter(plain).get_input_details()[0])
+    expected = convert.run_litert(plain, x8, reference=True).astype(int)
+    got = convert.run_litert(lowered, x8).astype(int)  # XNNPACK, as a phone runs it
+    assert np.abs(got - expected).max() <= 1
+    assert (got != expected).mean() < 0.05  # measured 2% (XNNPACK vs reference kernels alone: 0.6%)
+
+
+@pytest.mark.parametrize("name", one_per_family())
+def test_every_family_int8_graph_runs_in_xnnpack_as_whole_as_its_fp32_graph(name, digit_batches):
+    model = kerasnets.create_model(name, input_shape=SHAPE, classes=10)
+    images = digit_batches(SHAPE, 16)
+    calibrate_batchnorm(model, images)
+    _, fp32_outside = _delegation(convert.export(model, "fp32"))
+    pieces, outside = _delegation(xnnpack.lower_for_xnnpack(convert.export(model, "int8", images)))
+    # ops XNNPACK refuses in fp32 too (a CONCATENATION of many inputs) are no int8 gap
+    assert set(outside.split()) <= set(fp32_outside.split()), (outside, fp32_outside)
+    if not fp32_outside:
+        assert pieces == 1
+
+
+def _multiplier_model():
+    inputs = keras.Input((16, 16, 8))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(inputs)
+    x = keras.layers.Conv2D(8, 1)(x)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=3, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Conv2D(6, 1)(x))
+
+
+@pytest.mark.parametrize("mode", ["fp32", "int8"])
+def test_a_depthwise_channel_multiplier_is_split_into_copies_exactly(mode):
+    model = _multiplier_model()
+    images = np.random.default_rng(0).uniform(-1, 1, (40, 16, 16, 8)).astype("float32")
+    plain = convert.export(model, mode, images[:16])
+    lowered = xnnpack.lower_for_xnnpack(plain)
+    graph = tflite_file.read_tflite(lowered)
+    assert [op.name for op in graph.ops] == ["CONCATENATION", "DEPTHWISE_CONV_2D", "CONV_2D"] * 2
+    for op in graph.ops:
+        if op.name == "DEPTHWISE_CONV_2D":  # multiplier 1: as many channels out as in
+            assert op.inputs[0].shape[-1] == op.outputs[0].shape[-1]
+    inputs = images[16:]
+    if mode == "int8":
+        inputs = convert.quantize_input(inputs, convert.litert_interpreter(plain).get_input_details()[0])
+    expected = convert.run_litert(plain, inputs, reference=True)
+    got = convert.run_litert(lowered, inputs, reference=True)
+    if mode == "int8":  # same integers, channel by channel
+        np.testing.assert_array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_a_model_without_such_ops_comes_back_unchanged(digit_batches):
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
+    plain = convert.export(model, "int8", digit_batches((8, 8, 3), 8))
+    assert xnnpack.lower_for_xnnpack(plain) == plain
+
+
+def test_bytes_that_are_no_model_are_refused_by_name():
+    with pytest.raises(ValueError, match="`tflite` is not a TFLite model"):
+        xnnpack.lower_for_xnnpack(b"not a model")
