@@ -111,12 +111,12 @@ def _float_twin(model, graph, index: int) -> int:
 # 2. depthwise multipliers
 
 def _split_depth_multipliers(model, graph) -> bool:
-    schema = _schema()
     operators, changed = [], False
     for op in graph.operators:
         multiplier = _depth_multiplier(model, graph, op)
-        readers = _readers(model, graph, op.outputs[0])
-        if multiplier > 1 and readers is not None:
+        readers = _readers(model, graph, op.outputs[0]) if multiplier > 1 else None
+        constants = [t for t in op.inputs[1:] if t >= 0] + [reader.inputs[1] for reader in readers or []]
+        if readers is not None and all(_reorderable(model, graph, t) for t in constants):
             operators += _copies_then_depthwise(model, graph, op, multiplier, readers)
             changed = True
         else:
@@ -129,6 +129,21 @@ def _depth_multiplier(model, graph, op) -> int:
     if _builtin(model, op) != _schema().BuiltinOperator.DEPTHWISE_CONV_2D:
         return 1
     return graph.tensors[op.outputs[0]].shape[-1] // graph.tensors[op.inputs[0]].shape[-1]
+
+
+_DTYPES = {"INT8": np.int8, "INT32": np.int32, "FLOAT32": np.float32}
+
+
+def _reorderable(model, graph, index: int) -> bool:
+    """A constant held in the file, of a type the rewrite reorders (not, e.g., float16 weights
+    behind a DEQUANTIZE op, whose float tensor is computed)."""
+    tensor = graph.tensors[index]
+    data = model.buffers[tensor.buffer].data
+    return data is not None and len(data) > 0 and _type_name(tensor.type) in _DTYPES
+
+
+def _type_name(tensor_type: int) -> str:
+    return next(name for name, value in vars(_schema().TensorType).items() if value == tensor_type)
 
 
 def _readers(model, graph, tensor: int):
@@ -176,10 +191,8 @@ def _reordered_constant(model, graph, index: int, order, *, per_channel: bool = 
     """Constant tensor `index` with its last axis in `order` (and, where its quantisation is per
     output channel along that axis, the scales too): in place, or as a copy when another op or
     tensor shares it; returns the index of the one to read."""
-    schema = _schema()
     tensor = graph.tensors[index]
-    dtype = {schema.TensorType.INT8: np.int8, schema.TensorType.INT32: np.int32,
-             schema.TensorType.FLOAT32: np.float32}[tensor.type]
+    dtype = _DTYPES[_type_name(tensor.type)]
     values = np.frombuffer(bytes(bytearray(model.buffers[tensor.buffer].data)), dtype).reshape(tensor.shape)
     shared = sum(list(op.inputs).count(index) for op in graph.operators) > 1 or \
         sum(t.buffer == tensor.buffer for t in graph.tensors) > 1

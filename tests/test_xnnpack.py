@@ -97,6 +97,23 @@ def test_a_depthwise_channel_multiplier_is_split_into_copies_exactly(mode):
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+def test_a_float_export_ships_the_lowered_graph_and_int8_the_plain_one(tmp_path):
+    from kerasnets.tools import export
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(inputs)
+    x = knl.HardSwish()(keras.layers.Conv2D(8, 1)(x))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+    ops = {}
+    for mode in ("fp32", "int8"):
+        summary = export.export_model(model, name=f"m_{mode}", mode=mode, out_dir=str(tmp_path), min_agreement=0.0)
+        ops[mode] = summary["ops"]
+    assert ops["fp32"][:2] == ["CONCATENATION", "DEPTHWISE_CONV_2D"]  # lowered, and through the parity gate
+    assert "CONCATENATION" not in ops["int8"] and "HARD_SWISH" in ops["int8"]  # what TFLite Micro and Vela take
+    app = tflite_file.read_tflite((tmp_path / "m_int8_app.tflite").read_bytes())
+    assert "CONCATENATION" in app.op_names and "DEQUANTIZE" in app.op_names
+
+
 def test_a_model_without_such_ops_comes_back_unchanged(digit_batches):
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))

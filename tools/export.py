@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from kerasnets.pipelines import convert, data as data_mod, metadata, tflite_file
+from kerasnets.pipelines import convert, data as data_mod, metadata, tflite_file, xnnpack
 from kerasnets.pipelines.files import write_atomic
 
 FP32_TOLERANCE = 1e-4
@@ -29,6 +29,8 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
 
     An int8 classifier also gets DIR/<name>_app.tflite, the copy phone and board apps take (RGB,
     `app_io_type` uint8 or float input/output: see kerasnets.pipelines.app_model); None writes none.
+    That copy and any other mode's model are lowered for XNNPACK (kerasnets.pipelines.xnnpack);
+    the int8 <name>.tflite stays the plain graph TFLite Micro and Vela take.
 
     Gates, checked before anything is written: an fp32 model within FP32_TOLERANCE of Keras; any
     other mode agreeing with Keras on the top-1 class of at least `min_agreement` of the held-out
@@ -46,6 +48,8 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
     images = calibration_images(calibration, model.input_shape[1:], 100 + PARITY_IMAGES)
     calib, held_out = images[:-PARITY_IMAGES], images[-PARITY_IMAGES:]
     tflite = convert.export(model, mode, calib, io_type=io_type)
+    if mode != "int8":  # CPU and GPU models: run all of it in XNNPACK (int8 stays plain for MCUs and NPUs)
+        tflite = xnnpack.lower_for_xnnpack(tflite)
     graph = tflite_file.read_tflite(tflite, source=name)
     gate = convert.parity(model, tflite, held_out)
     if mode == "fp32" and gate["max_abs_diff"] > FP32_TOLERANCE:
