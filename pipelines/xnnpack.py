@@ -13,8 +13,9 @@ Two rewrites, each computing what the model computed:
    input, rounded once to the same output grid), so outputs stay within TFLite's own
    kernel-to-kernel rounding differences.
 2. Depthwise multipliers (any model). XNNPACK's depthwise kernels with a channel multiplier m > 1
-   (EffCNet/CondenseNeXt) are several times slower than with m = 1 (int8 more so: four 3x3
-   16 -> 32 layers at 32x32 ran slower in int8 than in fp32). The op becomes a CONCATENATION of
+   (EffCNet/CondenseNeXt) are several times slower than with m = 1 (four 3x3 32 -> 64 layers,
+   each followed by a 1x1 conv, at 32x32: int8 1.14 ms, fp32 0.85 ms; rewritten, 0.20 and 0.28 ms;
+   LiteRT, 1 thread, AVX-512 VNNI). The op becomes a CONCATENATION of
    m copies of its input and a depthwise convolution with m = 1 whose channels are ordered
    copy-major; the convolutions that read it take their input channels in that order. Exact:
    every output channel keeps its weights, bias and scale.
@@ -172,7 +173,8 @@ def _copies_then_depthwise(model, graph, op, multiplier: int, readers) -> list:
             dims = list(dims)
             dims[-1] *= multiplier
             setattr(graph.tensors[copies], field, dims)
-    concat = _operator(model, schema.BuiltinOperator.CONCATENATION, 1, [op.inputs[0]] * multiplier, [copies])
+    version = 2 if graph.tensors[copies].type == schema.TensorType.INT8 else 1  # TFLite's op versioning
+    concat = _operator(model, schema.BuiltinOperator.CONCATENATION, version, [op.inputs[0]] * multiplier, [copies])
     concat.builtinOptionsType = schema.BuiltinOptions.ConcatenationOptions
     concat.builtinOptions = schema.ConcatenationOptionsT()
     concat.builtinOptions.axis = 3
