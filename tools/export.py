@@ -21,6 +21,13 @@ def calibration_images(spec: str, input_shape, count: int = 100) -> np.ndarray:
     return data_mod.representative_images(dataset, count)
 
 
+def shipped_tflite(model, mode: str, calibration, *, io_type: str = "int8") -> bytes:
+    """The .tflite `kerasnets export` and `kerasnets run` write for `mode`: int8 as converted, the
+    graph TFLite Micro and Vela take; any other mode (CPUs and GPUs) lowered for XNNPACK."""
+    tflite = convert.export(model, mode, calibration, io_type=io_type)
+    return tflite if mode == "int8" else xnnpack.lower_for_xnnpack(tflite)
+
+
 def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str = "digits",
                  io_type: str = "int8", micro: bool = False, labels=None, max_arena=None,
                  min_agreement: float = MIN_AGREEMENT, tensor_checksums: bool = False,
@@ -47,9 +54,7 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
         raise ValueError(f"`micro` needs `mode=int8` (TFLite Micro runs integer models); got `mode={mode}`")
     images = calibration_images(calibration, model.input_shape[1:], 100 + PARITY_IMAGES)
     calib, held_out = images[:-PARITY_IMAGES], images[-PARITY_IMAGES:]
-    tflite = convert.export(model, mode, calib, io_type=io_type)
-    if mode != "int8":  # CPU and GPU models: run all of it in XNNPACK (int8 stays plain for MCUs and NPUs)
-        tflite = xnnpack.lower_for_xnnpack(tflite)
+    tflite = shipped_tflite(model, mode, calib, io_type=io_type)
     graph = tflite_file.read_tflite(tflite, source=name)
     gate = convert.parity(model, tflite, held_out)
     if mode == "fp32" and gate["max_abs_diff"] > FP32_TOLERANCE:

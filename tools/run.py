@@ -280,6 +280,7 @@ def stage_qat(run, cfg, ctx):
 
 def stage_export(run, cfg, ctx):
     from kerasnets.pipelines import convert, data as data_mod, metadata
+    from kerasnets.tools import export
     from kerasnets.tools.report import CONFUSION
 
     data = ctx["data"]
@@ -291,7 +292,7 @@ def stage_export(run, cfg, ctx):
     info = metadata.ImageClassifierInfo(name=cfg.model, labels=tuple(data.classes),
                                         description=f"{cfg.model} trained on {cfg.data.dataset} by kerasnets run")
     for mode in cfg.export.modes:
-        tflite = metadata.attach(convert.export(model, mode, calibration), info)
+        tflite = metadata.attach(export.shipped_tflite(model, mode, calibration), info)
         name = f"export/model_{mode}.tflite"
         with open(run.file(name), "wb") as f:
             f.write(tflite)
