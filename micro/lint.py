@@ -100,8 +100,10 @@ def _check_op(op: Op) -> list[Finding]:
                                  "TFLite Micro rejects dynamic-range models.",
                                  "export with `mode=int8` and a calibration set"))
         elif floats:
-            found.append(Finding("error", op.name, layer, "float op in an integer model.",
-                                 "export with `mode=int8` (full integer, int8 input/output)"))
+            found.append(Finding("error", op.name, layer, "float op in an integer model (a model lowered "
+                                 "for XNNPACK, such as the app copy `<name>_app.tflite`, runs some ops in float).",
+                                 "give TFLite Micro the plain int8 `<name>.tflite`, or export with `mode=int8` "
+                                 "(full integer, int8 input/output)"))
     if base == "SOFTMAX" and op.inputs and op.inputs[0].dtype == "int8" and \
             op.inputs[0].scale is not None and op.inputs[0].scale <= _SOFTMAX_MIN_INPUT_SCALE:
         found.append(Finding("error", op.name, layer,

@@ -8,6 +8,7 @@ import tf_keras as keras
 
 import kerasnets
 from kerasnets import layers as knl
+from kerasnets.micro import lint
 from kerasnets.pipelines import convert, tflite_file, xnnpack
 from kerasnets.tools import bench_child
 from conftest import calibrate_batchnorm, one_per_family
@@ -112,6 +113,12 @@ def test_a_float_export_ships_the_lowered_graph_and_int8_the_plain_one(tmp_path)
     assert "CONCATENATION" not in ops["int8"] and "HARD_SWISH" in ops["int8"]  # what TFLite Micro and Vela take
     app = tflite_file.read_tflite((tmp_path / "m_int8_app.tflite").read_bytes())
     assert "CONCATENATION" in app.op_names and "DEQUANTIZE" in app.op_names
+    # the deployment lint tells a user who hands the app copy to TFLite Micro which file to use
+    plain = tflite_file.read_tflite((tmp_path / "m_int8.tflite").read_bytes())
+    assert not [f for f in lint.errors(lint.lint(plain, npu=False)) if "float op" in f.problem]
+    islands = [f for f in lint.errors(lint.lint(app, npu=False)) if "float op" in f.problem]
+    assert {f.op for f in islands} == {"HARD_SWISH", "SOFTMAX"}
+    assert all("lowered for XNNPACK" in f.problem and "`<name>.tflite`" in f.fix for f in islands)
 
 
 def test_a_model_without_such_ops_comes_back_unchanged(digit_batches):
