@@ -9,10 +9,10 @@ results/int8-vs-fp32.csv.
 The four models of a family are timed in turns (each in a fresh process, median of --runs
 invokes; then again, --rounds times) and a figure is the median over the rounds, so load that
 comes and goes hits all four: the speedups are ratios of figures measured in the same run, like
-for like (`int8_speedup`: fp32 / int8 as converted; `lowered_speedup`: both lowered).
-Weights are untrained, BatchNorm statistics set from digits (latency
-does not depend on the values). Each row names the machine with the instruction-set features
-that decide int8 speed (AVX-512 VNNI / AVX-VNNI, Arm dotprod) and the load it ran under.
+for like (`int8_speedup`: fp32 / int8 as converted; `lowered_speedup`: both lowered). Weights are
+untrained, BatchNorm statistics set from digits (latency does not depend on the values). Each row
+names the machine with the instruction-set features that decide int8 speed (AVX-512 VNNI /
+AVX-VNNI, Arm dotprod) and the load it ran under.
 """
 from __future__ import annotations
 
@@ -38,12 +38,12 @@ flags.DEFINE_string("out", str(REPO / "results" / "int8-vs-fp32.csv"), "CSV file
 
 COLUMNS = ["model", "input", "fp32_ms", "int8_ms", "fp32_lowered_ms", "int8_lowered_ms", "int8_speedup",
            "lowered_speedup", "int8_pieces", "int8_ops_outside", "lowered_pieces", "lowered_ops_outside",
-           "lowered_op_share",
-           "rounds", "conditions", "machine", "command"]
+           "lowered_op_share", "rounds", "conditions", "machine", "command"]
 CALIBRATION_IMAGES = 16
 
 
 def one_per_family() -> list[str]:
+    """The first variant of each family (by paper), at its default input: the heavy ones too."""
     chosen = {}
     for name in kerasnets.list_models():
         chosen.setdefault(kerasnets.model_info(name).paper, name)
