@@ -297,7 +297,8 @@ def qat_op_fidelity(qat: keras.Model, tflite: bytes, images: np.ndarray) -> list
         raise ValueError("qat_op_fidelity compares a .tflite with the QAT model it was converted from; "
                          f"`qat` ({qat.name}) has no QAT layers: pass the model quantize.quantize_model made")
     interpreter = litert_interpreter(tflite, reference=True, keep_tensors=True)
-    values = _int8_tensor_values(interpreter, quantize_input(qat_input(qat, images), interpreter.get_input_details()[0]))
+    int8_input = quantize_input(qat_input(qat, images), interpreter.get_input_details()[0])
+    values = _int8_tensor_values(interpreter, int8_input)
     details = interpreter.get_tensor_details()
     layers = {layer.name: layer for layer in qat.layers}
     rows = []

@@ -48,6 +48,11 @@ class Graph:
         return list(dict.fromkeys(op.name for op in self.ops))
 
 
+def type_name(code: int) -> str:
+    """A schema TensorType code as its lower-case name ("int8", "float32", ...), a numpy dtype name."""
+    return _TYPE_NAMES.get(code, str(code))
+
+
 def _op_name(code) -> str:
     builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
     name = _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
@@ -65,7 +70,7 @@ def _tensor(model, graph, index) -> Tensor:
     buffer = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
     constant = buffer is not None and (buffer.DataLength() > 0 or buffer.Size() > 0)
     return Tensor(index, (t.Name() or b"").decode(errors="replace"), tuple(int(d) for d in t.ShapeAsNumpy())
-                  if t.ShapeLength() else (), _TYPE_NAMES.get(t.Type(), str(t.Type())), scale,
+                  if t.ShapeLength() else (), type_name(t.Type()), scale,
                   zero_point, constant)
 
 

@@ -132,19 +132,17 @@ def _depth_multiplier(model, graph, op) -> int:
     return graph.tensors[op.outputs[0]].shape[-1] // graph.tensors[op.inputs[0]].shape[-1]
 
 
-_DTYPES = {"INT8": np.int8, "INT32": np.int32, "FLOAT32": np.float32}
+_REORDERABLE_TYPES = ("int8", "int32", "float32")
 
 
 def _reorderable(model, graph, index: int) -> bool:
     """A constant held in the file, of a type the rewrite reorders (not, e.g., float16 weights
     behind a DEQUANTIZE op, whose float tensor is computed)."""
+    from kerasnets.pipelines import tflite_file
+
     tensor = graph.tensors[index]
     data = model.buffers[tensor.buffer].data
-    return data is not None and len(data) > 0 and _type_name(tensor.type) in _DTYPES
-
-
-def _type_name(tensor_type: int) -> str:
-    return next(name for name, value in vars(_schema().TensorType).items() if value == tensor_type)
+    return data is not None and len(data) > 0 and tflite_file.type_name(tensor.type) in _REORDERABLE_TYPES
 
 
 def _readers(model, graph, tensor: int):
@@ -193,8 +191,10 @@ def _reordered_constant(model, graph, index: int, order, *, per_channel: bool = 
     """Constant tensor `index` with its last axis in `order` (and, where its quantisation is per
     output channel along that axis, the scales too): in place, or as a copy when another op or
     tensor shares it; returns the index of the one to read."""
+    from kerasnets.pipelines import tflite_file
+
     tensor = graph.tensors[index]
-    dtype = _DTYPES[_type_name(tensor.type)]
+    dtype = np.dtype(tflite_file.type_name(tensor.type))
     values = np.frombuffer(bytes(bytearray(model.buffers[tensor.buffer].data)), dtype).reshape(tensor.shape)
     shared = sum(list(op.inputs).count(index) for op in graph.operators) > 1 or \
         sum(t.buffer == tensor.buffer for t in graph.tensors) > 1

@@ -80,7 +80,8 @@ KNOWN_GAPS: dict[str, str] = {
                      "range (69.5%, 90.5%, 1.96% before QAT rounded depthwise kernels per channel); TFLite Micro "
                      "== LiteRT reference on all 80 outputs. Op by op (`convert.qat_op_fidelity`, 8 images) "
                      "no op departs: the pre-activation BatchNorms (1x1 depthwise) round up to 4% of their "
-                     "outputs one step apart, the convolutions 0.1-0.7%; the QAT model's classifier run on the int8 model's own pre-pool tensor gives the "
+                     "outputs one step apart, the convolutions 0.1-0.7%; the QAT model's classifier run on "
+                     "the int8 model's own pre-pool tensor gives the "
                      "int8 model's logits (88.5% strict agreement as well): rounding the body compounds",
     "g_ghost_regnetx_032": "QAT top-1 85.5%; top-1 98.0% up to ties (97.0% strict), median logit error 0.39% of "
                            "the range: two images short; not localised yet",
