@@ -70,6 +70,54 @@ def test_a_trained_row_measures_the_deployed_int8_model(digits, tmp_path):
     assert frontier.done(str(path), candidate, 6, "fast") and not frontier.done(str(path), candidate, 30, "fast")
 
 
+def test_an_interrupted_row_resumes_and_a_finished_one_is_not_trained_again(digits, tmp_path):
+    import tf_keras as keras
+
+    class Epochs(keras.callbacks.Callback):  # the epochs a call trained; `die_at` kills it there
+        def __init__(self, die_at=None):
+            super().__init__()
+            self.trained, self.die_at = [], die_at
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == self.die_at:  # after the previous epoch's checkpoint, as a killed process
+                raise KeyboardInterrupt
+            self.trained.append(epoch + 1)
+
+    build = frontier.find(frontier.search_space(), "resnet_cifar[depth=8,width=0.5]").build
+    config = {**frontier.RECIPES["fast_fp32"], "epochs": 3, "batch_size": 64, "ema": 0.0}
+    folder = str(tmp_path / "train")
+
+    def trained(config, die_at=None):
+        epochs = Epochs(die_at)
+        model, _ = frontier.trained_model(lambda: build((32, 32, 3), 10), digits, folder, config,
+                                          verbose=0, extra_callbacks=[epochs])
+        return model, epochs.trained
+
+    with pytest.raises(KeyboardInterrupt):
+        trained(config, die_at=1)
+    model, epochs = trained(config)
+    assert epochs == [2, 3]  # it went on from the first
+    again, epochs = trained(config)
+    assert epochs == []  # finished: loaded, not trained again
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))
+    _, epochs = trained({**config, "epochs": 2})
+    assert epochs == [1, 2]  # another config in the same folder starts afresh
+
+
+def test_the_reference_is_ranked_with_the_candidates_and_never_chosen(digits, tmp_path):
+    out, work = str(tmp_path / "frontier.csv"), str(tmp_path / "work")
+    label = ("resnet_cifar", "depth=8,width=0.5")
+    bench.append_rows([{"model": label[0], "variant": label[1], "params": 19954, "macs": 3236160, "int8_kb": 31.6,
+                        "arena_bytes": 30016, "verdict": "fits"}], str(tmp_path / "frontier-screen.csv"),
+                      frontier.SCREEN_COLUMNS)  # a screen kept by an earlier run: not redone
+    rows = frontier.run_frontier(digits, out=out, work=work, epochs=1, top=1, reference=False, rank_epochs=1,
+                                 rank_images=500, device="test", progress=lambda message: None)
+    ranked = {(r["model"], r["variant"]): r for r in frontier.read_rows(str(tmp_path / "frontier-rank.csv"))}
+    assert set(ranked) == {label, ("resnet8", "res=32")}
+    assert ranked[("resnet8", "res=32")]["params"] == "78186"
+    assert [(r["model"], r["variant"]) for r in rows] == [label]  # the top-1 candidate, not the reference
+
+
 def test_flip_tta_averages_an_image_and_its_mirror(digits):
     import tf_keras as keras
 
@@ -87,12 +135,14 @@ def test_a_distilled_frontier_trains_its_teacher_once_and_labels_the_rows(digits
     messages = []
     label = "resnet_cifar[depth=8,width=0.5]"
     run = lambda: frontier.run_frontier(digits, out=out, work=work, epochs=1, candidates=[label],  # noqa: E731
-                                        reference=False, teacher="resnet8", device="test", progress=messages.append)
+                                        reference=False, teacher="resnet8", teacher_epochs=2, device="test",
+                                        progress=messages.append)
     rows = run()
     table = frontier.read_rows(out)
-    # the teacher's own row (same recipe and epochs, no QAT), then the student distilled from it
-    assert [(r["model"], r["variant"], r["recipe"]) for r in table] == [
-        ("resnet8", "res=32", "fast_fp32"), ("resnet_cifar", "depth=8,width=0.5", "fast_fp32+kd(resnet8)")]
+    # the teacher's own row (same recipe, its own epochs, no QAT), then the student distilled from it
+    assert [(r["model"], r["variant"], r["epochs"], r["recipe"]) for r in table] == [
+        ("resnet8", "res=32", "2", "fast_fp32"),
+        ("resnet_cifar", "depth=8,width=0.5", "1", "fast_fp32+kd(resnet8, 2 ep)")]
     assert table[0]["top1_qat_int8"] == "" and rows[0]["top1_qat_int8"] > 0
     assert any(m.startswith("teacher resnet8: fp32") for m in messages)
     # a re-run finds both: nothing is trained again

@@ -207,6 +207,8 @@ def _frontier_flags(d):
     d.integer("pre_epochs", 10, "Epochs a --compress model trains before it is pruned.", lower_bound=1)
     d.string("teacher", None, "Distil every row from this registered model, trained first with the same "
              "recipe and epochs (its own row is recorded too).")
+    d.integer("teacher_epochs", None, "Epochs the --teacher trains (default --epochs; fewer keep its training "
+              "within the reference's wall-clock).", lower_bound=1)
     d.string("out", os.path.join("results", "frontier.csv"), "CSV the rows are appended to; the screen "
              "and rank tables go beside it.")
     d.string("work", os.path.join("runs", "frontier"), "Folder for checkpoints and models.")
@@ -475,8 +477,8 @@ def _frontier() -> int:
     rows = frontier.run_frontier(
         data, out=FLAGS.out, work=FLAGS.work, epochs=FLAGS.epochs, recipe=FLAGS.recipe, top=FLAGS.top,
         rank_epochs=FLAGS.rank_epochs, rank_images=FLAGS.rank_images, candidates=FLAGS.candidates,
-        reference=FLAGS.reference, teacher=FLAGS.teacher, compressed=FLAGS.compress or (),
-        pre_epochs=FLAGS.pre_epochs,
+        reference=FLAGS.reference, teacher=FLAGS.teacher, teacher_epochs=FLAGS.teacher_epochs,
+        compressed=FLAGS.compress or (), pre_epochs=FLAGS.pre_epochs,
         device=machine.machine_name(), command=" ".join(["kerasnets", *sys.argv[1:]]),
         progress=lambda message: console.print_stage("frontier", message))
     print(f"{len(rows)} rows added to {FLAGS.out}")

@@ -230,6 +230,40 @@ def int8_top1(tflite: bytes, data) -> float:
     return convert.tflite_accuracy(tflite, data.test.as_numpy_iterator())
 
 
+TRAINED = "trained.keras"  # a row's finished float training, kept before anything is measured
+
+
+def trained_model(build, data, folder: str, config: dict, *, verbose: int = 2, extra_callbacks=()):
+    """(model, precision) of the float training in `folder` with `config`: taken from its
+    `trained.keras` when an earlier run finished it, else trained, an interrupted run of the same
+    config continuing from its last finished epoch (`train.fit(resume=True)`; the weight average
+    restarts from the restored weights), and kept before anything is measured. A 30-epoch row on
+    2 cores can outlive the process that started it."""
+    import json
+
+    from kerasnets.pipelines import saving, train
+
+    config = json.loads(json.dumps(config))  # as it reads back from the file
+    path, state_path = os.path.join(folder, TRAINED), os.path.join(folder, "trained.json")
+    state = {}
+    if os.path.exists(state_path):
+        with open(state_path, encoding="utf-8") as f:
+            state = json.load(f)
+    same = state.get("config") == config
+    if same and state.get("precision") and os.path.exists(path):
+        log.info("%s: trained already", folder)
+        return saving.load_keras(path), state["precision"]
+    os.makedirs(folder, exist_ok=True)
+    with open(state_path, "w", encoding="utf-8") as f:
+        json.dump({"config": config}, f)
+    result = train.fit(build, data, folder, config=config, resume=same, verbose=verbose,
+                       extra_callbacks=extra_callbacks)
+    train.write_model(result["model"], path)
+    with open(state_path, "w", encoding="utf-8") as f:
+        json.dump({"config": config, "precision": result["precision"]}, f)
+    return result["model"], result["precision"]
+
+
 def train_row(candidate: Candidate, data, out_dir: str, *, recipe: str = DEFAULT_RECIPE, epochs: int = 30,
               qat_epochs: int = QAT_EPOCHS, overrides: dict | None = None, verbose: int = 2) -> dict:
     """Train one candidate with `recipe` for `epochs`, then measure it as deployed: fp32 top-1,
@@ -244,12 +278,11 @@ def train_row(candidate: Candidate, data, out_dir: str, *, recipe: str = DEFAULT
     classes = len(data.classes)
     shape = data.image_shape
     config = {**RECIPES[recipe], **(overrides or {}), "epochs": int(epochs)}
-    result = train.fit(lambda: candidate.build(shape, classes), data, os.path.join(out_dir, "train"),
-                       config=config, verbose=verbose)
-    model = result["model"]
+    model, precision = trained_model(lambda: candidate.build(shape, classes), data, os.path.join(out_dir, "train"),
+                                     config, verbose=verbose)
     calibration = data_mod.representative_images(data, CALIBRATION_IMAGES)
     row = {"model": candidate.family, "variant": candidate.variant, "epochs": epochs, "recipe": recipe,
-           "precision": result["precision"], "top1_fp32": round(train.evaluate(model, data), 4),
+           "precision": precision, "top1_fp32": round(train.evaluate(model, data), 4),
            "top1_fp32_flip_tta": round(evaluate_flip_tta(model, data), 4)}
     ptq = deployment(model, calibration)
     row["top1_int8"] = round(int8_top1(ptq["tflite"], data), 4)
@@ -393,14 +426,14 @@ def compressed_row(name: str, data, out_dir: str, *, limit: dict, recipe: str = 
     surviving weights, QAT and every measurement of `train_row`. `seconds` covers all of it;
     `pruned` (not a CSV column) holds the ratio and the post-training int8 bytes and arena the
     pruning met."""
-    from kerasnets.pipelines import data as data_mod, train
+    from kerasnets.pipelines import data as data_mod
 
     start = time.time()
     big = _registered(name)
     sized = _at_resolution(data, big.resolution)
     config = {**RECIPES[recipe], **(overrides or {}), "epochs": int(pre_epochs)}
-    trained = train.fit(lambda: big.build(sized.image_shape, len(sized.classes)), sized,
-                        os.path.join(out_dir, "pretrain"), config=config, verbose=verbose)["model"]
+    trained, _ = trained_model(lambda: big.build(sized.image_shape, len(sized.classes)), sized,
+                               os.path.join(out_dir, "pretrain"), config, verbose=verbose)
     calibration = data_mod.representative_images(sized, CALIBRATION_IMAGES)
     pruned, ratio = fit_to_budget(trained, limit, calibration, method)
     log.info("%s pruned by %s at ratio %.3f to fit the budget", name, method, ratio)
@@ -421,9 +454,10 @@ def compressed_row(name: str, data, out_dir: str, *, limit: dict, recipe: str = 
             "pruned": {"ratio": round(ratio, 4), "int8_bytes": met["int8_bytes"], "arena_bytes": met["arena_bytes"]}}
 
 
-def distilled_recipe(recipe: str, teacher: str) -> str:
-    """The recipe column of a row distilled from `teacher`."""
-    return f"{recipe}+kd({teacher})"
+def distilled_recipe(recipe: str, teacher: str, teacher_epochs: int | None = None) -> str:
+    """The recipe column of a row distilled from `teacher` (trained `teacher_epochs` when they
+    differ from the row's own epochs: None)."""
+    return f"{recipe}+kd({teacher}" + (f", {teacher_epochs} ep)" if teacher_epochs else ")")
 
 
 def train_teacher(name: str, data, work: str, *, out: str, recipe: str, epochs: int, device: str,
@@ -446,14 +480,16 @@ def train_teacher(name: str, data, work: str, *, out: str, recipe: str, epochs: 
 
 def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = DEFAULT_RECIPE, top: int = 2,
                  rank_epochs: int = 4, rank_images: int = 20000, candidates=None, reference: bool = True,
-                 teacher: str | None = None, compressed=(), pre_epochs: int = 10, device: str = "",
+                 teacher: str | None = None, teacher_epochs: int | None = None, compressed=(),
+                 pre_epochs: int = 10, device: str = "",
                  command: str = "kerasnets frontier", progress=print) -> list[dict]:
     """Budget -> screen -> rank -> train the reference (unless `reference` is False) and the `top`
     ranked candidates (or the labels in `candidates`) for `epochs`; every finished row is appended to `out` at once, and
     the screen and rank tables (`<out>-screen.csv`, `<out>-rank.csv` beside it) are kept in `work`
     so that a re-run picks up where it stopped. With `teacher` (a registered model name) that
-    model is trained first with the same recipe and epochs, and every row is distilled from it
-    (recipe column `<recipe>+kd(<teacher>)`). Each registered model named in `compressed` trains
+    model is trained first with the same recipe for `teacher_epochs` (default `epochs`: fewer keep
+    its training within the reference's wall-clock), and every row is distilled from it (recipe
+    column `<recipe>+kd(<teacher>)`, or `<recipe>+kd(<teacher>, N ep)`). Each registered model named in `compressed` trains
     `pre_epochs`, is pruned into the measured budget and fine-tuned for the rest (`compressed_row`)."""
     from kerasnets.pipelines import data as data_mod
     from kerasnets.tools import bench
@@ -487,8 +523,15 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = D
                                         for r in screened)]
         progress(f"screen: {len(fits)} of {len(space)} candidates fit the budget")
         ranked = read_rows(rank_path)
-        missing = [c for c in fits if not any((r["model"], r["variant"]) == (c.family, c.variant) for r in ranked)]
+        # the reference is ranked with them: a candidate is worth its full training only if it
+        # outranks the model it must beat
+        reference_candidate = _registered(REFERENCE)
+        missing = [c for c in [reference_candidate] + fits
+                   if not any((r["model"], r["variant"]) == (c.family, c.variant) for r in ranked)]
         sizes = {(r["model"], r["variant"]): r for r in screened}
+        sizes[(reference_candidate.family, reference_candidate.variant)] = {
+            "params": limit["params"], "int8_kb": round(limit["int8_bytes"] / 1024, 1),
+            "arena_bytes": limit["arena_bytes"]}
 
         def keep(row):
             size = sizes[(row["model"], row["variant"])]
@@ -496,18 +539,22 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = D
                                 "device": device}], rank_path, RANK_COLUMNS)
 
         rank(missing, data, work, epochs=rank_epochs, train_images=rank_images, recipe=recipe, on_row=keep)
-        ranked = sorted(read_rows(rank_path), key=lambda r: -float(r["rank_top1"]))
+        ranked = sorted((r for r in read_rows(rank_path) if r["model"] != REFERENCE),
+                        key=lambda r: -float(r["rank_top1"]))
         chosen = [find(space, f"{r['model']}[{r['variant']}]") for r in ranked[:top]]
     rows, overrides, label = [], {}, recipe
+    suffix = ""
     if teacher:
-        overrides["teacher"] = train_teacher(teacher, data, work, out=out, recipe=recipe, epochs=epochs,
+        teacher_epochs = teacher_epochs or epochs
+        overrides["teacher"] = train_teacher(teacher, data, work, out=out, recipe=recipe, epochs=teacher_epochs,
                                              device=device, command=command, progress=progress)
-        label = distilled_recipe(recipe, teacher)
+        label = distilled_recipe(recipe, teacher, teacher_epochs if teacher_epochs != epochs else None)
+        suffix = f"-kd-{teacher}" + (f"-{teacher_epochs}ep" if teacher_epochs != epochs else "")
     for candidate in [_registered(REFERENCE)] * reference + chosen:
         if done(out, candidate, epochs, label):
             progress(f"{candidate.label}: {epochs} epochs already in {out}")
             continue
-        folder = os.path.join(work, row_folder(candidate, epochs, recipe) + (f"-kd-{teacher}" if teacher else ""))
+        folder = os.path.join(work, row_folder(candidate, epochs, recipe) + suffix)
         row = {**train_row(candidate, data, folder, recipe=recipe, epochs=epochs, overrides=overrides),
                "recipe": label, "device": device, "command": command}
         _finished(row, rows, out, stem, progress)
@@ -516,7 +563,7 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = D
         if done(out, candidate, epochs, label):
             progress(f"{candidate.label}: {epochs} epochs already in {out}")
             continue
-        folder = os.path.join(work, row_folder(candidate, epochs, recipe).replace(" ", "_"))
+        folder = os.path.join(work, row_folder(candidate, epochs, recipe).replace(" ", "_") + suffix)
         row = {**compressed_row(name, data, folder, limit=limit, recipe=recipe, epochs=epochs,
                                 pre_epochs=pre_epochs, overrides=overrides),
                "recipe": label, "device": device, "command": command}
