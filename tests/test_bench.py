@@ -12,6 +12,8 @@ import pytest
 
 from kerasnets.tools import android, bench
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 # Lines in the formats of TFLite's benchmark_model source (native binary: 'INFO: ' prefix).
 NATIVE_LOG = """\
 INFO: STARTING!
@@ -176,35 +178,52 @@ def test_apk_sources_agree_with_each_other_and_the_runner():
     assert "asset:" in java and android.PACKAGED == "asset:"
 
 
-def test_stage_apk_packages_the_models_into_a_tensorflow_checkout(tmp_path):
+def test_stage_apk_packages_the_models_into_the_projects_bazel_workspace(tmp_path):
+    import shutil
+
     from kerasnets.pipelines import convert
     import tf_keras as keras
 
-    tf_root = tmp_path / "tensorflow"
-    with pytest.raises(ValueError, match="not a TensorFlow source checkout"):
-        android.stage_apk(str(tf_root), [])
-    (tf_root / "tensorflow/lite/tools/benchmark").mkdir(parents=True)
-    (tf_root / "tensorflow/lite/tools/benchmark/BUILD").write_text("")
+    root = tmp_path / "kerasnets"
+    with pytest.raises(ValueError, match="not a kerasnets source tree"):
+        android.stage_apk(str(root), [])
+    # a source tree as a clone has it: the workspace and the APK package
+    shutil.copytree(android.APK_SOURCES, root / "tools/android_apk")
+    shutil.copyfile(os.path.join(REPO_ROOT, "WORKSPACE"), root / "WORKSPACE")
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     good = tmp_path / "tiny.tflite"
     good.write_bytes(convert.export(model, "fp32"))
     bad = tmp_path / "notes.tflite"
     bad.write_text("not a model")
     with pytest.raises(ValueError, match="notes.tflite"):
-        android.stage_apk(str(tf_root), [str(good), str(bad)])
-    staged = android.stage_apk(str(tf_root), [str(good)])
-    package = tf_root / "tensorflow/lite/kerasnets_benchmark"
-    assert staged["target"] == "//tensorflow/lite/kerasnets_benchmark:kerasnets_benchmark"
-    assert staged["build"].startswith("bazel build -c opt --config=android_arm64 //tensorflow/lite/")
+        android.stage_apk(str(root), [str(good), str(bad)])
+    staged = android.stage_apk(str(root), [str(good)])
+    assert staged["target"] == "//tools/android_apk:kerasnets_benchmark"
+    assert staged["build"] == "bazel build --config=android_arm64 //tools/android_apk:kerasnets_benchmark"
+    assert staged["apk"] == "bazel-bin/tools/android_apk/kerasnets_benchmark.apk"
     assert staged["models"] == ["asset:tiny.tflite"]
-    assert (package / "assets/models/tiny.tflite").read_bytes() == good.read_bytes()
-    for source in ("BUILD", "AndroidManifest.xml", "jni/benchmark_jni.cc",
-                   "src/com/kerasnets/benchmark/BenchmarkActivity.java"):
-        assert (package / source).is_file(), source
+    assert (root / "tools/android_apk/assets/models/tiny.tflite").read_bytes() == good.read_bytes()
     other = tmp_path / "other.tflite"
     other.write_bytes(good.read_bytes())
-    android.stage_apk(str(tf_root), [str(other)])  # a re-stage replaces the packaged models
-    assert sorted(p.name for p in (package / "assets/models").iterdir()) == ["other.tflite"]
+    android.stage_apk(str(root), [str(other)])  # a re-stage replaces the packaged models
+    assert sorted(p.name for p in (root / "tools/android_apk/assets/models").iterdir()) == ["other.tflite"]
+
+
+def test_the_bazel_workspace_pins_the_tensorflow_the_package_is_tested_with():
+    """The WORKSPACE's TensorFlow is the installed wheel's commit, and the APK's BUILD reaches
+    TensorFlow only through that repository (no label that needs a TensorFlow checkout)."""
+    import tensorflow as tf
+
+    workspace = open(os.path.join(REPO_ROOT, "WORKSPACE")).read()
+    commit = re.search(r'TENSORFLOW_COMMIT = "([0-9a-f]{40})"', workspace).group(1)
+    # the wheel's `git describe`: v2.21.0-rc1-5-g<abbreviated commit>
+    assert tf.version.GIT_VERSION.rsplit("-g", 1)[1] == commit[:len(tf.version.GIT_VERSION.rsplit("-g", 1)[1])]
+    assert re.search(r'name = "org_tensorflow",\s+sha256 = "[0-9a-f]{64}"', workspace)
+    build = open(os.path.join(android.APK_SOURCES, "BUILD")).read()
+    labels = re.findall(r'"(@?[\w.-]*//[^"]+)"', build)
+    assert labels and all(not label.startswith("//tensorflow") for label in labels), labels
+    assert "@org_tensorflow//tensorflow/lite/tools/benchmark:benchmark_tflite_model_lib" in labels
+    assert open(os.path.join(REPO_ROOT, ".bazelversion")).read().strip().startswith("7.")
 
 
 def test_adb_errors_name_the_problem(tmp_path, monkeypatch):

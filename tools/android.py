@@ -18,7 +18,7 @@ DEVICE_DIR = "/data/local/tmp"
 APK_ACTIVITY = "com.kerasnets.benchmark/.BenchmarkActivity"
 STOCK_APK_ACTIVITY = "org.tensorflow.lite.benchmark/.BenchmarkModelActivity"
 APK_SOURCES = os.path.join(os.path.dirname(__file__), "android_apk")
-APK_PACKAGE = "tensorflow/lite/kerasnets_benchmark"  # where the sources go in a TensorFlow checkout
+APK_PACKAGE = "tools/android_apk"  # its Bazel package in the project's workspace (WORKSPACE at the root)
 PACKAGED = "asset:"  # --tflite asset:NAME.tflite: a model packaged in the kerasnets APK
 _NUM = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _COUNT = re.compile(r"count=(\d+)(.*)")
@@ -270,18 +270,21 @@ def _running(adb: Adb, package: str) -> bool:
         return False
 
 
-def stage_apk(tf_root: str, tflite_files: list[str]) -> dict:
-    """Copy the kerasnets benchmark APK package into a TensorFlow checkout with the models packaged.
+def stage_apk(workspace: str, tflite_files: list[str]) -> dict:
+    """Package models into the benchmark APK of a kerasnets source tree (the folder with its Bazel
+    `WORKSPACE`, which brings TensorFlow in as @org_tensorflow).
 
-    Returns the Bazel target, the build command and where the APK lands. Models are checked to be
-    TFLite files first; the staged package's old models are replaced, not merged.
+    Returns the Bazel target, the build command (run from `workspace`) and where the APK lands.
+    Models are checked to be TFLite files first; the package's old models are replaced, not merged.
     """
     from kerasnets.pipelines import tflite_file
 
-    if not os.path.isfile(os.path.join(tf_root, "tensorflow", "lite", "tools", "benchmark", "BUILD")):
-        raise ValueError(f"{tf_root} is not a TensorFlow source checkout (no tensorflow/lite/tools/"
-                         "benchmark/BUILD): `git clone https://github.com/tensorflow/tensorflow`, run its "
-                         "./configure with the Android SDK/NDK, and pass that folder")
+    workspace_file = os.path.join(workspace, "WORKSPACE")
+    package = os.path.join(workspace, APK_PACKAGE)
+    if not (os.path.isfile(workspace_file) and os.path.isfile(os.path.join(package, "BUILD"))):
+        raise ValueError(f"`workspace={workspace}` is not a kerasnets source tree (no WORKSPACE and "
+                         f"{APK_PACKAGE}/BUILD): pass the folder of a `git clone` of kerasnets, e.g. `.` "
+                         "from its root")
     if not tflite_files:
         raise ValueError("no models to package: pass `tflite_files`")
     names = [os.path.basename(f) for f in tflite_files]
@@ -289,9 +292,6 @@ def stage_apk(tf_root: str, tflite_files: list[str]) -> dict:
         raise ValueError(f"two models share a file name ({names}); assets are looked up by name")
     for path in tflite_files:
         tflite_file.read_tflite_file(path)
-    package = os.path.join(tf_root, APK_PACKAGE)
-    shutil.copytree(APK_SOURCES, package, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
     models_dir = os.path.join(package, "assets", "models")
     shutil.rmtree(models_dir, ignore_errors=True)
     os.makedirs(models_dir)
@@ -299,5 +299,5 @@ def stage_apk(tf_root: str, tflite_files: list[str]) -> dict:
         shutil.copyfile(path, os.path.join(models_dir, os.path.basename(path)))
     target = f"//{APK_PACKAGE}:kerasnets_benchmark"
     return {"package": package, "models": [PACKAGED + n for n in names], "target": target,
-            "build": f"bazel build -c opt --config=android_arm64 {target}",
+            "build": f"bazel build --config=android_arm64 {target}",
             "apk": f"bazel-bin/{APK_PACKAGE}/kerasnets_benchmark.apk"}

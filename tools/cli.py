@@ -133,13 +133,13 @@ def _bench_flags(d):
     d.string("adb", None, android + "adb binary (default: adb on PATH).")
     d.string("serial", None, android + "device serial (adb -s).")
     d.string("benchmark_binary", None, android + "TFLite benchmark_model binary built for the phone "
-             "(bazel build -c opt --config=android_arm64 //tensorflow/lite/tools/benchmark:benchmark_model).")
+             "(bazel build --config=android_arm64 @org_tensorflow//tensorflow/lite/tools/benchmark:benchmark_model).")
     d.string("apk", None, android + "benchmark APK to install and run instead of --benchmark_binary "
              "(the kerasnets APK, or TFLite's with --apk_activity).")
     d.string("apk_activity", None, android + "activity of --apk (default the kerasnets APK's; TFLite's: "
              "org.tensorflow.lite.benchmark/.BenchmarkModelActivity).")
-    d.string("stage_apk", None, android + "TensorFlow checkout to stage the kerasnets benchmark APK "
-             "package into, with the --tflite models (comma-separated) packaged.")
+    d.string("stage_apk", None, android + "kerasnets source tree (the folder with WORKSPACE, e.g. '.') whose "
+             "benchmark APK package gets the --tflite models (comma-separated) to build with Bazel.")
     _cortex_m_flags(d)
 
 
@@ -342,7 +342,7 @@ def _bench() -> int:
             return 0
         if not FLAGS.tflite or bool(FLAGS.benchmark_binary) == bool(FLAGS.apk):
             raise app.UsageError("bench --target android needs --tflite FILE and one of --benchmark_binary "
-                                 "FILE or --apk FILE (or --parse LOGFILE, or --stage_apk TF_DIR)")
+                                 "FILE or --apk FILE (or --parse LOGFILE, or --stage_apk DIR)")
         adb = android.Adb(FLAGS.adb, FLAGS.serial)
         sweep = {"threads": (1, max(FLAGS.threads, 4)), "runs": FLAGS.runs}
         if FLAGS.apk:
@@ -517,7 +517,7 @@ COMMANDS = {
     "bench": Command("latency and memory of a .tflite model on this machine, an Android phone or an "
                      "emulated Cortex-M4",
                      _bench_flags, _bench,
-                     {"activity": "apk_activity", "tflite_files": "tflite", "tf_root": "stage_apk"}),
+                     {"activity": "apk_activity", "tflite_files": "tflite", "workspace": "stage_apk"}),
     "compress": Command("prune (and fine-tune) a model to a ratio or a budget", _compress_flags, _compress,
                         {"keras_file": "keras", "spec": "dataset", "data": "dataset"}),
     "frontier": Command("models fitted to ResNet-8's int8 size and arena, ranked, trained and measured "
