@@ -38,6 +38,65 @@ def test_fit_learns_and_checkpoints_every_epoch(digits, tmp_path):
     assert (tmp_path / "tensorboard").is_dir()
 
 
+def _grouped_model():
+    inputs = keras.Input((8, 8, 8))
+    x = keras.layers.Conv2D(12, 3, padding="same", groups=4, name="grouped")(inputs)
+    x = keras.layers.Conv2D(8, 1, strides=2, groups=2, use_bias=False)(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+def _conv_ops(layer):
+    """The Conv2D ops a traced call of `layer` makes itself (a grouped conv as tf_keras runs it is
+    one call of an XLA-compiled function: no Conv2D op at this level)."""
+    import tensorflow as tf
+
+    graph = tf.function(layer).get_concrete_function(tf.TensorSpec((1, *layer.input_shape[1:]))).graph
+    return [op for op in graph.get_operations() if op.type == "Conv2D"]
+
+
+def test_grouped_convolutions_train_group_by_group_with_the_same_values():
+    import tensorflow as tf
+
+    model = _grouped_model()
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 8)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(16) % 10, 10)
+
+    def step():
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=True)
+            loss = tf.reduce_mean(keras.losses.categorical_crossentropy(y, outputs))
+        return outputs.numpy(), [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+    assert _conv_ops(model.get_layer("grouped")) == []
+    native = step()
+    with train.grouped_convolutions_by_groups():
+        convs = _conv_ops(model.get_layer("grouped"))
+        by_groups = step()
+    assert len(convs) == 4 and all(op.inputs[1].shape == (3, 3, 2, 3) for op in convs)  # 8 -> 12 in 4 groups
+    np.testing.assert_allclose(by_groups[0], native[0], rtol=1e-5, atol=1e-6)
+    for mine, theirs in zip(by_groups[1], native[1]):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)
+    assert _conv_ops(model.get_layer("grouped")) == []  # restored: what is converted stays one grouped conv
+
+
+def test_fit_trains_grouped_convolutions_group_by_group(digits, tmp_path):
+    seen = []
+
+    class Traced(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append(len(_conv_ops(self.model.get_layer("grouped"))))
+
+    def build():
+        inputs = keras.Input((16, 16, 1))
+        x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+        x = keras.layers.Conv2D(8, 3, padding="same", groups=4, name="grouped")(x)
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(
+            keras.layers.GlobalAveragePooling2D()(x)))
+
+    train.fit(build, digits, str(tmp_path), config={**FAST, "epochs": 1}, verbose=0, extra_callbacks=[Traced()])
+    assert seen == [4]
+
+
 class _Interrupt(keras.callbacks.Callback):
     """Stands in for a kill: raises during the given epoch, after the previous epoch finished."""
 
