@@ -489,8 +489,9 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = D
     so that a re-run picks up where it stopped. With `teacher` (a registered model name) that
     model is trained first with the same recipe for `teacher_epochs` (default `epochs`: fewer keep
     its training within the reference's wall-clock), and every row is distilled from it (recipe
-    column `<recipe>+kd(<teacher>)`, or `<recipe>+kd(<teacher>, N ep)`). Each registered model named in `compressed` trains
-    `pre_epochs`, is pruned into the measured budget and fine-tuned for the rest (`compressed_row`)."""
+    column `<recipe>+kd(<teacher>)`, or `<recipe>+kd(<teacher>, N ep)`). Each registered model
+    named in `compressed` trains `pre_epochs`, is pruned into the measured budget and fine-tuned
+    for the rest (`compressed_row`)."""
     from kerasnets.pipelines import data as data_mod
     from kerasnets.tools import bench
 

@@ -121,24 +121,28 @@ def compression_table(path: str) -> str:
     return "\n".join(lines)
 
 
+def _percent(value: str, empty: str) -> str:
+    return f"{float(value):.2%}" if value else empty
+
+
 def frontier_table(path: str) -> str:
     """Every trained row of the frontier, its margin over the reference trained with the same recipe
     and epochs (a distilled row's recipe is its own plus the teacher) and whether it fits the budget."""
     rows = _rows(path)
     reference = {(r["epochs"], r["recipe"]): r for r in rows if r["model"] == "resnet8"}
-    budget = {r["epochs"]: r for r in rows if r["model"] == "resnet8"}  # sizes do not depend on the recipe
+    # sizes depend on neither the recipe nor the epochs
+    size = next((r for r in rows if r["model"] == "resnet8"), None)
     lines = ["| model | variant | recipe | epochs | params | MACs | int8 KiB | arena B | fits budget | top-1 fp32 | "
              "top-1 int8 (PTQ) | top-1 QAT int8 | QAT int8 vs ResNet-8 (same recipe) | latency ms | train s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ref = reference.get((r["epochs"], r["recipe"].split("+")[0]))
-        size = budget.get(r["epochs"])
         fits = size and int(r["arena_bytes"]) <= int(size["arena_bytes"]) and float(r["int8_kb"]) <= float(size["int8_kb"])
         margin = (f"{100 * (float(r['top1_qat_int8']) - float(ref['top1_qat_int8'])):+.1f} pt"
                   if ref and r["top1_qat_int8"] and ref["top1_qat_int8"] else "–")
         lines.append(f"| {r['model']} | {r['variant']} | {r['recipe']} | {r['epochs']} | {int(r['params']):,} | {_fmt_count(r['macs'])} | "
                      f"{r['int8_kb']} | {r['arena_bytes']} | {'yes' if fits else 'NO'} | {float(r['top1_fp32']):.2%} | "
-                     f"{float(r['top1_int8']):.2%} | {float(r['top1_qat_int8'] or 'nan'):.2%} | {margin} | "
+                     f"{float(r['top1_int8']):.2%} | {_percent(r['top1_qat_int8'], '– (teacher)')} | {margin} | "
                      f"{r['latency_ms']} | {r['seconds']} |")
     machines = sorted({r["device"] for r in rows})
     lines += ["", f"From `{path}` (`kerasnets frontier`, command in the CSV); top-1 on the 10,000 CIFAR-10 (JPEG) "
@@ -190,6 +194,9 @@ SECTIONS = {
     "throughput": ("results/train-throughput.csv", lambda p: plain_table(p, [
         "model", "pipeline", "images_per_s", "epochs_timed", "batch_size", "ratio_vs_plain", "ratio_vs_in_memory",
         "conditions", "machine"])),
+    "grouped_conv": ("results/grouped-conv-training.csv", lambda p: plain_table(p, [
+        "model", "input", "batch_size", "grouped_convs", "step_s_keras", "step_s_by_groups", "speedup",
+        "conditions"], note=" (`benchmarks/grouped_conv_training.py`, command in the CSV)")),
     "arena": ("results/arena-vs-profile.csv", arena_table),
     "frontier": ("results/frontier.csv", frontier_table),
     "frontier_rank": ("results/frontier-rank.csv", frontier_rank_table),
