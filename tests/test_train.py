@@ -188,6 +188,23 @@ def test_distillation_learns_from_the_teacher(tmp_path):
     assert saved.count_params() == _tiny().count_params()
 
 
+def test_a_distilled_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    """The distillation wrapper is built lazily (Keras warns that BackupAndRestore wants a built
+    model): its checkpoint is still restored in full, student and optimiser, on resume."""
+    teacher = _tiny()
+    teacher.save(tmp_path / "teacher.keras")
+    digits = data.load("digits", image_shape=(8, 8, 1))
+    config = {"epochs": 3, "batch_size": 64, "lr": 0.05, "augment": ["crop", "flip"], "seed": 3,
+              "teacher": str(tmp_path / "teacher.keras")}
+    whole = train.fit(_tiny, digits, str(tmp_path / "whole"), config=config, verbose=0)["model"]
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(_tiny, digits, str(tmp_path / "cut"), config=config, verbose=0, extra_callbacks=[_Interrupt(2)])
+    resumed = train.fit(_tiny, digits, str(tmp_path / "cut"), config=config, resume=True, verbose=0)
+    assert len(resumed["history"]["loss"]) == 1
+    for expected, got in zip(whole.get_weights(), resumed["model"].get_weights()):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_schedule_warmup_then_cosine():
     schedule = train.WarmupSchedule(0.1, total_steps=100, warmup_steps=10, kind="cosine")
     assert float(schedule(0)) == pytest.approx(0.01)
