@@ -143,6 +143,17 @@ class Distiller(keras.Model):
         self.alpha, self.temperature = float(alpha), float(temperature)
         self.hard_loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
         self.teacher.trainable = False
+        # the loss is computed here, not by the compiled loss, whose tracker would report 0
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker] + [m for m in super().metrics if m.name != "loss"]
+
+    def _results(self, y, pred, loss):
+        self.loss_tracker.update_state(loss)
+        self.compiled_metrics.update_state(y, pred)
+        return {m.name: m.result() for m in self.metrics}
 
     def _soft(self, probabilities):
         return tf.nn.softmax(tf.math.log(probabilities + 1e-8) / self.temperature)
@@ -161,8 +172,14 @@ class Distiller(keras.Model):
             loss += tf.add_n(self.student.losses) if self.student.losses else 0.0
         grads = tape.gradient(loss, self.student.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.student.trainable_variables))
-        self.compiled_metrics.update_state(y, pred)
-        return {"loss": loss, **{m.name: m.result() for m in self.metrics if m.name != "loss"}}
+        return self._results(y, pred, loss)
+
+    def test_step(self, data):
+        """The student on held-out data: its hard-label loss (as a plain model's val_loss)."""
+        x, y = data
+        pred = tf.cast(self.student(x, training=False), tf.float32)
+        loss = self.hard_loss(y, pred) + (tf.add_n(self.student.losses) if self.student.losses else 0.0)
+        return self._results(y, pred, loss)
 
 
 class WeightAverage(keras.callbacks.Callback):
