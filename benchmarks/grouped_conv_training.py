@@ -48,13 +48,8 @@ def grouped_convs(model) -> int:
 
 def grouped_families() -> list[str]:
     """The first variant of each family (by paper) that builds at 32x32 and has a grouped conv."""
-    chosen = {}
-    for name in kerasnets.list_models():
-        info = kerasnets.model_info(name)
-        if info.paper in chosen or info.min_size > SHAPE[0]:
-            continue
-        chosen[info.paper] = name if grouped_convs(kerasnets.create_model(name, input_shape=SHAPE)) else None
-    return sorted(name for name in chosen.values() if name)
+    return [name for name in kerasnets.one_per_family() if kerasnets.model_info(name).min_size <= SHAPE[0]
+            and grouped_convs(kerasnets.create_model(name, input_shape=SHAPE))]
 
 
 def _stepper(name: str, by_groups: bool):

@@ -42,14 +42,6 @@ COLUMNS = ["model", "input", "fp32_ms", "int8_ms", "fp32_lowered_ms", "int8_lowe
 CALIBRATION_IMAGES = 16
 
 
-def one_per_family() -> list[str]:
-    """The first variant of each family (by paper), at its default input: the heavy ones too."""
-    chosen = {}
-    for name in kerasnets.list_models():
-        chosen.setdefault(kerasnets.model_info(name).paper, name)
-    return sorted(chosen.values())
-
-
 def _models(name: str) -> dict[str, bytes]:
     model = kerasnets.create_model(name)
     images, _ = data.digits_images(model.input_shape[1:], CALIBRATION_IMAGES)
@@ -91,7 +83,7 @@ def main(argv):
     if os.path.exists(FLAGS.out):
         with open(FLAGS.out, newline="", encoding="utf-8") as table:
             done = {r["model"] for r in csv.DictReader(table) if r["machine"] == bench.machine_name()}
-    for name in FLAGS.models or one_per_family():
+    for name in FLAGS.models or kerasnets.one_per_family():  # the heavy ones too
         if name in done:
             continue
         row = measure(name, command)

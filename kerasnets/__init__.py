@@ -13,7 +13,8 @@ if os.environ["TF_USE_LEGACY_KERAS"] not in ("1", "true", "True"):
     )
 
 from kerasnets.registry import (  # noqa: E402
-    Variant, create_model, list_models, model_info, model_options, register_model, register_variants)
+    Variant, create_model, list_models, model_info, model_options, one_per_family, register_model,
+    register_variants)
 from kerasnets.profile import profile  # noqa: E402
 # The families register themselves on the first look-up (list_models, create_model, model_info):
 # importing them loads TensorFlow, and the command line sets its log levels before that.

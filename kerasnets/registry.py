@@ -174,6 +174,16 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _BUILDERS if fnmatch.fnmatchcase(n, pattern))
 
 
+def one_per_family(exclude=()) -> list[str]:
+    """The first registered variant (by name) of each family, a family being the models of one
+    paper, leaving out the names in `exclude`; sorted."""
+    chosen = {}
+    for name in list_models():
+        if name not in exclude:
+            chosen.setdefault(_INFOS[name].paper, name)
+    return sorted(chosen.values())
+
+
 def _lookup(name: str) -> str:
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")

@@ -39,11 +39,7 @@ CHAIN_HEAVY_VARIANTS = HEAVY_VARIANTS | {
 def one_per_family(exclude=CHAIN_HEAVY_VARIANTS):
     """The first variant of each family (by paper) outside `exclude`: the default run's int8 chain
     uses these."""
-    chosen = {}
-    for name in kerasnets.list_models():
-        if name not in exclude:
-            chosen.setdefault(kerasnets.model_info(name).paper, name)
-    return sorted(chosen.values())
+    return kerasnets.one_per_family(exclude)
 
 
 def registry_params(names, heavy=HEAVY_VARIANTS):
