@@ -155,6 +155,10 @@ class Distiller(keras.Model):
         self.compiled_metrics.update_state(y, pred)
         return {m.name: m.result() for m in self.metrics}
 
+    def _regularization(self):
+        """The student's weight penalties (its layers' regularisers), added to both losses."""
+        return tf.add_n(self.student.losses) if self.student.losses else 0.0
+
     def _soft(self, probabilities):
         return tf.nn.softmax(tf.math.log(probabilities + 1e-8) / self.temperature)
 
@@ -169,7 +173,7 @@ class Distiller(keras.Model):
             pred = tf.cast(self.student(x, training=True), tf.float32)
             soft = keras.losses.kl_divergence(teacher, self._soft(pred)) * self.temperature ** 2
             loss = self.alpha * self.hard_loss(y, pred) + (1 - self.alpha) * tf.reduce_mean(soft)
-            loss += tf.add_n(self.student.losses) if self.student.losses else 0.0
+            loss += self._regularization()
         grads = tape.gradient(loss, self.student.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.student.trainable_variables))
         return self._results(y, pred, loss)
@@ -178,7 +182,7 @@ class Distiller(keras.Model):
         """The student on held-out data: its hard-label loss (as a plain model's val_loss)."""
         x, y = data
         pred = tf.cast(self.student(x, training=False), tf.float32)
-        loss = self.hard_loss(y, pred) + (tf.add_n(self.student.losses) if self.student.losses else 0.0)
+        loss = self.hard_loss(y, pred) + self._regularization()
         return self._results(y, pred, loss)
 
 
