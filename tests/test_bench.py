@@ -217,7 +217,8 @@ def test_the_bazel_workspace_pins_the_tensorflow_the_package_is_tested_with():
     workspace = open(os.path.join(REPO_ROOT, "WORKSPACE")).read()
     commit = re.search(r'TENSORFLOW_COMMIT = "([0-9a-f]{40})"', workspace).group(1)
     # the wheel's `git describe`: v2.21.0-rc1-5-g<abbreviated commit>
-    assert tf.version.GIT_VERSION.rsplit("-g", 1)[1] == commit[:len(tf.version.GIT_VERSION.rsplit("-g", 1)[1])]
+    abbreviated = tf.version.GIT_VERSION.rsplit("-g", 1)[1]
+    assert commit.startswith(abbreviated), (commit, tf.version.GIT_VERSION)
     assert re.search(r'name = "org_tensorflow",\s+sha256 = "[0-9a-f]{64}"', workspace)
     build = open(os.path.join(android.APK_SOURCES, "BUILD")).read()
     labels = re.findall(r'"(@?[\w.-]*//[^"]+)"', build)
