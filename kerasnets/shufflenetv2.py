@@ -64,11 +64,36 @@ def _shufflenetv2(*, width, layout, input_shape, classes, include_top, pooling,
     if width not in WIDTHS:
         raise ValueError(f"width must be one of {sorted(WIDTHS)}, got {width!r}")
     stage_channels, last_channels, dropout = WIDTHS[width]
+    return _build(stage_channels, STAGE_REPEATS, last_channels, dropout, layout=layout, input_shape=input_shape,
+                  classes=classes, include_top=include_top, pooling=pooling,
+                  classifier_activation=classifier_activation, name=name)
+
+
+def shufflenetv2_cifar(*, width=0.5, repeats=STAGE_REPEATS, last_channels=1024, input_shape=(32, 32, 3),
+                       classes=10, include_top=True, pooling=None, classifier_activation="softmax",
+                       name=None) -> keras.Model:
+    """The CIFAR ShuffleNetV2 with its knobs free, for fitting a model to a flash and RAM budget:
+    `width` (a width of the paper's table takes its channels, any other `width` x (96, 192, 384)
+    rounded to even numbers, so that every unit splits in halves), units per stage `repeats` and
+    the last 1x1 conv's `last_channels` (1024 in the paper; most of a small model's parameters)."""
+    if width <= 0 or last_channels < 1 or len(repeats) != 3 or min(repeats) < 1:
+        raise ValueError(f"width must be > 0, last_channels >= 1 and repeats three counts >= 1; got {width!r}, "
+                         f"{last_channels!r}, {repeats!r}")
+    stage_channels = WIDTHS[width][0] if width in WIDTHS else tuple(2 * max(1, round(width * c / 2))
+                                                                   for c in (96, 192, 384))
+    variant = f"w{int(round(width * 1000)):04d}_r{'-'.join(map(str, repeats))}_l{last_channels}"
+    return _build(stage_channels, tuple(repeats), int(last_channels), 0.0, layout=CIFAR, input_shape=input_shape,
+                  classes=classes, include_top=include_top, pooling=pooling,
+                  classifier_activation=classifier_activation, name=name or f"shufflenetv2_cifar_{variant}")
+
+
+def _build(stage_channels, stage_repeats, last_channels, dropout, *, layout, input_shape, classes, include_top,
+           pooling, classifier_activation, name) -> keras.Model:
     inputs = blocks.model_input(input_shape)
     x = blocks.conv_bn(inputs, STEM_CHANNELS, 3, strides=layout.stem_stride, name="stem")
     if layout.stem_pool:
         x = L.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
-    for stage, (channels, repeats) in enumerate(zip(stage_channels, STAGE_REPEATS), start=2):
+    for stage, (channels, repeats) in enumerate(zip(stage_channels, stage_repeats), start=2):
         x = shuffle_downsample_unit(x, channels, shortcut=layout.downsample_shortcut,
                                     name=f"stage{stage}_unit1")
         for unit in range(2, repeats + 1):

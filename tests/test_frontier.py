@@ -50,6 +50,35 @@ def test_screen_keeps_what_fits_and_says_why_the_rest_does_not(limit, calibratio
     assert reference[0]["verdict"] == "fits"
 
 
+def test_the_screen_table_measures_only_the_candidates_it_lacks(limit, calibration, tmp_path):
+    space = frontier.search_space()
+    kept, new = (frontier.find(space, label) for label in (
+        "resnet_cifar[depth=8,width=0.5]", "shufflenetv2_cifar[width=0.25,repeats=2-4-2,last=128]"))
+    path = str(tmp_path / "screen.csv")
+    bench.append_rows([{"model": kept.family, "variant": kept.variant, "verdict": "kept from an earlier run"}],
+                      path, frontier.SCREEN_COLUMNS)
+    rows = frontier.screen_table([kept, new], path, limit, calibration)
+    assert rows[0]["verdict"] == "kept from an earlier run"  # not measured again
+    assert rows[1]["int8_kb"] > 0 and rows[1]["arena_bytes"] > 0  # measured: converted, run in TFLite Micro
+    assert frontier.read_rows(path)[1]["params"] == str(rows[1]["params"])  # the new row is in the table
+    assert frontier.screen_table([kept, new], path, limit, calibration) == frontier.read_rows(path)  # nothing new
+
+
+def test_shufflenet_v2_knobs_span_the_paper_model_and_smaller_ones():
+    from kerasnets import create_model, shufflenetv2
+
+    paper = create_model("shufflenetv2_050_cifar")
+    assert shufflenetv2.shufflenetv2_cifar(width=0.5).count_params() == paper.count_params()
+    params = {knobs: shufflenetv2.shufflenetv2_cifar(**dict(knobs)).count_params()
+              for knobs in ((("width", 0.25),), (("width", 0.25), ("repeats", (2, 4, 2))),
+                            (("width", 0.25), ("last_channels", 128)))}
+    assert max(params.values()) < paper.count_params()
+    assert params[(("width", 0.25), ("repeats", (2, 4, 2)))] < params[(("width", 0.25),)]
+    assert params[(("width", 0.25), ("last_channels", 128))] < params[(("width", 0.25),)]
+    with pytest.raises(ValueError, match="repeats"):
+        shufflenetv2.shufflenetv2_cifar(repeats=(4, 8))
+
+
 def test_an_unknown_candidate_is_named():
     with pytest.raises(ValueError, match="no candidate 'nonet'"):
         frontier.find(frontier.search_space(), "nonet")
@@ -110,8 +139,9 @@ def test_the_reference_is_ranked_with_the_candidates_and_never_chosen(digits, tm
     bench.append_rows([{"model": label[0], "variant": label[1], "params": 19954, "macs": 3236160, "int8_kb": 31.6,
                         "arena_bytes": 30016, "verdict": "fits"}], str(tmp_path / "frontier-screen.csv"),
                       frontier.SCREEN_COLUMNS)  # a screen kept by an earlier run: not redone
+    space = [frontier.find(frontier.search_space(), "[".join(label) + "]")]
     rows = frontier.run_frontier(digits, out=out, work=work, epochs=1, top=1, reference=False, rank_epochs=1,
-                                 rank_images=500, device="test", progress=lambda message: None)
+                                 rank_images=500, device="test", space=space, progress=lambda message: None)
     ranked = {(r["model"], r["variant"]): r for r in frontier.read_rows(str(tmp_path / "frontier-rank.csv"))}
     assert set(ranked) == {label, ("resnet8", "res=32")}
     assert ranked[("resnet8", "res=32")]["params"] == "78186"

@@ -91,6 +91,14 @@ def _mobilenet_v2(width, expansion, stem_stride, last_channels=0):
         input_shape=shape, classes=classes))
 
 
+def _shufflenet_v2(width, repeats, last_channels):
+    from kerasnets import shufflenetv2
+
+    variant = f"width={width},repeats={'-'.join(map(str, repeats))},last={last_channels}"
+    return Candidate("shufflenetv2_cifar", variant, lambda shape, classes: shufflenetv2.shufflenetv2_cifar(
+        width=width, repeats=repeats, last_channels=last_channels, input_shape=shape, classes=classes))
+
+
 def search_space_reference() -> list[Candidate]:
     """The reference alone, as a candidate (what every frontier row is compared with)."""
     return [_registered(REFERENCE)]
@@ -98,7 +106,9 @@ def search_space_reference() -> list[Candidate]:
 
 def search_space() -> list[Candidate]:
     """CIFAR ResNets and Ghost-ResNets over depth x width; MobileNetV2 inverted residuals over
-    width x expansion x stem stride; every registered CIFAR-sized model
+    width x expansion x stem stride; CIFAR ShuffleNetV2 over width x units per stage x last conv
+    width (the paper's 0.5x has 0.36M parameters, 0.2M of them in its 1024-channel last conv);
+    every registered CIFAR-sized model
     (ShuffleNetV2/AugShuffleNet, DenseNet, CondenseNet/EffCNet, MGIC, ResNet) at 32x32 and at
     24x24 (lower resolution shrinks the arena); the ImageNet-layout efficient families at 32x32."""
     from kerasnets import list_models, model_info
@@ -107,6 +117,8 @@ def search_space() -> list[Candidate]:
              for width in (0.5, 0.625, 0.75, 0.875, 1.0, 1.25)]
     space += [_mobilenet_v2(width, expansion, stride) for stride in (2, 1) for expansion in (3, 6)
               for width in (0.5, 0.75, 1.0)]
+    space += [_shufflenet_v2(width, repeats, last) for width in (0.25, 0.3125, 0.375)
+              for repeats in ((4, 8, 4), (2, 4, 2)) for last in (128, 256)]
     for name in list_models():
         if name == REFERENCE:
             continue
@@ -195,6 +207,19 @@ def screen(candidates, limit: dict, calibration: np.ndarray, *, classes: int = 1
 
 # ---------------------------------------------------------------------------------------------
 # training and measuring
+
+
+def screen_table(candidates, path: str, limit: dict, calibration: np.ndarray) -> list[dict]:
+    """The screen rows of `candidates` kept in the CSV at `path`: the candidates it lacks (all on a
+    first run, the new ones when the search space has grown) are screened and appended; the rows
+    already there are not measured again."""
+    from kerasnets.tools import bench
+
+    rows = read_rows(path)
+    missing = [c for c in candidates if not any((r["model"], r["variant"]) == (c.family, c.variant) for r in rows)]
+    new_rows = screen(missing, limit, calibration)
+    bench.append_rows(new_rows, path, SCREEN_COLUMNS)
+    return rows + new_rows
 
 
 def _at_resolution(data, size: int):
@@ -481,7 +506,7 @@ def train_teacher(name: str, data, work: str, *, out: str, recipe: str, epochs: 
 def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = DEFAULT_RECIPE, top: int = 2,
                  rank_epochs: int = 4, rank_images: int = 20000, candidates=None, reference: bool = True,
                  teacher: str | None = None, teacher_epochs: int | None = None, compressed=(),
-                 pre_epochs: int = 10, device: str = "",
+                 pre_epochs: int = 10, device: str = "", space=None,
                  command: str = "kerasnets frontier", progress=print) -> list[dict]:
     """Budget -> screen -> rank -> train the reference (unless `reference` is False) and the `top`
     ranked candidates (or the labels in `candidates`) for `epochs`; every finished row is appended to `out` at once, and
@@ -491,7 +516,8 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = D
     its training within the reference's wall-clock), and every row is distilled from it (recipe
     column `<recipe>+kd(<teacher>)`, or `<recipe>+kd(<teacher>, N ep)`). Each registered model
     named in `compressed` trains `pre_epochs`, is pruned into the measured budget and fine-tuned
-    for the rest (`compressed_row`)."""
+    for the rest (`compressed_row`). `space` (default `search_space()`) is the list of candidates
+    searched; a screen table lacking some of them screens those first."""
     from kerasnets.pipelines import data as data_mod
     from kerasnets.tools import bench
 
@@ -507,7 +533,7 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = D
     os.makedirs(work, exist_ok=True)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     calibration = data_mod.representative_images(data, CALIBRATION_IMAGES)
-    space = search_space()
+    space = search_space() if space is None else space
     stem = out[:-len(".csv")] if out.endswith(".csv") else out
     screen_path, rank_path = f"{stem}-screen.csv", f"{stem}-rank.csv"
     limit = budget(calibration)
@@ -515,11 +541,7 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = D
     if candidates:
         chosen = [find(space, label) for label in candidates]
     else:
-        screened = read_rows(screen_path)
-        if not screened:
-            screened = screen(space, limit, calibration)
-            for row in screened:
-                bench.append_rows([row], screen_path, SCREEN_COLUMNS)
+        screened = screen_table(space, screen_path, limit, calibration)
         fits = [c for c in space if any((r["model"], r["variant"], r["verdict"]) == (c.family, c.variant, "fits")
                                         for r in screened)]
         progress(f"screen: {len(fits)} of {len(space)} candidates fit the budget")
