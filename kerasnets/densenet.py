@@ -115,6 +115,24 @@ def _densenet(config: DenseNetConfig, *, input_shape, classes, include_top, pool
     return keras.Model(inputs, x, name=name)
 
 
+def densenet_cifar(*, depth=100, growth=12, bottleneck=True, compression=0.5, input_shape=(32, 32, 3), classes=10,
+                   include_top=True, pooling=None, classifier_activation="softmax", name=None) -> keras.Model:
+    """The CIFAR DenseNet (three dense blocks, a 2k-channel stem for DenseNet-BC, 16 otherwise) with
+    its knobs free, for fitting a model to a flash and RAM budget: `depth` L (each block has
+    (L - 4) / 6 layers with a bottleneck, (L - 4) / 3 without), `growth` k and the transitions'
+    `compression` theta. depth=100, growth=12 is densenet_bc_100_k12_cifar."""
+    per_layer = 6 if bottleneck else 3
+    if growth < 1 or not 0 < compression <= 1 or depth < 4 + per_layer or (depth - 4) % per_layer:
+        raise ValueError(f"depth must be 4 + a multiple of {per_layer} (>= {4 + per_layer}), growth >= 1 and "
+                         f"0 < compression <= 1; got depth={depth!r}, growth={growth!r}, compression={compression!r}")
+    layers = (depth - 4) // per_layer
+    config = DenseNetConfig((layers,) * 3, int(growth), bool(bottleneck), float(compression), "cifar",
+                            2 * growth if bottleneck else 16)
+    return _densenet(config, input_shape=input_shape, classes=classes, include_top=include_top, pooling=pooling,
+                     classifier_activation=classifier_activation,
+                     name=name or f"densenet{'_bc' if bottleneck else ''}_{depth}_k{growth}_cifar")
+
+
 _PAPER = "arXiv 1608.06993"
 _CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=4)
 

@@ -79,6 +79,19 @@ def test_shufflenet_v2_knobs_span_the_paper_model_and_smaller_ones():
         shufflenetv2.shufflenetv2_cifar(repeats=(4, 8))
 
 
+def test_densenet_knobs_span_the_paper_model_and_smaller_ones():
+    from kerasnets import create_model, densenet
+
+    assert densenet.densenet_cifar(depth=100, growth=12).count_params() == \
+        create_model("densenet_bc_100_k12_cifar").count_params()
+    small = densenet.densenet_cifar(depth=22, growth=4)
+    assert [len([l for l in small.layers if l.name.startswith(f"block{b}_") and l.name.endswith("_concat")])
+            for b in (1, 2, 3)] == [3, 3, 3]  # (22 - 4) / 6 layers per block
+    assert small.count_params() < densenet.densenet_cifar(depth=22, growth=6).count_params()
+    with pytest.raises(ValueError, match="depth must be 4 \\+ a multiple of 6"):
+        densenet.densenet_cifar(depth=25)
+
+
 def test_an_unknown_candidate_is_named():
     with pytest.raises(ValueError, match="no candidate 'nonet'"):
         frontier.find(frontier.search_space(), "nonet")

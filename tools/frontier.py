@@ -99,6 +99,14 @@ def _shufflenet_v2(width, repeats, last_channels):
         width=width, repeats=repeats, last_channels=last_channels, input_shape=shape, classes=classes))
 
 
+def _densenet_bc(depth, growth, resolution):
+    from kerasnets import densenet
+
+    variant = f"depth={depth},growth={growth}" + (f",res={resolution}" if resolution != 32 else "")
+    return Candidate("densenet_bc_cifar", variant, lambda shape, classes: densenet.densenet_cifar(
+        depth=depth, growth=growth, input_shape=shape, classes=classes), resolution)
+
+
 def search_space_reference() -> list[Candidate]:
     """The reference alone, as a candidate (what every frontier row is compared with)."""
     return [_registered(REFERENCE)]
@@ -108,7 +116,8 @@ def search_space() -> list[Candidate]:
     """CIFAR ResNets and Ghost-ResNets over depth x width; MobileNetV2 inverted residuals over
     width x expansion x stem stride; CIFAR ShuffleNetV2 over width x units per stage x last conv
     width (the paper's 0.5x has 0.36M parameters, 0.2M of them in its 1024-channel last conv);
-    every registered CIFAR-sized model
+    CIFAR DenseNet-BC over depth x growth rate x resolution (32, 24: its concatenations hold
+    every layer's maps at full resolution); every registered CIFAR-sized model
     (ShuffleNetV2/AugShuffleNet, DenseNet, CondenseNet/EffCNet, MGIC, ResNet) at 32x32 and at
     24x24 (lower resolution shrinks the arena); the ImageNet-layout efficient families at 32x32."""
     from kerasnets import list_models, model_info
@@ -119,6 +128,8 @@ def search_space() -> list[Candidate]:
               for width in (0.5, 0.75, 1.0)]
     space += [_shufflenet_v2(width, repeats, last) for width in (0.25, 0.3125, 0.375)
               for repeats in ((4, 8, 4), (2, 4, 2)) for last in (128, 256)]
+    space += [_densenet_bc(depth, growth, size) for size in (32, 24) for growth in (4, 6, 8)
+              for depth in (22, 28, 40)]
     for name in list_models():
         if name == REFERENCE:
             continue
