@@ -1,4 +1,7 @@
 """kerasnets frontier: the budget screen, the cheap ranking and one trained, deployed row."""
+import json
+import time
+
 import numpy as np
 import pytest
 
@@ -137,13 +140,21 @@ def test_an_interrupted_row_resumes_and_a_finished_one_is_not_trained_again(digi
 
     with pytest.raises(KeyboardInterrupt):
         trained(config, die_at=1)
+    assert frontier.training_seconds(folder) > 0  # what the killed run spent up to its checkpoint
+    state = json.loads((tmp_path / "train" / "trained.json").read_text())
+    (tmp_path / "train" / "trained.json").write_text(json.dumps({**state, "seconds": 1000.0}))  # a long first run
+    started = time.time()
     model, epochs = trained(config)
     assert epochs == [2, 3]  # it went on from the first
+    # and its seconds add to the killed run's
+    assert 1000 < frontier.training_seconds(folder) <= 1000 + time.time() - started
+    spent = frontier.training_seconds(folder)
     again, epochs = trained(config)
-    assert epochs == []  # finished: loaded, not trained again
+    assert epochs == [] and frontier.training_seconds(folder) == spent  # finished: loaded, not trained again
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), again.get_weights()))
     _, epochs = trained({**config, "epochs": 2})
-    assert epochs == [1, 2]  # another config in the same folder starts afresh
+    assert epochs == [1, 2]  # another config in the same folder starts afresh, its clock too
+    assert frontier.training_seconds(folder) < 1000
 
 
 def test_the_reference_is_ranked_with_the_candidates_and_never_chosen(digits, tmp_path):

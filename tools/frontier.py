@@ -290,14 +290,56 @@ def trained_model(build, data, folder: str, config: dict, *, verbose: int = 2, e
         log.info("%s: trained already", folder)
         return saving.load_keras(path), state["precision"]
     os.makedirs(folder, exist_ok=True)
-    with open(state_path, "w", encoding="utf-8") as f:
-        json.dump({"config": config}, f)
+    clock = _TrainingClock(state_path, config, state.get("seconds", 0.0) if same else 0.0)
+    clock.save()
     result = train.fit(build, data, folder, config=config, resume=same, verbose=verbose,
-                       extra_callbacks=extra_callbacks)
+                       extra_callbacks=[*extra_callbacks, clock.callback()])
     train.write_model(result["model"], path)
-    with open(state_path, "w", encoding="utf-8") as f:
-        json.dump({"config": config, "precision": result["precision"]}, f)
+    clock.save(precision=result["precision"])
     return result["model"], result["precision"]
+
+
+def training_seconds(folder: str) -> float | None:
+    """Seconds the float training in `folder` took, summed over the runs that made it (a resumed
+    run adds its own to those of the killed one, up to that one's last finished epoch); None for
+    a folder trained before this was recorded."""
+    import json
+
+    try:
+        with open(os.path.join(folder, "trained.json"), encoding="utf-8") as f:
+            return json.load(f).get("seconds")
+    except FileNotFoundError:
+        return None
+
+
+class _TrainingClock:
+    """Writes the training's seconds so far into its state file at every finished epoch: a killed
+    run leaves what it spent up to its last checkpoint for the run that resumes it."""
+
+    def __init__(self, state_path: str, config: dict, seconds_before: float):
+        self.state_path, self.config, self.before = state_path, config, float(seconds_before)
+        self.started = time.time()
+
+    def seconds(self) -> float:
+        return round(self.before + time.time() - self.started, 1)
+
+    def save(self, **extra) -> None:
+        import json
+
+        with open(self.state_path, "w", encoding="utf-8") as f:
+            json.dump({"config": self.config, "seconds": self.seconds(), **extra}, f)
+
+    def callback(self):
+        import tf_keras as keras
+
+        return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self.save())
+
+
+def _training_start(folder: str, start: float) -> float:
+    """The start time that makes `time.time() - start` count the whole float training in `folder`
+    (over every run that made it, `training_seconds`) and then this run's time after it."""
+    spent = training_seconds(folder)
+    return start if spent is None else time.time() - spent
 
 
 def train_row(candidate: Candidate, data, out_dir: str, *, recipe: str = DEFAULT_RECIPE, epochs: int = 30,
@@ -305,7 +347,9 @@ def train_row(candidate: Candidate, data, out_dir: str, *, recipe: str = DEFAULT
     """Train one candidate with `recipe` for `epochs`, then measure it as deployed: fp32 top-1,
     post-training int8 top-1, QAT (`qat_epochs` at a low rate, float32) converted to int8 and its
     top-1, all on the whole test split; int8 size and arena of the deployed (QAT) model; host
-    int8 latency (LiteRT, 1 thread, median). `overrides` change recipe options (ablations)."""
+    int8 latency (LiteRT, 1 thread, median). `overrides` change recipe options (ablations).
+    `seconds`: the float training over every run that made it (`training_seconds`), then this
+    run's QAT and measurements."""
     from kerasnets.pipelines import data as data_mod, quantize, train
     from kerasnets.tools import bench
 
@@ -316,6 +360,7 @@ def train_row(candidate: Candidate, data, out_dir: str, *, recipe: str = DEFAULT
     config = {**RECIPES[recipe], **(overrides or {}), "epochs": int(epochs)}
     model, precision = trained_model(lambda: candidate.build(shape, classes), data, os.path.join(out_dir, "train"),
                                      config, verbose=verbose)
+    start = _training_start(os.path.join(out_dir, "train"), start)
     calibration = data_mod.representative_images(data, CALIBRATION_IMAGES)
     row = {"model": candidate.family, "variant": candidate.variant, "epochs": epochs, "recipe": recipe,
            "precision": precision, "top1_fp32": round(train.evaluate(model, data), 4),
@@ -470,6 +515,8 @@ def compressed_row(name: str, data, out_dir: str, *, limit: dict, recipe: str = 
     config = {**RECIPES[recipe], **(overrides or {}), "epochs": int(pre_epochs)}
     trained, _ = trained_model(lambda: big.build(sized.image_shape, len(sized.classes)), sized,
                                os.path.join(out_dir, "pretrain"), config, verbose=verbose)
+    pretrained = time.time()
+    pretraining = pretrained - _training_start(os.path.join(out_dir, "pretrain"), start)
     calibration = data_mod.representative_images(sized, CALIBRATION_IMAGES)
     pruned, ratio = fit_to_budget(trained, limit, calibration, method)
     log.info("%s pruned by %s at ratio %.3f to fit the budget", name, method, ratio)
@@ -484,9 +531,10 @@ def compressed_row(name: str, data, out_dir: str, *, limit: dict, recipe: str = 
         return model
 
     candidate = Candidate(name, compressed_variant(method, pre_epochs), build, big.resolution)
+    pruning = time.time() - pretrained
     row = train_row(candidate, data, out_dir, recipe=recipe, epochs=epochs - pre_epochs, qat_epochs=qat_epochs,
                     overrides=overrides, verbose=verbose)
-    return {**row, "epochs": epochs, "seconds": round(time.time() - start),
+    return {**row, "epochs": epochs, "seconds": round(pretraining + pruning + row["seconds"]),
             "pruned": {"ratio": round(ratio, 4), "int8_bytes": met["int8_bytes"], "arena_bytes": met["arena_bytes"]}}
 
 
