@@ -95,6 +95,13 @@ def test_densenet_knobs_span_the_paper_model_and_smaller_ones():
         densenet.densenet_cifar(depth=25)
 
 
+def test_a_model_registered_from_the_search_is_not_searched_twice():
+    labels = [c.label for c in frontier.search_space()]
+    assert "resnet_cifar[depth=14,width=0.625]" in labels  # resnet14_062_cifar, as a point of the search
+    assert "resnet14_062_cifar[res=32]" not in labels and "resnet14_062_cifar[res=24]" in labels
+    assert len(labels) == len(set(labels))
+
+
 def test_an_unknown_candidate_is_named():
     with pytest.raises(ValueError, match="no candidate 'nonet'"):
         frontier.find(frontier.search_space(), "nonet")

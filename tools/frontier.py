@@ -120,8 +120,10 @@ def search_space() -> list[Candidate]:
     every layer's maps at full resolution); every registered CIFAR-sized model
     (ShuffleNetV2/AugShuffleNet, DenseNet, CondenseNet/EffCNet, MGIC, ResNet) at 32x32 and at
     24x24 (lower resolution shrinks the arena); the ImageNet-layout efficient families at 32x32."""
-    from kerasnets import list_models, model_info
+    from kerasnets import list_models, model_info, resnet
 
+    # models registered from this search: at their own resolution they are points of it already
+    found_here = {row.name for row in resnet.FRONTIER_VARIANTS}
     space = [_resnet(depth, width, ghost) for ghost in (False, True) for depth in (8, 14, 20, 26)
              for width in (0.5, 0.625, 0.75, 0.875, 1.0, 1.25)]
     space += [_mobilenet_v2(width, expansion, stride) for stride in (2, 1) for expansion in (3, 6)
@@ -135,7 +137,8 @@ def search_space() -> list[Candidate]:
             continue
         native = model_info(name).input_shape[0]
         sizes = (32, 24) if native == 32 else (32,)
-        space += [_registered(name, size) for size in sizes if size >= model_info(name).min_size]
+        space += [_registered(name, size) for size in sizes
+                  if size >= model_info(name).min_size and not (name in found_here and size == native)]
     return space
 
 
@@ -321,7 +324,7 @@ class _TrainingClock:
         self.started = time.time()
 
     def seconds(self) -> float:
-        return round(self.before + time.time() - self.started, 1)
+        return self.before + time.time() - self.started
 
     def save(self, **extra) -> None:
         import json
