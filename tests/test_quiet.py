@@ -69,3 +69,23 @@ def test_summary_labels_sizes_in_the_unit_they_are_computed_in():
     rows = dict(console.summary_rows({"top1_int8": 0.9387, "int8_kb": 93.9, "arena_bytes": 55952}, "r.html"))
     assert rows == {"top-1 int8": "93.9%", "int8 size": "93.9 KiB", "TFLM arena": "54.6 KiB (55952 bytes)",
                     "report": "r.html"}
+
+
+def test_quiet_drops_keras_timing_warnings_and_verbose_keeps_them(caplog):
+    import logging
+
+    message = ("Callback method `on_train_batch_end` is slow compared to the batch time (batch time: 0.0326s "
+               "vs `on_train_batch_end` time: 0.0401s). Check your callbacks.")
+    tf_logger = logging.getLogger("tensorflow")
+    level, filters = tf_logger.level, list(tf_logger.filters)
+    try:
+        for verbose, shown in ((False, False), (True, True)):
+            console.set_log_levels(verbose)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="tensorflow"):
+                tf_logger.warning(message)
+                tf_logger.warning("a warning about the model")  # anything else still shows
+            assert [r.getMessage() for r in caplog.records] == [message] * shown + ["a warning about the model"]
+    finally:  # as it was: other tests in this process
+        tf_logger.setLevel(level)
+        tf_logger.filters[:] = filters

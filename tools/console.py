@@ -38,6 +38,20 @@ def verbose_requested(argv) -> bool:
     return verbose
 
 
+# Python-side TensorFlow warnings about the machine's timing, not the user's model or data: Keras
+# warns when a batch-end callback (the NaN guard, the weight average) takes longer than a batch,
+# which a tiny model on a busy CPU triggers at random
+_TIMING_WARNINGS = ("is slow compared to the batch time",)
+
+
+class _DropTimingWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in _TIMING_WARNINGS)
+
+
+_DROP_TIMING_WARNINGS = _DropTimingWarnings()
+
+
 def set_log_levels(verbose: bool) -> None:
     """TensorFlow's C++ log level (before it loads) and its Python loggers' levels. Quiet keeps
     C++ errors (level 2 drops INFO and WARNING); a TF_CPP_MIN_LOG_LEVEL the user set is kept.
@@ -48,6 +62,11 @@ def set_log_levels(verbose: bool) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    tf_logger = logging.getLogger("tensorflow")
+    if verbose:
+        tf_logger.removeFilter(_DROP_TIMING_WARNINGS)
+    else:
+        tf_logger.addFilter(_DROP_TIMING_WARNINGS)
 
 
 def set_absl_verbosity(verbose: bool) -> None:
