@@ -223,6 +223,12 @@ def screen(candidates, limit: dict, calibration: np.ndarray, *, classes: int = 1
 # training and measuring
 
 
+def _not_in(rows: list[dict], candidates) -> list:
+    """The candidates that have no row (by model and variant) in `rows`."""
+    listed = {(r["model"], r["variant"]) for r in rows}
+    return [c for c in candidates if (c.family, c.variant) not in listed]
+
+
 def screen_table(candidates, path: str, limit: dict, calibration: np.ndarray) -> list[dict]:
     """The screen rows of `candidates` kept in the CSV at `path`: the candidates it lacks (all on a
     first run, the new ones when the search space has grown) are screened and appended; the rows
@@ -230,7 +236,7 @@ def screen_table(candidates, path: str, limit: dict, calibration: np.ndarray) ->
     from kerasnets.tools import bench
 
     rows = read_rows(path)
-    missing = [c for c in candidates if not any((r["model"], r["variant"]) == (c.family, c.variant) for r in rows)]
+    missing = _not_in(rows, candidates)
     new_rows = screen(missing, limit, calibration)
     bench.append_rows(new_rows, path, SCREEN_COLUMNS)
     return rows + new_rows
@@ -338,11 +344,11 @@ class _TrainingClock:
         return keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: self.save())
 
 
-def _training_start(folder: str, start: float) -> float:
-    """The start time that makes `time.time() - start` count the whole float training in `folder`
-    (over every run that made it, `training_seconds`) and then this run's time after it."""
+def _seconds_trained(folder: str, started: float) -> float:
+    """The float training in `folder` over every run that made it (`training_seconds`), or, for a
+    folder trained before that was recorded, this run's time since `started`."""
     spent = training_seconds(folder)
-    return start if spent is None else time.time() - spent
+    return time.time() - started if spent is None else spent
 
 
 def train_row(candidate: Candidate, data, out_dir: str, *, recipe: str = DEFAULT_RECIPE, epochs: int = 30,
@@ -363,7 +369,7 @@ def train_row(candidate: Candidate, data, out_dir: str, *, recipe: str = DEFAULT
     config = {**RECIPES[recipe], **(overrides or {}), "epochs": int(epochs)}
     model, precision = trained_model(lambda: candidate.build(shape, classes), data, os.path.join(out_dir, "train"),
                                      config, verbose=verbose)
-    start = _training_start(os.path.join(out_dir, "train"), start)
+    trained, measuring = _seconds_trained(os.path.join(out_dir, "train"), start), time.time()
     calibration = data_mod.representative_images(data, CALIBRATION_IMAGES)
     row = {"model": candidate.family, "variant": candidate.variant, "epochs": epochs, "recipe": recipe,
            "precision": precision, "top1_fp32": round(train.evaluate(model, data), 4),
@@ -385,7 +391,7 @@ def train_row(candidate: Candidate, data, out_dir: str, *, recipe: str = DEFAULT
     latency = bench.measure_in_child(deployed["tflite"], threads=1, runs=50, xnnpack=True)
     row.update(params=ptq["params"], macs=ptq["macs"], int8_kb=round(deployed["int8_bytes"] / 1024, 1),
                arena_bytes=deployed["arena_bytes"], latency_ms=round(latency["median"], 3),
-               seconds=round(time.time() - start))
+               seconds=round(trained + time.time() - measuring))
     return row
 
 
@@ -518,8 +524,7 @@ def compressed_row(name: str, data, out_dir: str, *, limit: dict, recipe: str = 
     config = {**RECIPES[recipe], **(overrides or {}), "epochs": int(pre_epochs)}
     trained, _ = trained_model(lambda: big.build(sized.image_shape, len(sized.classes)), sized,
                                os.path.join(out_dir, "pretrain"), config, verbose=verbose)
-    pretrained = time.time()
-    pretraining = pretrained - _training_start(os.path.join(out_dir, "pretrain"), start)
+    pretraining, pretrained = _seconds_trained(os.path.join(out_dir, "pretrain"), start), time.time()
     calibration = data_mod.representative_images(sized, CALIBRATION_IMAGES)
     pruned, ratio = fit_to_budget(trained, limit, calibration, method)
     log.info("%s pruned by %s at ratio %.3f to fit the budget", name, method, ratio)
@@ -611,8 +616,7 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = D
         # the reference is ranked with them: a candidate is worth its full training only if it
         # outranks the model it must beat
         reference_candidate = _registered(REFERENCE)
-        missing = [c for c in [reference_candidate] + fits
-                   if not any((r["model"], r["variant"]) == (c.family, c.variant) for r in ranked)]
+        missing = _not_in(ranked, [reference_candidate] + fits)
         sizes = {(r["model"], r["variant"]): r for r in screened}
         sizes[(reference_candidate.family, reference_candidate.variant)] = {
             "params": limit["params"], "int8_kb": round(limit["int8_bytes"] / 1024, 1),
