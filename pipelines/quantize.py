@@ -18,6 +18,9 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 # nor is the conv config its registry gives a DepthwiseConv2D (replaced below)
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import \
     default_8bit_quantize_registry as _registry
+# nor is its ConcatTransform, extended below to concatenations of more than six inputs
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import \
+    default_8bit_transforms as _default_transforms
 
 _Q = tfmot.quantization.keras
 _quantizers = _Q.quantizers
@@ -258,16 +261,44 @@ class _QuantizeAfterPoolConcat(_transforms.Transform):
         return match_layer
 
 
-class _PoolConcatLayout(_Q.QuantizeLayoutTransform):
-    """A scheme's layout transforms, then `_QuantizeAfterPoolConcat`."""
+# TFMOT's ConcatTransform matches a concatenation of 2 to 6 inputs. A wider one kept every input's
+# own output quantiser, so the QAT model rounded each input twice (to its own range, then to the
+# concatenation's) where the int8 model, whose CONCATENATION takes one scale in and out, rounds
+# once: G-GhostNet's stage-3 mix concatenates 10 pooled maps, and op by op a quarter of those
+# MEAN outputs sat one step from the QAT model's (`convert.qat_op_fidelity`).
+class _WideConcatTransform(_default_transforms.ConcatTransform):
+    """TFMOT's ConcatTransform for a concatenation of `inputs` inputs."""
 
-    def __init__(self, inner, pools):
-        self._inner, self._pools = inner, pools
+    def __init__(self, inputs):
+        self._inputs = inputs
+
+    def pattern(self):
+        return _transforms.LayerPattern("Concatenate", inputs=[_transforms.LayerPattern(".*")] * self._inputs)
+
+
+_TFMOT_CONCAT_INPUTS = 6  # the widest concatenation TFMOT's own layout transforms match
+
+
+def _wide_concat_inputs(model: keras.Model) -> tuple[int, ...]:
+    """Input counts, widest first, of the concatenations wider than TFMOT's transforms match."""
+    counts = {len(layer.inbound_nodes[0].inbound_layers) for layer in model.layers
+              if isinstance(layer, keras.layers.Concatenate)}
+    return tuple(sorted((n for n in counts if n > _TFMOT_CONCAT_INPUTS), reverse=True))
+
+
+class _ZooLayout(_Q.QuantizeLayoutTransform):
+    """A scheme's layout transforms, then `_QuantizeAfterPoolConcat` and `_WideConcatTransform`."""
+
+    def __init__(self, inner, pools, wide_concats):
+        self._inner, self._pools, self._wide_concats = inner, pools, wide_concats
 
     def apply(self, model, layer_quantize_map):
         model, layer_quantize_map = self._inner.apply(model, layer_quantize_map)
+        extra = [_WideConcatTransform(n) for n in self._wide_concats]
+        if self._pools:
+            extra.append(_QuantizeAfterPoolConcat(self._pools))
         transformer = _Q.graph_transformations.model_transformer.ModelTransformer(
-            model, [_QuantizeAfterPoolConcat(self._pools)], set(layer_quantize_map), layer_quantize_map)
+            model, extra, set(layer_quantize_map), layer_quantize_map)
         return transformer.transform()
 
 
@@ -338,15 +369,17 @@ def _channel_ranges_differ(kernel) -> bool:
 
 
 class _ZooScheme(_Q.QuantizeScheme):
-    """`inner` (a TFMOT QuantizeScheme) with the max-pool fix in its layout transforms and the
-    per-channel depthwise kernels in its registry."""
+    """`inner` (a TFMOT QuantizeScheme) with the max-pool and wide-concatenation fixes in its
+    layout transforms and the per-channel depthwise kernels in its registry."""
 
-    def __init__(self, inner, pools):
-        self._inner, self._pools = inner, pools
+    def __init__(self, inner, pools, wide_concats=()):
+        self._inner, self._pools, self._wide_concats = inner, pools, wide_concats
 
     def get_layout_transformer(self):
         inner = self._inner.get_layout_transformer()
-        return _PoolConcatLayout(inner, self._pools) if self._pools else inner
+        if self._pools or self._wide_concats:
+            return _ZooLayout(inner, self._pools, self._wide_concats)
+        return inner
 
     def get_quantize_registry(self):
         return _ZooRegistry(self._inner.get_quantize_registry())
@@ -378,7 +411,8 @@ def quantize_model(model: keras.Model, scheme=None, calibration=None) -> keras.M
                          "replace them with serialisable layers")
     # The wrappers hold the original layer objects, so the weights carry over (as in TFMOT).
     annotated = keras.models.clone_model(model, clone_function=_annotate)
-    scheme = _ZooScheme(scheme or _Q.default_8bit.Default8BitQuantizeScheme(), _pools_feeding_concat(model))
+    scheme = _ZooScheme(scheme or _Q.default_8bit.Default8BitQuantizeScheme(), _pools_feeding_concat(model),
+                        _wide_concat_inputs(model))
     with _zoo_scope():
         applied = _Q.quantize_apply(annotated, scheme)
     _set_weight_ranges(applied)

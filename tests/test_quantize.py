@@ -120,6 +120,33 @@ def test_max_pool_feeding_concatenations_converts_to_the_qat_model(digits):
     assert _int8_steps_off(qat, tflite, digits[0]).max() <= 2
 
 
+@pytest.mark.parametrize("branches", [6, 8])
+def test_a_concatenation_of_any_width_is_quantised_only_at_its_output(branches, digits):
+    """G-GhostNet's mix term: feature maps pooled one by one, the pooled vectors concatenated (up to
+    10 per CONCATENATION). The int8 CONCATENATION takes one scale in and out, so each MEAN writes the
+    concatenation's scale directly; TFMOT's own transform drops the inputs' output quantisers for up
+    to 6 inputs, and a wider concatenation kept them, rounding each pooled vector twice in the QAT
+    model (op by op: MEAN outputs up to 1.13 steps from the QAT layer's, a quarter of them more
+    than half a step). Any width: no quantiser on the inputs, each MEAN within its own rounding."""
+    layers = keras.layers
+    inputs = keras.Input(SHAPE)
+    pooled = []
+    for i in range(branches):
+        x = layers.ReLU()(layers.Conv2D(4, 3, strides=2, padding="same")(inputs))
+        pooled.append(layers.GlobalAveragePooling2D(keepdims=True, name=f"pool{i}")(x))
+    x = layers.Conv2D(16, 1)(layers.Concatenate()(pooled))
+    model = keras.Model(inputs, layers.Dense(10)(layers.Flatten()(x)))
+    qat = quantize.quantize_model(model, calibration=digits[0][:32])
+    qat.compile(keras.optimizers.SGD(0.01), "categorical_crossentropy")
+    qat.fit(*digits, batch_size=16, epochs=1, verbose=0)
+    for i in range(branches):
+        wrapper = qat.get_layer(f"quant_pool{i}")
+        assert wrapper.quantize_config.get_output_quantizers(wrapper.layer) == [], f"pool{i} keeps its quantiser"
+    tflite = convert.export(qat, "int8", digits[0][:32])
+    means = [row for row in convert.qat_op_fidelity(qat, tflite, digits[0][:16]) if row["op"] == "MEAN"]
+    assert len(means) == branches and all(row["max_steps"] <= 0.76 for row in means), means
+
+
 def test_batchnorm_after_a_concatenation_converts_to_one_exact_int8_op(digits):
     """DenseNet's and CondenseNet's pre-activation BatchNorm, fed by a concatenation (no conv to fold
     into). Left a BatchNorm, the converter ran it as MUL then ADD and rounded the MUL's product of
