@@ -261,8 +261,8 @@ def qat_input(qat: keras.Model, images: np.ndarray) -> np.ndarray:
     quantiser = next(layer for layer in qat.layers if type(layer).__name__ == "QuantizeLayer")
     # where the input feeds several layers, QAT's clone calls the quantiser once in a graph it
     # discards as well: take its call on this model's input
-    output = next(node.output_tensors for node in quantiser.inbound_nodes if node.input_tensors is qat.input)
-    return keras.Model(qat.input, output).predict(images, verbose=0, batch_size=50)
+    node = next((n for n in quantiser.inbound_nodes if n.input_tensors is qat.input), quantiser.inbound_nodes[-1])
+    return keras.Model(qat.input, node.output_tensors).predict(images, verbose=0, batch_size=50)
 
 
 def _int8_tensor_values(interpreter, int8_inputs: np.ndarray) -> dict[int, np.ndarray]:
