@@ -52,27 +52,53 @@ def stage_filters(width: float, multiple: int = 4) -> tuple[int, ...]:
     return tuple(max(multiple, int(round(f * width / multiple)) * multiple) for f in CIFAR_STAGE_FILTERS)
 
 
-def cifar_resnet(depth, *, input_shape=(32, 32, 3), classes=10, include_top=True, pooling=None,
+def cifar_resnet(depth=None, *, input_shape=(32, 32, 3), classes=10, include_top=True, pooling=None,
                  classifier_activation="softmax", name=None, width=1.0, ghost=False, ratio=2,
-                 dw_kernel=3) -> keras.Model:
+                 dw_kernel=3, stage_widths=None, stage_blocks=None) -> keras.Model:
     """CIFAR ResNet of `depth` (6n + 2) with stage widths 16/32/64 x `width`, plain or (ghost=True)
-    with Ghost modules of ratio s, kernel d: the family's knobs, for searches over its sizes."""
+    with Ghost modules of ratio s, kernel d: the family's knobs, for searches over its sizes.
+    `stage_widths` and `stage_blocks` (three each) set the stages' widths and block counts one by one
+    instead (then `depth` may be left out: it is 2 + 2 x the blocks); they let a search move parameters
+    between resolutions, e.g. more blocks at 32x32 and a thinner 8x8 stage."""
     unit = conv_unit(ratio, dw_kernel) if ghost else conv_unit()
-    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (8, 14, 20, ...), got {depth!r}")
+    blocks_per_stage = _blocks_per_stage(depth, stage_blocks)
+    depth = 2 + 2 * sum(blocks_per_stage)
     if not 0 < width <= 4:
         raise ValueError(f"width must be in (0, 4], got {width!r}")
-    filters_per_stage = stage_filters(width)
-    blocks_per_stage = (depth - 2) // 6
+    if stage_widths is not None and width != 1.0:
+        raise ValueError(f"pass width ({width!r}) or stage_widths ({stage_widths!r}), not both")
+    filters_per_stage = (stage_filters(width) if stage_widths is None
+                         else _three_positive("stage_widths", stage_widths))
     inputs = blocks.model_input(input_shape)
     x = unit(inputs, filters_per_stage[0], 3, name="stem")
-    for stage, filters in enumerate(filters_per_stage, start=1):
-        for block in range(1, blocks_per_stage + 1):
+    for stage, (filters, count) in enumerate(zip(filters_per_stage, blocks_per_stage), start=1):
+        for block in range(1, count + 1):
             strides = 2 if stage > 1 and block == 1 else 1
             x = _basic_block(x, filters, strides=strides, unit=unit, name=f"stage{stage}_block{block}")
     outputs = blocks.classifier_head(x, include_top=include_top, pooling=pooling, classes=classes,
                                      classifier_activation=classifier_activation)
     return keras.Model(inputs, outputs, name=name or f"{'ghost_' if ghost else ''}resnet{depth}_cifar")
+
+
+def _three_positive(argument, values) -> tuple[int, ...]:
+    values = tuple(values)
+    if len(values) != 3 or not all(isinstance(v, int) and v >= 1 for v in values):
+        raise ValueError(f"{argument} must be three positive integers (one per stage), got {values!r}")
+    return values
+
+
+def _blocks_per_stage(depth, stage_blocks) -> tuple[int, ...]:
+    """From `depth` (6n + 2: n per stage) or from `stage_blocks`, which `depth` must then match."""
+    if stage_blocks is not None:
+        counts = _three_positive("stage_blocks", stage_blocks)
+        if depth is not None and depth != 2 + 2 * sum(counts):
+            raise ValueError(f"depth {depth!r} does not match stage_blocks {counts!r} (depth = 2 + 2 x their "
+                             f"sum = {2 + 2 * sum(counts)}); pass one of them")
+        return counts
+    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (8, 14, 20, ...), got {depth!r}; or pass "
+                         "stage_blocks, e.g. stage_blocks=(2, 2, 1)")
+    return ((depth - 2) // 6,) * 3
 
 
 _CIFAR = dict(input_shape=(32, 32, 3), classes=10, min_size=4)

@@ -95,6 +95,26 @@ def test_densenet_knobs_span_the_paper_model_and_smaller_ones():
         densenet.densenet_cifar(depth=25)
 
 
+def test_resnet_stage_knobs_set_each_stage_and_reproduce_the_uniform_net():
+    from kerasnets import resnet
+
+    assert resnet.cifar_resnet(stage_widths=(16, 32, 64), stage_blocks=(3, 3, 3)).count_params() == \
+        resnet.cifar_resnet(20).count_params()
+    shaped = resnet.cifar_resnet(stage_widths=(14, 32, 48), stage_blocks=(1, 2, 1))
+    assert shaped.name == "resnet10_cifar"
+    convs = {l.name.removesuffix("_conv2_conv"): l.filters for l in shaped.layers
+             if l.__class__.__name__ == "Conv2D" and l.name.endswith("_conv2_conv")}
+    assert convs == {"stage1_block1": 14, "stage2_block1": 32, "stage2_block2": 32, "stage3_block1": 48}
+    with pytest.raises(ValueError, match="stage_blocks must be three positive integers"):
+        resnet.cifar_resnet(stage_blocks=(1, 2))
+    with pytest.raises(ValueError, match="depth 14 does not match stage_blocks"):
+        resnet.cifar_resnet(14, stage_blocks=(1, 2, 1))
+    with pytest.raises(ValueError, match="width .* or stage_widths"):
+        resnet.cifar_resnet(8, width=0.5, stage_widths=(8, 16, 32))
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        resnet.cifar_resnet()
+
+
 def test_a_model_registered_from_the_search_is_not_searched_twice():
     labels = [c.label for c in frontier.search_space()]
     assert "resnet_cifar[depth=14,width=0.625]" in labels  # resnet14_062_cifar, as a point of the search

@@ -82,6 +82,14 @@ def _resnet(depth, width, ghost):
         depth, width=width, ghost=ghost, input_shape=shape, classes=classes))
 
 
+def _resnet_stages(widths, blocks):
+    from kerasnets import resnet
+
+    variant = f"widths={'-'.join(map(str, widths))},blocks={'-'.join(map(str, blocks))}"
+    return Candidate("resnet_cifar", variant, lambda shape, classes: resnet.cifar_resnet(
+        stage_widths=widths, stage_blocks=blocks, input_shape=shape, classes=classes))
+
+
 def _mobilenet_v2(width, expansion, stem_stride, last_channels=0):
     from kerasnets import mobilenet
 
@@ -113,7 +121,8 @@ def search_space_reference() -> list[Candidate]:
 
 
 def search_space() -> list[Candidate]:
-    """CIFAR ResNets and Ghost-ResNets over depth x width; MobileNetV2 inverted residuals over
+    """CIFAR ResNets and Ghost-ResNets over depth x width, and CIFAR ResNets shaped stage by stage
+    (widths x blocks per stage); MobileNetV2 inverted residuals over
     width x expansion x stem stride; CIFAR ShuffleNetV2 over width x units per stage x last conv
     width (the paper's 0.5x has 0.36M parameters, 0.2M of them in its 1024-channel last conv);
     CIFAR DenseNet-BC over depth x growth rate x resolution (32, 24: its concatenations hold
@@ -126,6 +135,10 @@ def search_space() -> list[Candidate]:
     found_here = {row.name for row in resnet.FRONTIER_VARIANTS}
     space = [_resnet(depth, width, ghost) for ghost in (False, True) for depth in (8, 14, 20, 26)
              for width in (0.5, 0.625, 0.75, 0.875, 1.0, 1.25)]
+    # stage by stage: parameters moved from the 8x8 stage into more blocks at 16x16 and 32x32,
+    # where each one does more work (more MACs for the same flash)
+    space += [_resnet_stages(widths, blocks) for widths in ((10, 32, 48), (12, 32, 48), (14, 32, 48), (14, 28, 40), (14, 28, 56), (12, 24, 56))
+              for blocks in ((1, 2, 1), (2, 2, 1), (1, 3, 1))]
     space += [_mobilenet_v2(width, expansion, stride) for stride in (2, 1) for expansion in (3, 6)
               for width in (0.5, 0.75, 1.0)]
     space += [_shufflenet_v2(width, repeats, last) for width in (0.25, 0.3125, 0.375)
