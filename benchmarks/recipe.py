@@ -44,8 +44,7 @@ OPTIONS = {
     "fast_seed1": {**FAST, "seed": 1},  # "fast" again on another seed: the run-to-run spread
 }
 FLAGS = flags.FLAGS
-flags.DEFINE_list("options", ["baseline", "fast", "fast_fp32", "fast_no_ema", "fast_no_label_smoothing"],
-                  f"rows to run, of {', '.join(OPTIONS)}")
+flags.DEFINE_list("options", list(OPTIONS), f"rows to run, of {', '.join(OPTIONS)}")
 flags.DEFINE_integer("epochs", 10, "training epochs per row", lower_bound=1)
 flags.DEFINE_string("dataset", f"imagefolder:{ARCHIVE}", "image folder or archive with train/ and test/")
 flags.DEFINE_string("out", str(REPO / "results" / "recipe.csv"), "CSV to append to")
