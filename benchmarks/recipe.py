@@ -7,10 +7,11 @@ Rows: the baseline recipe, the "fast" recipe (bfloat16 where the CPU has it, lab
 0.2, an EMA of the weights, a one-cycle linear schedule at a doubled rate), and "fast" with one
 of its changes taken back (fp32, no EMA, no label smoothing, cosine at the baseline rate), or
 with batch 256 at a doubled rate, or with a fifth of the weight decay (small nets underfit); and
-"fast" on a second seed, whose distance from "fast" is the run-to-run spread the rows are read against. Each row: CIFAR-10 (JPEG) top-1 on the 10,000 test
-images in fp32, with test-time flip (reported apart: it doubles on-device cost) and as
-post-training int8 (LiteRT), and the training seconds on this machine. Appended to
-results/recipe.csv as each row finishes; rows already there (same option, epochs, machine) are skipped.
+"fast" on a second seed, whose distance from "fast" is the run-to-run spread the rows are read
+against. Each row: CIFAR-10 (JPEG) top-1 on the 10,000 test images in fp32, with test-time flip
+(reported apart: it doubles on-device cost) and as post-training int8 (LiteRT), and the training
+seconds on this machine. Appended to results/recipe.csv as each row finishes; rows already there
+(same option, epochs, machine) are skipped.
 """
 from __future__ import annotations
 

@@ -137,7 +137,8 @@ def search_space() -> list[Candidate]:
              for width in (0.5, 0.625, 0.75, 0.875, 1.0, 1.25)]
     # stage by stage: parameters moved from the 8x8 stage into more blocks at 16x16 and 32x32,
     # where each one does more work (more MACs for the same flash)
-    space += [_resnet_stages(widths, blocks) for widths in ((10, 32, 48), (12, 32, 48), (14, 32, 48), (14, 28, 40), (14, 28, 56), (12, 24, 56))
+    space += [_resnet_stages(widths, blocks)
+              for widths in ((10, 32, 48), (12, 32, 48), (14, 32, 48), (14, 28, 40), (14, 28, 56), (12, 24, 56))
               for blocks in ((1, 2, 1), (2, 2, 1), (1, 3, 1))]
     space += [_mobilenet_v2(width, expansion, stride) for stride in (2, 1) for expansion in (3, 6)
               for width in (0.5, 0.75, 1.0)]
