@@ -28,8 +28,9 @@ plus what the layers before accumulate), so a margin under two steps is a tie; t
 is printed beside it. 99% allows two other disagreements in 200.
 
 Run time: each model costs a fixed 1-8 minutes (under load) of QAT wrapping, graph tracing and
-conversion, and its float training 0.5-7 minutes more (80 steps; 28-90 s for mobilenet_v2_100,
-shufflenetv2_050_cifar, ghostnet_030 and threshnet79 under load, minutes for CondenseNet). So the default run keeps
+conversion, and its float training 0.5-7 minutes more for most families (80 steps; 28-90 s for mobilenet_v2_100,
+shufflenetv2_050_cifar, ghostnet_030 and threshnet79 under load, minutes for CondenseNet; mgiad_cifar's whole
+test took 33 minutes beside another training). So the default run keeps
 DEFAULT_RUN and the other families are marked `slow` (`pytest -m slow`), as the project does for
 its other heavy variants.
 """
@@ -94,9 +95,6 @@ KNOWN_GAPS: dict[str, str] = {
     "hardnet39ds": "QAT top-1 91.0%; top-1 98.5% up to ties (97.5% strict), median logit error 0.49% of the "
                    "range: two images short (99.5%, 0.46% before QAT rounded depthwise kernels per channel, "
                    "which changed the QAT model and so its close calls)",
-    "mgiad_cifar": "not measured since the float model is trained first (its training alone takes over 15 "
-                   "minutes here); with a classifier fitted on random features: QAT top-1 25.5%, 72.0% up to ties, "
-                   "median logit error 3.88%",
     "mobilenet_v1_100": "QAT top-1 34.0%; top-1 97.0% up to ties (93.5% strict), median logit error 0.91% of the "
                         "range; the least trained family at this budget, its top logits close on many images",
     "mobilenet_v2_100": "QAT top-1 67.0%; top-1 98.0% up to ties (93.5% strict), median logit error 0.51% of the "
