@@ -121,6 +121,28 @@ def compression_table(path: str) -> str:
     return "\n".join(lines)
 
 
+def int8_blocks_table(path: str) -> str:
+    """One line per model of results/int8-by-block.csv: its whole-model speedup, the share of its
+    int8 time spent in blocks that gain less than 1.5x, and the blocks that take the most."""
+    rows, by_model = _rows(path), {}
+    for r in rows:
+        by_model.setdefault((r["model"], r["machine"]), []).append(r)
+    columns = ["model", "input", "fp32 ms", "int8 ms", "speedup", "int8 time in blocks < 1.5x",
+               "most int8 time (share, speedup)", "conditions"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for (model, _), blocks in by_model.items():
+        fp32, int8 = float(blocks[-1]["model_fp32_ms"]), float(blocks[-1]["model_int8_ms"])
+        slow = sum(float(b["int8_share"]) for b in blocks if b["speedup"] and float(b["speedup"]) < 1.5)
+        top = sorted(blocks, key=lambda b: -float(b["int8_share"]))[:3]
+        lines.append(f"| {model} | {blocks[0]['input']} | {fp32} | {int8} | {fp32 / int8:.2f} | {slow:.0%} | "
+                     + ", ".join(f"{b['ends_at']} {b['output_shape']} ({float(b['int8_share']):.0%}, {b['speedup']}x)"
+                                 for b in top) + f" | {blocks[0]['conditions']} |")
+    machines = sorted({r["machine"] for r in rows})
+    lines += ["", f"From `{path}` (`benchmarks/int8_blocks.py`: LiteRT, XNNPACK, 1 thread, prefixes timed in "
+              f"interleaved rounds; the per-block rows are in the CSV); machine: {'; '.join(machines)}."]
+    return "\n".join(lines)
+
+
 def _percent(value: str, empty: str) -> str:
     return f"{float(value):.2%}" if value else empty
 
@@ -205,6 +227,7 @@ SECTIONS = {
         "model", "input", "fp32_ms", "int8_ms", "int8_speedup", "fp32_lowered_ms", "int8_lowered_ms",
         "lowered_speedup", "int8_ops_outside", "lowered_ops_outside", "lowered_op_share", "conditions"],
         note=" (`benchmarks/int8_speedup.py`: LiteRT, XNNPACK, 1 thread, median of 3 interleaved rounds)")),
+    "int8_blocks": ("results/int8-by-block.csv", int8_blocks_table),
     "qat": ("results/qat.csv", lambda p: plain_table(p, [
         "model", "params", "top1_fp32", "top1_ptq_int8", "top1_qat_fakequant", "top1_qat_int8", "qat_int8_agreement",
         "epochs", "qat_epochs", "train_images", "test_images", "conditions"], machine="device",
