@@ -72,3 +72,22 @@ def test_int8_gain_by_block_times_every_block_of_the_reference():
 def test_bad_timing_arguments_are_named():
     with pytest.raises(ValueError, match="rounds and runs must be >= 1.*rounds=0"):
         int8_blocks.int8_gain_by_block(_residual_toy(), None, rounds=0)
+
+
+def _cli(*args):
+    import os
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-c", "from kerasnets.tools.cli import run; run()", *args],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+def test_bench_by_block_prints_a_row_per_block_and_refuses_a_tflite():
+    import json
+
+    done = _cli("bench", "--model=resnet8", "--by_block", "--runs=2")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    assert [r["ends_at"] for r in rows] == ["stem_relu", "stack1_out", "stack2_out", "stack3_out", "head_fc"]
+    refused = _cli("bench", "--tflite=model.tflite", "--by_block")
+    assert refused.returncode != 0 and "give --model NAME, not --tflite" in refused.stderr

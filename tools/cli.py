@@ -128,6 +128,9 @@ def _bench_flags(d):
     d.bool("xnnpack", True, "Use LiteRT's default XNNPACK delegate (host).")
     d.bool("record", False, "Append the row to results/bench-<target>-<machine>.csv (host: CPU model "
            "and cores; the row's machine column also names the ISA features).")
+    d.bool("by_block", False, "--target host: time --model's fp32 and int8 block by block (prefixes cut "
+           "after each block, LiteRT + XNNPACK, 1 thread) and print one row per block; with --record, "
+           "append them to results/int8-by-block.csv.")
     android = "--target android: "
     d.string("parse", None, android + "parse a saved benchmark_model log.")
     d.string("adb", None, android + "adb binary (default: adb on PATH).")
@@ -327,6 +330,8 @@ def _export() -> int:
 def _bench() -> int:
     from kerasnets.tools import android, bench
 
+    if FLAGS.by_block:
+        return _bench_by_block()
     if FLAGS.target == "android":
         if FLAGS.parse:
             try:
@@ -367,6 +372,30 @@ def _bench() -> int:
         path = f"results/bench-host-{bench.machine_slug()}.csv"  # model + cores; the row names the ISA
         bench.append_rows([row], path, bench.COLUMNS)
         print(f"appended to {path}", file=sys.stderr)
+    return 0
+
+
+def _bench_by_block() -> int:
+    from kerasnets.pipelines import convert, data, saving
+    from kerasnets.tools import bench, int8_blocks
+
+    if FLAGS.target != "host":
+        raise app.UsageError(f"bench --by_block times on this machine: --target host, not {FLAGS.target}")
+    if FLAGS.tflite or not FLAGS.model:
+        raise app.UsageError("bench --by_block cuts a Keras model into prefixes: give --model NAME, not --tflite")
+    if FLAGS.threads != 1 or not FLAGS.xnnpack:
+        raise app.UsageError("bench --by_block times on 1 thread with XNNPACK: drop --threads and --noxnnpack")
+    model = saving.create_at_size(FLAGS.model, FLAGS.input_size)
+    images = data.digits_images(model.input_shape[1:], 32)[0]
+    convert.calibrate_batchnorm(model, images)
+    rows = int8_blocks.int8_gain_by_block(model, images, runs=FLAGS.runs,
+                                          command=" ".join(["kerasnets"] + sys.argv[1:]))
+    for row in rows:
+        row["model"] = FLAGS.model
+        print(json.dumps(row))
+    if FLAGS.record:
+        bench.append_rows(rows, "results/int8-by-block.csv", int8_blocks.COLUMNS)
+        print("appended to results/int8-by-block.csv", file=sys.stderr)
     return 0
 
 
