@@ -1,7 +1,8 @@
 """lower_for_xnnpack: the int8 ops XNNPACK has no int8 kernel for run as float islands, so XNNPACK
 (LiteRT's default CPU path) takes every family's int8 graph as whole as its fp32 graph, and the
 outputs stay those of the int8 model; a depthwise convolution with a channel multiplier becomes
-copies and a multiplier-1 depthwise convolution, computing exactly the same."""
+copies and a multiplier-1 depthwise convolution, and a narrow int8 convolution one that computes
+several columns at once, both computing exactly the same."""
 import numpy as np
 import pytest
 import tf_keras as keras
@@ -72,9 +73,9 @@ def test_every_family_int8_graph_runs_in_xnnpack_as_whole_as_its_fp32_graph(name
 def _multiplier_model():
     inputs = keras.Input((16, 16, 8))
     x = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(inputs)
-    x = keras.layers.Conv2D(8, 1)(x)
+    x = keras.layers.Conv2D(16, 1)(x)  # 16 channels: no narrow convolution to pack (rewrite 3)
     x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=3, activation="relu")(x)
-    return keras.Model(inputs, keras.layers.Conv2D(6, 1)(x))
+    return keras.Model(inputs, keras.layers.Conv2D(16, 1)(x))
 
 
 @pytest.mark.parametrize("mode", ["fp32", "int8"])
@@ -132,3 +133,48 @@ def test_a_model_without_such_ops_comes_back_unchanged(digit_batches):
 def test_bytes_that_are_no_model_are_refused_by_name():
     with pytest.raises(ValueError, match="`tflite` is not a TFLite model"):
         xnnpack.lower_for_xnnpack(b"not a model")
+
+
+def _narrow_model():
+    inputs = keras.Input((16, 14, 8))
+    a = keras.layers.Conv2D(4, 1, activation="relu")(inputs)  # 1x1, 4 out: 2 columns at once (14 % 4, 14 % 3 != 0)
+    b = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(a)  # reads the packed tensor
+    c = keras.layers.Concatenate()([a, b])
+    d = keras.layers.DepthwiseConv2D(5, padding="same")(c)  # 8 channels, a kernel wider than the group
+    e = keras.layers.Conv2D(6, 1)(d)
+    f = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(e)  # stride 2: left as it is
+    g = keras.layers.Conv2D(16, 1)(f)  # 16 channels fill the kernel already: left as it is
+    return keras.Model(inputs, keras.layers.Conv2D(4, 1)(g))  # width 7 has no divisor to pack by
+
+
+def test_narrow_int8_convolutions_are_packed_along_the_width_exactly():
+    images = np.random.default_rng(0).uniform(-1, 1, (40, 16, 14, 8)).astype("float32")
+    plain = convert.export(_narrow_model(), "int8", images[:16])
+    lowered = xnnpack.lower_for_xnnpack(plain)
+    graph = tflite_file.read_tflite(lowered)
+    packed = [op for op in graph.ops if op.name == "CONV_2D" and list(op.inputs[0].shape[1:3]) == [16, 7]]
+    assert [list(op.outputs[0].shape) for op in packed] == [[1, 16, 7, 8], [1, 16, 7, 8], [1, 16, 7, 16], [1, 16, 7, 12]]
+    assert "DEPTHWISE_CONV_2D" in graph.op_names  # the stride-2 one
+    assert [op.name for op in graph.ops].count("RESHAPE") == 5  # in, back (for the concatenation), in, back, and back after the 1x1
+    x8 = convert.quantize_input(images[16:], convert.litert_interpreter(plain).get_input_details()[0])
+    np.testing.assert_array_equal(convert.run_litert(lowered, x8, reference=True),
+                                  convert.run_litert(plain, x8, reference=True))
+    np.testing.assert_array_equal(convert.run_litert(lowered, x8), convert.run_litert(plain, x8))  # XNNPACK
+    assert _delegation(lowered) == (1, "")
+    # fp32 kernels gain nothing from packing: a float model keeps its convolutions
+    fp32 = convert.export(_narrow_model(), "fp32")
+    assert "RESHAPE" not in tflite_file.read_tflite(xnnpack.lower_for_xnnpack(fp32)).op_names
+
+
+def test_a_ghost_net_int8_graph_is_packed_and_computes_the_same(digit_batches):
+    model = kerasnets.create_model("ghostnet_050", input_shape=(64, 64, 3), classes=10,
+                                   classifier_activation="linear")  # no softmax island: exact comparison
+    images = digit_batches((64, 64, 3), 24)
+    calibrate_batchnorm(model, images[:16])
+    plain = convert.export(model, "int8", images[:16])
+    lowered = xnnpack.lower_for_xnnpack(plain)
+    reshapes = [[op.name for op in tflite_file.read_tflite(m).ops].count("RESHAPE") for m in (plain, lowered)]
+    assert reshapes[1] > reshapes[0], reshapes
+    x8 = convert.quantize_input(images[16:], convert.litert_interpreter(plain).get_input_details()[0])
+    np.testing.assert_array_equal(convert.run_litert(lowered, x8, reference=True),
+                                  convert.run_litert(plain, x8, reference=True))
