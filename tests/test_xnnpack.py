@@ -178,3 +178,24 @@ def test_a_ghost_net_int8_graph_is_packed_and_computes_the_same(digit_batches):
     x8 = convert.quantize_input(images[16:], convert.litert_interpreter(plain).get_input_details()[0])
     np.testing.assert_array_equal(convert.run_litert(lowered, x8, reference=True),
                                   convert.run_litert(plain, x8, reference=True))
+
+
+def _shuffle_model():
+    from kerasnets import blocks
+
+    inputs = keras.Input((8, 8, 32))
+    x = blocks.channel_shuffle(keras.layers.Conv2D(48, 1)(inputs), 2, name="small")  # blocks of 48
+    x = keras.layers.Reshape((64, 16, 16))(keras.layers.Conv2D(256, 1)(x))
+    return keras.Model(inputs, keras.layers.Permute((1, 3, 2))(x))  # blocks of 256: faster in int8
+
+
+def test_a_channel_shuffle_transpose_runs_in_float_exactly():
+    images = np.random.default_rng(0).uniform(-1, 1, (24, 8, 8, 32)).astype("float32")
+    plain = convert.export(_shuffle_model(), "int8", images[:16])
+    lowered = xnnpack.lower_for_xnnpack(plain)
+    transposes = [op for op in tflite_file.read_tflite(lowered).ops if op.name == "TRANSPOSE"]
+    assert [op.outputs[0].dtype for op in transposes] == ["float32", "int8"]
+    x8 = convert.quantize_input(images[16:], convert.litert_interpreter(plain).get_input_details()[0])
+    np.testing.assert_array_equal(convert.run_litert(lowered, x8, reference=True),
+                                  convert.run_litert(plain, x8, reference=True))
+    assert _delegation(lowered) == (1, "")
