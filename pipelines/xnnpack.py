@@ -251,8 +251,9 @@ def _pack_narrow_convs(model, graph) -> bool:
         else:
             operators.append(op)
     read = {t for op in operators for t in op.inputs} | set(graph.outputs)
-    # a RESHAPE back that only the next packed op would have read (it takes the packed tensor)
-    graph.operators = [op for op in operators if any(t in read for t in op.outputs)]
+    # drop a RESHAPE back that only the next packed op would have read (it takes the packed tensor)
+    graph.operators = [op for op in operators if op.outputs[0] not in packed_source or op.outputs[0] in read
+                       or _builtin(model, op) != _schema().BuiltinOperator.RESHAPE]
     return changed
 
 
@@ -371,7 +372,7 @@ def _reshaped_twin(model, graph, index: int, shape) -> int:
 
 def _reshape(model, graph, source: int, target: int):
     schema = _schema()
-    shape = list(graph.tensors[target].shape)
+    shape = [-1, *graph.tensors[target].shape[1:]]  # any batch, as the plain graph allows
     constant = _new_tensor(model, graph, source, b"/shape")
     tensor = graph.tensors[constant]
     tensor.type, tensor.shape, tensor.shapeSignature, tensor.quantization = schema.TensorType.INT32, [4], None, None
