@@ -7,8 +7,7 @@ from tf_keras import layers as L
 import kerasnets
 from kerasnets.profile import profile
 from kerasnets.tools import int8_blocks
-from conftest import calibrate_batchnorm, one_per_family, small_input_shape
-from kerasnets.pipelines import data
+from conftest import one_per_family, small_input_shape
 
 
 def _residual_toy():
@@ -56,19 +55,6 @@ def test_a_model_that_calls_a_layer_twice_is_refused_by_name():
         int8_blocks.block_cuts(model)
 
 
-def test_int8_gain_by_block_times_every_block_of_the_reference():
-    model = kerasnets.create_model("resnet8")
-    images, _ = data.digits_images((32, 32, 3), 16)
-    calibrate_batchnorm(model, images)
-    rows = int8_blocks.int8_gain_by_block(model, images, rounds=1, runs=3)
-    assert [list(r) for r in rows] == [int8_blocks.COLUMNS] * 5
-    assert [r["ends_at"] for r in rows] == ["stem_relu", "stack1_out", "stack2_out", "stack3_out", "head_fc"]
-    assert [r["output_shape"] for r in rows] == ["32x32x16", "32x32x16", "16x16x32", "8x8x64", "10"]
-    assert sum(r["macs"] for r in rows) == 12501632
-    assert rows[-1]["model_int8_ms"] > 0 and rows[-1]["model_fp32_ms"] > 0
-    assert sum(r["int8_ms"] for r in rows) == pytest.approx(rows[-1]["model_int8_ms"], abs=1e-3)
-
-
 def test_bad_timing_arguments_are_named():
     with pytest.raises(ValueError, match="rounds and runs must be >= 1.*rounds=0"):
         int8_blocks.int8_gain_by_block(_residual_toy(), None, rounds=0)
@@ -82,12 +68,17 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
-def test_bench_by_block_prints_a_row_per_block_and_refuses_a_tflite():
+def test_bench_by_block_times_every_block_of_the_reference_and_refuses_a_tflite():
     import json
 
     done = _cli("bench", "--model=resnet8", "--by_block", "--runs=2")
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    assert [list(r) for r in rows] == [int8_blocks.COLUMNS] * 5
     assert [r["ends_at"] for r in rows] == ["stem_relu", "stack1_out", "stack2_out", "stack3_out", "head_fc"]
+    assert [r["output_shape"] for r in rows] == ["32x32x16", "32x32x16", "16x16x32", "8x8x64", "10"]
+    assert sum(r["macs"] for r in rows) == 12501632
+    assert rows[-1]["model_int8_ms"] > 0 and rows[-1]["model_fp32_ms"] > 0
+    assert sum(r["int8_ms"] for r in rows) == pytest.approx(rows[-1]["model_int8_ms"], abs=1e-3)
     refused = _cli("bench", "--tflite=model.tflite", "--by_block")
     assert refused.returncode != 0 and "give --model NAME, not --tflite" in refused.stderr
