@@ -11,8 +11,6 @@ ran under; a model already in the file for this machine is skipped (delete its r
 """
 from __future__ import annotations
 
-import csv
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -34,27 +32,19 @@ flags.DEFINE_string("out", str(REPO / "results" / "int8-by-block.csv"), "CSV fil
 CALIBRATION_IMAGES = 16
 
 
-def _done(path: str) -> set[str]:
-    if not os.path.exists(path):
-        return set()
-    with open(path, newline="", encoding="utf-8") as table:
-        return {r["model"] for r in csv.DictReader(table) if r["machine"] == bench.machine_name()}
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     command = shlex.join([Path(sys.executable).name, *sys.argv])
-    done = _done(FLAGS.out)
+    done = bench.models_recorded_here(FLAGS.out)
     for name in FLAGS.models:
         if name in done:
             continue
         model = kerasnets.create_model(name)
         images, _ = data.digits_images(model.input_shape[1:], CALIBRATION_IMAGES)
         convert.calibrate_batchnorm(model, images)
-        rows = int8_blocks.int8_gain_by_block(model, images, rounds=FLAGS.rounds, runs=FLAGS.runs, command=command)
-        for row in rows:
-            row["model"] = name
+        rows = int8_blocks.int8_gain_by_block(model, images, name=name, rounds=FLAGS.rounds, runs=FLAGS.runs,
+                                              command=command)
         bench.append_rows(rows, FLAGS.out, int8_blocks.COLUMNS)
         slowest = sorted(rows, key=lambda r: -r["int8_ms"])[:3]
         print(f"{name}: fp32 {rows[-1]['model_fp32_ms']} ms, int8 {rows[-1]['model_int8_ms']} ms; most int8 time in "

@@ -16,8 +16,6 @@ AVX-VNNI, Arm dotprod) and the load it ran under.
 """
 from __future__ import annotations
 
-import csv
-import os
 import shlex
 import statistics
 import sys
@@ -79,10 +77,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     command = shlex.join([Path(sys.executable).name, *sys.argv])
-    done = set()
-    if os.path.exists(FLAGS.out):
-        with open(FLAGS.out, newline="", encoding="utf-8") as table:
-            done = {r["model"] for r in csv.DictReader(table) if r["machine"] == bench.machine_name()}
+    done = bench.models_recorded_here(FLAGS.out)
     for name in FLAGS.models or kerasnets.one_per_family():  # the heavy ones too
         if name in done:
             continue

@@ -43,6 +43,7 @@ model (`<name>_app.tflite`).
 from __future__ import annotations
 
 import copy
+import itertools
 
 import numpy as np
 
@@ -220,11 +221,8 @@ def _reordered_constant(model, graph, index: int, order, *, per_channel: bool = 
     """Constant tensor `index` with its last axis in `order` (and, where its quantisation is per
     output channel along that axis, the scales too): in place, or as a copy when another op or
     tensor shares it; returns the index of the one to read."""
-    from kerasnets.pipelines import tflite_file
-
     tensor = graph.tensors[index]
-    dtype = np.dtype(tflite_file.type_name(tensor.type))
-    values = np.frombuffer(bytes(bytearray(model.buffers[tensor.buffer].data)), dtype).reshape(tensor.shape)
+    values = _constant(model, graph, index)
     shared = sum(list(op.inputs).count(index) for op in graph.operators) > 1 or \
         sum(t.buffer == tensor.buffer for t in graph.tensors) > 1
     twin = _new_tensor(model, graph, index, b"/reordered") if shared else index
@@ -264,7 +262,7 @@ def _packing(model, graph, op) -> int:
     if builtin not in (schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D):
         return 1
     x, w, y = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]], graph.tensors[op.outputs[0]]
-    if x.type != schema.TensorType.INT8 or y.type != schema.TensorType.INT8 or len(x.shape) != 4:
+    if {x.type, w.type, y.type} != {schema.TensorType.INT8} or len(x.shape) != 4:
         return 1
     options = op.builtinOptions
     if (options.strideH, options.strideW, options.dilationHFactor, options.dilationWFactor) != (1, 1, 1, 1):
@@ -313,46 +311,30 @@ def _packed_filter(model, graph, index: int, k: int, depthwise: bool) -> int:
     """The (k*O, kh, kw', k*I) int8 filter of the packed CONV_2D: column i of a group of k computes
     output (i, o) from input columns of its own group and, for a depthwise kernel wider than 1,
     the neighbouring groups' edge columns; every other weight is 0."""
-    from kerasnets.pipelines import tflite_file
-
-    tensor = graph.tensors[index]
-    values = np.frombuffer(bytes(bytearray(model.buffers[tensor.buffer].data)), np.int8).reshape(tensor.shape)
+    values = _constant(model, graph, index)
     if depthwise:  # (1, kh, kw, C): output channel c reads input channel c
         _, kernel_h, kernel_w, channels = values.shape
         radius = (kernel_w - 1) // 2
         packed_radius = -(-radius // k)
         packed = np.zeros((k * channels, kernel_h, 2 * packed_radius + 1, k * channels), np.int8)
-        for i in range(k):
-            for col in range(2 * packed_radius + 1):
-                for source in range(k):
-                    dx = (col - packed_radius) * k + source - i  # offset in original columns
-                    if abs(dx) <= radius:
-                        for c in range(channels):
-                            packed[i * channels + c, :, col, source * channels + c] = values[0, :, dx + radius, c]
+        each = np.arange(channels)
+        for i, col, source in itertools.product(range(k), range(2 * packed_radius + 1), range(k)):
+            dx = (col - packed_radius) * k + source - i  # offset in original columns
+            if abs(dx) <= radius:
+                packed[i * channels + each, :, col, source * channels + each] = values[0, :, dx + radius, :].T
     else:  # (O, 1, 1, I): block-diagonal, one block per column of the group
         outputs, inputs = values.shape[0], values.shape[3]
         packed = np.zeros((k * outputs, 1, 1, k * inputs), np.int8)
         for i in range(k):
             packed[i * outputs:(i + 1) * outputs, :, :, i * inputs:(i + 1) * inputs] = values
-    twin = _new_tensor(model, graph, index, b"/packed")
-    graph.tensors[twin].shape = list(packed.shape)
-    graph.tensors[twin].shapeSignature = None
-    model.buffers[graph.tensors[twin].buffer].data = packed.view(np.uint8).ravel()
+    twin = _constant_twin(model, graph, index, packed)
     _tile_scales(graph.tensors[twin].quantization, k, axis=0)
-    assert tflite_file.type_name(graph.tensors[twin].type) == "int8"
     return twin
 
 
 def _tiled_constant(model, graph, index: int, k: int) -> int:
     """Bias (C,) repeated for the k columns of a group, with its per-channel scales."""
-    from kerasnets.pipelines import tflite_file
-
-    tensor = graph.tensors[index]
-    values = np.frombuffer(bytes(bytearray(model.buffers[tensor.buffer].data)), np.dtype(tflite_file.type_name(tensor.type)))
-    twin = _new_tensor(model, graph, index, b"/packed")
-    graph.tensors[twin].shape = [k * len(values)]
-    graph.tensors[twin].shapeSignature = None
-    model.buffers[graph.tensors[twin].buffer].data = np.tile(values, k).view(np.uint8).ravel()
+    twin = _constant_twin(model, graph, index, np.tile(_constant(model, graph, index), k))
     _tile_scales(graph.tensors[twin].quantization, k, axis=0)
     return twin
 
@@ -385,6 +367,23 @@ def _reshape(model, graph, source: int, target: int):
 
 
 # shared
+
+def _constant(model, graph, index: int) -> np.ndarray:
+    """The values of constant tensor `index`, shaped, in its own type (read-only)."""
+    from kerasnets.pipelines import tflite_file
+
+    tensor = graph.tensors[index]
+    dtype = np.dtype(tflite_file.type_name(tensor.type))
+    return np.frombuffer(bytes(bytearray(model.buffers[tensor.buffer].data)), dtype).reshape(tensor.shape)
+
+
+def _constant_twin(model, graph, index: int, values: np.ndarray) -> int:
+    """A copy of constant tensor `index` (type, quantisation) holding `values`, shaped as they are."""
+    twin = _new_tensor(model, graph, index, b"/packed")
+    graph.tensors[twin].shape, graph.tensors[twin].shapeSignature = list(values.shape), None
+    model.buffers[graph.tensors[twin].buffer].data = np.ascontiguousarray(values).view(np.uint8).ravel()
+    return twin
+
 
 def _new_tensor(model, graph, index: int, suffix: bytes) -> int:
     """A copy of tensor `index` with an empty buffer of its own (to fill or leave for activations)."""

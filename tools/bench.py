@@ -148,6 +148,14 @@ class LoadMonitor:
         return f"load average up to {max(self.samples, default=0.0):.1f} on {os.cpu_count()} cores"
 
 
+def models_recorded_here(path: str) -> set[str]:
+    """The `model` column of the CSV's rows measured on this machine (none when there is no file):
+    what a benchmark that appends rows skips."""
+    if not os.path.exists(path):
+        return set()
+    return {r["model"] for r in _read_csv(path)[1] if r.get("machine") == machine_name()}
+
+
 def _read_csv(path: str) -> tuple[list[str], list[dict]]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)

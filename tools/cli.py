@@ -376,7 +376,6 @@ def _bench() -> int:
 
 
 def _bench_by_block() -> int:
-    from kerasnets.pipelines import convert, data, saving
     from kerasnets.tools import bench, int8_blocks
 
     if FLAGS.target != "host":
@@ -385,13 +384,10 @@ def _bench_by_block() -> int:
         raise app.UsageError("bench --by_block cuts a Keras model into prefixes: give --model NAME, not --tflite")
     if FLAGS.threads != 1 or not FLAGS.xnnpack:
         raise app.UsageError("bench --by_block times on 1 thread with XNNPACK: drop --threads and --noxnnpack")
-    model = saving.create_at_size(FLAGS.model, FLAGS.input_size)
-    images = data.digits_images(model.input_shape[1:], 32)[0]
-    convert.calibrate_batchnorm(model, images)
-    rows = int8_blocks.int8_gain_by_block(model, images, runs=FLAGS.runs,
+    model, images = _calibrated_model()
+    rows = int8_blocks.int8_gain_by_block(model, images, name=FLAGS.model, runs=FLAGS.runs,
                                           command=" ".join(["kerasnets"] + sys.argv[1:]))
     for row in rows:
-        row["model"] = FLAGS.model
         print(json.dumps(row))
     if FLAGS.record:
         bench.append_rows(rows, "results/int8-by-block.csv", int8_blocks.COLUMNS)
@@ -429,12 +425,21 @@ def _bench_model_bytes():
     if FLAGS.tflite:
         data, _ = tflite_file.read_tflite_file(FLAGS.tflite)
         return os.path.splitext(os.path.basename(FLAGS.tflite))[0], data
-    from kerasnets.pipelines import convert, data as data_mod, saving
+    from kerasnets.pipelines import convert
+
+    model, images = _calibrated_model()
+    return FLAGS.model, convert.export(model, FLAGS.mode, images)
+
+
+def _calibrated_model():
+    """(registry --model at --input_size, its calibration images): untrained weights with BatchNorm
+    statistics from digits, so int8 ranges are real."""
+    from kerasnets.pipelines import convert, data, saving
 
     model = saving.create_at_size(FLAGS.model, FLAGS.input_size)
-    images = data_mod.digits_images(model.input_shape[1:], 32)[0]
+    images = data.digits_images(model.input_shape[1:], 32)[0]
     convert.calibrate_batchnorm(model, images)
-    return FLAGS.model, convert.export(model, FLAGS.mode, images)
+    return model, images
 
 
 def _run_config():

@@ -40,7 +40,6 @@ def clean_cuts(model) -> list[str]:
     leaves a prefix that computes everything before it."""
     if any(len(layer.inbound_nodes) > 1 for layer in model.layers[1:]):
         raise ValueError(f"clean_cuts: {model.name} calls a layer more than once; time it whole")
-    order = {layer.name: i for i, layer in enumerate(model.layers)}
     last_read = {}
     for i, layer in enumerate(model.layers[1:], start=1):
         for name in _inbound_names(layer):
@@ -50,7 +49,7 @@ def clean_cuts(model) -> list[str]:
     for i, layer in enumerate(model.layers[1:], start=1):
         if reach <= i:
             cuts.append(layer.name)
-        reach = max(reach, last_read.get(layer.name, order[layer.name]))
+        reach = max(reach, last_read.get(layer.name, i))
     return cuts
 
 
@@ -86,9 +85,11 @@ def _segment_macs(model, cuts) -> list[int]:
     return macs
 
 
-def int8_gain_by_block(model, calibration, *, rounds: int = 3, runs: int = 40, command: str = "") -> list[dict]:
+def int8_gain_by_block(model, calibration, *, name: str | None = None, rounds: int = 3, runs: int = 40,
+                       command: str = "") -> list[dict]:
     """Rows (one per block, COLUMNS) of `model`'s fp32 and int8 latency on this machine, LiteRT +
-    XNNPACK, 1 thread; `calibration`: images the int8 conversion takes its ranges from."""
+    XNNPACK, 1 thread; `calibration`: images the int8 conversion takes its ranges from; `name`: the
+    rows' model column (default `model.name`)."""
     if rounds < 1 or runs < 1:
         raise ValueError(f"int8_gain_by_block: rounds and runs must be >= 1, got rounds={rounds}, runs={runs}")
     cuts = block_cuts(model)
@@ -106,7 +107,7 @@ def int8_gain_by_block(model, calibration, *, rounds: int = 3, runs: int = 40, c
         fp32, int8 = ms["fp32"] - before["fp32"], ms["int8"] - before["int8"]
         before = ms
         rows.append({
-            "model": model.name, "input": "x".join(str(d) for d in model.input_shape[1:]), "segment": i + 1,
+            "model": name or model.name, "input": "x".join(str(d) for d in model.input_shape[1:]), "segment": i + 1,
             "ends_at": cut, "output_shape": "x".join(str(d) for d in model.get_layer(cut).output.shape[1:]),
             "macs": macs, "fp32_ms": round(fp32, 4), "int8_ms": round(int8, 4),
             "speedup": round(fp32 / int8, 2) if int8 > 0 else "",
