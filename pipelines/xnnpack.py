@@ -1,6 +1,6 @@
 """Lower a .tflite so XNNPACK (LiteRT's default CPU path on phones and Linux boards) runs all of it, fast.
 
-Three rewrites, each computing what the model computed:
+Four rewrites, each computing what the model computed:
 
 1. Float islands (int8 models). XNNPACK has no int8 kernel for a few ops the zoo's int8 graphs
    hold (hard-swish, average pooling, softmax, a ReLU that requantises, the uint8 <-> int8
@@ -12,10 +12,10 @@ Three rewrites, each computing what the model computed:
    QUANTIZE). An island computes what the int8 kernel approximates (the op on the dequantised
    input, rounded once to the same output grid), so outputs stay within TFLite's own
    kernel-to-kernel rounding differences. A channel shuffle's TRANSPOSE (blocks of under 256
-   elements) becomes an island too, for speed: XNNPACK's int8 transpose moves such small blocks
-   slower than its float one does with the two conversions (shufflenetv2_050: int8 1.49x -> 1.59x
-   faster than fp32), and an island of a transpose is exact (each value dequantised and quantised
-   back to its own integer).
+   elements; up to 64 channels the whole shuffle becomes a convolution, 4.) becomes an island too,
+   for speed: XNNPACK's int8 transpose moves such small blocks slower than its float one does
+   with the two conversions (shufflenetv2_050: int8 1.49x -> 1.59x faster than fp32), and an
+   island of a transpose is exact (each value dequantised and quantised back to its own integer).
 2. Depthwise multipliers (any model). XNNPACK's depthwise kernels with a channel multiplier m > 1
    (EffCNet/CondenseNeXt) are several times slower than with m = 1 (four 3x3 32 -> 64 layers,
    each followed by a 1x1 conv, at 32x32: int8 1.14 ms, fp32 0.85 ms; rewritten, 0.20 and 0.28 ms;
@@ -35,6 +35,16 @@ Three rewrites, each computing what the model computed:
    106, a 1x1 8 -> 4 conv 18 instead of 37. Exact: every output keeps its weights, bias, scale and
    int32 sum (the added weights are 0; SAME padding reads zeros either way). int8 only: XNNPACK's
    fp32 kernels get slower from it (150 us instead of 117 for the depthwise above).
+4. Channel shuffles of up to 64 channels (int8 models). A ShuffleNet shuffle (RESHAPE splitting
+   the channels into groups, TRANSPOSE of the last two axes, RESHAPE back) moves bytes in three
+   ops (five as a float island); XNNPACK's int8 1x1 convolution does the same permutation in one
+   (the filter a permutation matrix of 1s at scale 1, a zero bias, so every output is its input's
+   integer, or that integer requantised as the RESHAPE's output requires): at 16x16x48, 4.3 us
+   instead of 6.7, at 56x56x24 25 instead of 60, at 16x16x64 6.8 instead of 8.5; from 68 channels
+   up the convolution is the slower (14x14x68: 7.0 against 6.0; 8x8x96: 3.7 against 3.2), so those
+   stay as they are (a float island, 1.). int8 only: a float model keeps its shuffles, XNNPACK's
+   fp32 convolution being the slower at the zoo's sizes (16x16x48: 10.2 us against 5.6; 16x16x64:
+   18.7 against 7.2) and faster only with the fewest channels (56x56x24: 42.5 against 53).
 
 Only for CPUs that run XNNPACK: a microcontroller or NPU wants the plain graph (TFLite Micro and
 Vela run these ops in int8), so the export keeps that one as `<name>.tflite` and lowers the app
@@ -61,6 +71,7 @@ def lower_for_xnnpack(tflite: bytes) -> bytes:
     changed = False
     for graph in model.subgraphs:
         changed |= _split_depth_multipliers(model, graph)
+        changed |= _shuffles_as_convolutions(model, graph)  # before 1. would make the TRANSPOSE an island
         changed |= _float_islands(model, graph)
         changed |= _pack_narrow_convs(model, graph)
     return tflite_file.pack(model) if changed else bytes(tflite)
@@ -296,13 +307,7 @@ def _packed_along_width(model, graph, op, k: int, packed_source: dict) -> list:
     depthwise = _builtin(model, op) == schema.BuiltinOperator.DEPTHWISE_CONV_2D
     weights = _packed_filter(model, graph, op.inputs[1], k, depthwise)
     bias = [_tiled_constant(model, graph, op.inputs[2], k)] if len(op.inputs) > 2 and op.inputs[2] >= 0 else [-1]
-    conv = _operator(model, schema.BuiltinOperator.CONV_2D, 3, [packed_in, weights, *bias], [packed_out])
-    conv.builtinOptionsType = schema.BuiltinOptions.Conv2DOptions
-    conv.builtinOptions = schema.Conv2DOptionsT()
-    conv.builtinOptions.padding = schema.Padding.SAME
-    conv.builtinOptions.strideH = conv.builtinOptions.strideW = 1
-    conv.builtinOptions.dilationHFactor = conv.builtinOptions.dilationWFactor = 1
-    conv.builtinOptions.fusedActivationFunction = op.builtinOptions.fusedActivationFunction
+    conv = _stride1_conv(model, [packed_in, weights, *bias], packed_out, op.builtinOptions.fusedActivationFunction)
     packed_source[y] = (packed_out, k)
     return ops + [conv, _reshape(model, graph, packed_out, y)]
 
@@ -366,7 +371,99 @@ def _reshape(model, graph, source: int, target: int):
     return op
 
 
+# 4. channel shuffles
+
+SHUFFLE_CONV_MAX_CHANNELS = 64  # up to here XNNPACK's int8 1x1 convolution permutes faster (module doc, 4.)
+
+
+def _shuffles_as_convolutions(model, graph) -> bool:
+    shuffles = [found for op in graph.operators if (found := _channel_shuffle(model, graph, op))]
+    if not shuffles:
+        return False
+    dropped = {id(op) for split, transpose, _ in shuffles for op in (split, transpose)}
+    convs = {id(merge): _permutation_conv(model, graph, split, merge) for split, _, merge in shuffles}
+    graph.operators = [convs.get(id(op), op) for op in graph.operators if id(op) not in dropped]
+    return True
+
+
+def _channel_shuffle(model, graph, transpose):
+    """(RESHAPE, TRANSPOSE, RESHAPE) when `transpose` swaps the two axes a RESHAPE split an int8
+    (1, H, W, C <= SHUFFLE_CONV_MAX_CHANNELS) tensor's channels into, and the next RESHAPE restores
+    that shape; the two tensors between them read by nothing else; None otherwise."""
+    schema = _schema()
+    reshape = schema.BuiltinOperator.RESHAPE
+    if _builtin(model, transpose) != schema.BuiltinOperator.TRANSPOSE:
+        return None
+    split, merge = _writer(graph, transpose.inputs[0]), _sole_reader(graph, transpose.outputs[0])
+    if split is None or merge is None or _sole_reader(graph, split.outputs[0]) is not transpose \
+            or _builtin(model, split) != reshape or _builtin(model, merge) != reshape:
+        return None
+    x, grouped, y = (graph.tensors[t] for t in (split.inputs[0], split.outputs[0], merge.outputs[0]))
+    rank, channels = len(grouped.shape), x.shape[-1]
+    if {x.type, y.type} != {schema.TensorType.INT8} or len(x.shape) != 4 or list(y.shape) != list(x.shape) \
+            or rank < 3 or grouped.shape[-2] * grouped.shape[-1] != channels or channels > SHUFFLE_CONV_MAX_CHANNELS \
+            or any(len(t.quantization.scale) != 1 for t in (x, y)) or not _reorderable(model, graph, transpose.inputs[1]):
+        return None
+    swap_last_two = [*range(rank - 2), rank - 1, rank - 2]
+    return (split, transpose, merge) if _constant(model, graph, transpose.inputs[1]).tolist() == swap_last_two else None
+
+
+def _writer(graph, tensor: int):
+    """The op that writes activation `tensor` (None for a graph input or constant)."""
+    return next((op for op in graph.operators if tensor in op.outputs), None)
+
+
+def _sole_reader(graph, tensor: int):
+    """The one op that reads `tensor`; None when it is a graph output or read by more or none."""
+    readers = [op for op in graph.operators if tensor in op.inputs]
+    return readers[0] if len(readers) == 1 and tensor not in graph.outputs else None
+
+
+def _permutation_conv(model, graph, split, merge):
+    """One 1x1 CONV_2D from the shuffle's input to its output: output channel k reads input channel
+    order[k] with weight 1 at scale 1 and a zero bias (TFLite's int8 kernel wants one), so its int32
+    sum is that input's integer less its zero point."""
+    schema = _schema()
+    x = split.inputs[0]
+    grouped = graph.tensors[split.outputs[0]].shape
+    channels = grouped[-2] * grouped[-1]
+    order = np.arange(channels).reshape(grouped[-2], grouped[-1]).T.ravel()  # what the TRANSPOSE reads
+    weights = np.zeros((channels, 1, 1, channels), np.int8)
+    weights[np.arange(channels), 0, 0, order] = 1
+    filters = _per_channel_constant(model, graph, x, weights, schema.TensorType.INT8, 1.0)
+    bias = _per_channel_constant(model, graph, x, np.zeros(channels, np.int32), schema.TensorType.INT32,
+                                 float(graph.tensors[x].quantization.scale[0]))  # input scale x filter scale
+    return _stride1_conv(model, [x, filters, bias], merge.outputs[0], schema.ActivationFunctionType.NONE)
+
+
+def _per_channel_constant(model, graph, like: int, values: np.ndarray, tensor_type: int, scale: float) -> int:
+    """A new constant tensor holding `values`, quantised per output channel (axis 0) at `scale`."""
+    schema = _schema()
+    index = _new_tensor(model, graph, like, b"/shuffle")
+    tensor = graph.tensors[index]
+    tensor.type, tensor.shape, tensor.shapeSignature = tensor_type, list(values.shape), None
+    tensor.quantization = schema.QuantizationParametersT()
+    tensor.quantization.scale = [scale] * values.shape[0]
+    tensor.quantization.zeroPoint = [0] * values.shape[0]
+    tensor.quantization.quantizedDimension = 0
+    model.buffers[tensor.buffer].data = np.ascontiguousarray(values).view(np.uint8).ravel()
+    return index
+
+
 # shared
+
+def _stride1_conv(model, inputs, output: int, activation: int):
+    """A stride-1, SAME-padded int8 CONV_2D op (per-channel filter scales: version 3)."""
+    schema = _schema()
+    conv = _operator(model, schema.BuiltinOperator.CONV_2D, 3, inputs, [output])
+    conv.builtinOptionsType = schema.BuiltinOptions.Conv2DOptions
+    conv.builtinOptions = schema.Conv2DOptionsT()
+    conv.builtinOptions.padding = schema.Padding.SAME
+    conv.builtinOptions.strideH = conv.builtinOptions.strideW = 1
+    conv.builtinOptions.dilationHFactor = conv.builtinOptions.dilationWFactor = 1
+    conv.builtinOptions.fusedActivationFunction = activation
+    return conv
+
 
 def _constant(model, graph, index: int) -> np.ndarray:
     """The values of constant tensor `index`, shaped, in its own type (read-only)."""

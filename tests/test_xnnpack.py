@@ -1,8 +1,9 @@
 """lower_for_xnnpack: the int8 ops XNNPACK has no int8 kernel for run as float islands, so XNNPACK
 (LiteRT's default CPU path) takes every family's int8 graph as whole as its fp32 graph, and the
 outputs stay those of the int8 model; a depthwise convolution with a channel multiplier becomes
-copies and a multiplier-1 depthwise convolution, and a narrow int8 convolution one that computes
-several columns at once, both computing exactly the same."""
+copies and a multiplier-1 depthwise convolution, a narrow int8 convolution one that computes
+several columns at once, and a narrow int8 channel shuffle one 1x1 convolution, all computing
+exactly the same."""
 import numpy as np
 import pytest
 import tf_keras as keras
@@ -195,18 +196,41 @@ def _shuffle_model():
     from kerasnets import blocks
 
     inputs = keras.Input((8, 8, 32))
-    x = blocks.channel_shuffle(keras.layers.Conv2D(48, 1)(inputs), 2, name="small")  # blocks of 48
+    x = blocks.channel_shuffle(keras.layers.Conv2D(48, 1)(inputs), 2, name="narrow")  # 48 channels: a conv
+    x = blocks.channel_shuffle(keras.layers.Conv2D(96, 1)(x), 2, name="wide")  # blocks of 96: a float island
     x = keras.layers.Reshape((64, 16, 16))(keras.layers.Conv2D(256, 1)(x))
     return keras.Model(inputs, keras.layers.Permute((1, 3, 2))(x))  # blocks of 256: faster in int8
 
 
-def test_a_channel_shuffle_transpose_runs_in_float_exactly():
+def test_a_channel_shuffle_runs_as_one_int8_convolution_or_in_float_exactly():
     images = np.random.default_rng(0).uniform(-1, 1, (24, 8, 8, 32)).astype("float32")
     plain = convert.export(_shuffle_model(), "int8", images[:16])
     lowered = xnnpack.lower_for_xnnpack(plain)
-    transposes = [op for op in tflite_file.read_tflite(lowered).ops if op.name == "TRANSPOSE"]
-    assert [op.outputs[0].dtype for op in transposes] == ["float32", "int8"]
+    graph = tflite_file.read_tflite(lowered)
+    transposes = [op for op in graph.ops if op.name == "TRANSPOSE"]
+    assert [op.outputs[0].dtype for op in transposes] == ["float32", "int8"]  # the 48-channel one is gone
+    permutations = [op for op in graph.ops if op.name == "CONV_2D" and list(op.inputs[1].shape) == [48, 1, 1, 48]]
+    assert len(permutations) == 1
+    assert [op.name for op in graph.ops].count("RESHAPE") == 3  # the wide shuffle's two and the last: its own are gone
     x8 = convert.quantize_input(images[16:], convert.litert_interpreter(plain).get_input_details()[0])
     np.testing.assert_array_equal(convert.run_litert(lowered, x8, reference=True),
                                   convert.run_litert(plain, x8, reference=True))
+    np.testing.assert_array_equal(convert.run_litert(lowered, x8), convert.run_litert(plain, x8))  # XNNPACK
     assert _delegation(lowered) == (1, "")
+    # XNNPACK's fp32 convolution permutes slower than its transpose: a float model keeps its shuffles
+    fp32 = tflite_file.read_tflite(xnnpack.lower_for_xnnpack(convert.export(_shuffle_model(), "fp32")))
+    assert [op.name for op in fp32.ops].count("TRANSPOSE") == 3
+
+
+def test_a_shufflenet_int8_graph_loses_its_narrow_shuffles_and_computes_the_same(digit_batches):
+    model = kerasnets.create_model("shufflenetv2_050_cifar", classes=10, classifier_activation="linear")
+    images = digit_batches((32, 32, 3), 24)
+    calibrate_batchnorm(model, images[:16])
+    plain = convert.export(model, "int8", images[:16])
+    lowered = xnnpack.lower_for_xnnpack(plain)
+    transposes = [[op.name for op in tflite_file.read_tflite(m).ops].count("TRANSPOSE") for m in (plain, lowered)]
+    assert transposes == [13, 10], transposes  # stage 2's three 48-channel shuffles are convolutions
+    x8 = convert.quantize_input(images[16:], convert.litert_interpreter(plain).get_input_details()[0])
+    np.testing.assert_array_equal(convert.run_litert(lowered, x8, reference=True),
+                                  convert.run_litert(plain, x8, reference=True))
+    np.testing.assert_array_equal(convert.run_litert(lowered, x8), convert.run_litert(plain, x8))
