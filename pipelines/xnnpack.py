@@ -12,7 +12,7 @@ Four rewrites, each computing what the model computed:
    QUANTIZE). An island computes what the int8 kernel approximates (the op on the dequantised
    input, rounded once to the same output grid), so outputs stay within TFLite's own
    kernel-to-kernel rounding differences. A channel shuffle's TRANSPOSE (blocks of under 256
-   elements; up to 64 channels the whole shuffle becomes a convolution, 4.) becomes an island too,
+   elements; up to 48 channels the whole shuffle becomes a convolution, 4.) becomes an island too,
    for speed: XNNPACK's int8 transpose moves such small blocks slower than its float one does
    with the two conversions (shufflenetv2_050: int8 1.49x -> 1.59x faster than fp32), and an
    island of a transpose is exact (each value dequantised and quantised back to its own integer).
@@ -35,16 +35,18 @@ Four rewrites, each computing what the model computed:
    106, a 1x1 8 -> 4 conv 18 instead of 37. Exact: every output keeps its weights, bias, scale and
    int32 sum (the added weights are 0; SAME padding reads zeros either way). int8 only: XNNPACK's
    fp32 kernels get slower from it (150 us instead of 117 for the depthwise above).
-4. Channel shuffles of up to 64 channels (int8 models). A ShuffleNet shuffle (RESHAPE splitting
+4. Channel shuffles of up to 48 channels (int8 models). A ShuffleNet shuffle (RESHAPE splitting
    the channels into groups, TRANSPOSE of the last two axes, RESHAPE back) moves bytes in three
-   ops (five as a float island); XNNPACK's int8 1x1 convolution does the same permutation in one
-   (the filter a permutation matrix of 1s at scale 1, a zero bias, so every output is its input's
-   integer, or that integer requantised as the RESHAPE's output requires): at 16x16x48, 4.3 us
-   instead of 6.7, at 56x56x24 25 instead of 60, at 16x16x64 6.8 instead of 8.5; from 68 channels
-   up the convolution is the slower (14x14x68: 7.0 against 6.0; 8x8x96: 3.7 against 3.2), so those
-   stay as they are (a float island, 1.). int8 only: a float model keeps its shuffles, XNNPACK's
-   fp32 convolution being the slower at the zoo's sizes (16x16x48: 10.2 us against 5.6; 16x16x64:
-   18.7 against 7.2) and faster only with the fewest channels (56x56x24: 42.5 against 53).
+   ops (five with the TRANSPOSE as a float island, 1.); XNNPACK's int8 1x1 convolution does the
+   same permutation in one (the filter a permutation matrix of 1s at scale 1, a zero bias, so
+   every output is its input's integer, or that integer requantised as the RESHAPE's output
+   requires). In context (benchmarks/int8_ops.py, LiteRT, 1 thread, AVX-512 VNNI): at 56x56x24
+   25 us instead of 60 as an island, at 16x16x48 4.3 instead of 6.8; at 64 channels the two are
+   level (16x16x64: 6.8-8.2 against 7.5-8.5 across runs) and from 96 up the island is the faster
+   (8x8x96: 3.1 against 3.7; 14x14x96: 9.4 against 10.4), so wider shuffles stay islands. The
+   whole models: augshufflenet_050_cifar 1.48x -> 1.54x faster than fp32, shufflenetv2_050_cifar
+   1.60x -> 1.68x, shufflenet_050_g4 1.55x -> 1.62x. int8 only: a float model keeps its shuffles,
+   XNNPACK's fp32 convolution being the slower at the zoo's sizes (16x16x48: 10.2 us against 5.6).
 
 Only for CPUs that run XNNPACK: a microcontroller or NPU wants the plain graph (TFLite Micro and
 Vela run these ops in int8), so the export keeps that one as `<name>.tflite` and lowers the app
@@ -373,7 +375,7 @@ def _reshape(model, graph, source: int, target: int):
 
 # 4. channel shuffles
 
-SHUFFLE_CONV_MAX_CHANNELS = 64  # up to here XNNPACK's int8 1x1 convolution permutes faster (module doc, 4.)
+SHUFFLE_CONV_MAX_CHANNELS = 48  # up to here XNNPACK's int8 1x1 convolution permutes faster (module doc, 4.)
 
 
 def _shuffles_as_convolutions(model, graph) -> bool:
