@@ -38,14 +38,14 @@ Four rewrites, each computing what the model computed:
 4. Channel shuffles of up to 48 channels (int8 models). A ShuffleNet shuffle (RESHAPE splitting
    the channels into groups, TRANSPOSE of the last two axes, RESHAPE back) moves bytes in three
    ops (five with the TRANSPOSE as a float island, 1.); XNNPACK's int8 1x1 convolution does the
-   same permutation in one (the filter a permutation matrix of 1s at scale 1, a zero bias, so
-   every output is its input's integer, or that integer requantised as the RESHAPE's output
-   requires). In context (benchmarks/int8_ops.py, LiteRT, 1 thread, AVX-512 VNNI): at 56x56x24
-   25 us instead of 60 as an island, at 16x16x48 4.3 instead of 6.8; at 64 channels the two are
-   level (16x16x64: 6.8-8.2 against 7.5-8.5 across runs) and from 96 up the island is the faster
-   (8x8x96: 3.1 against 3.7; 14x14x96: 9.4 against 10.4), so wider shuffles stay islands. The
-   whole models: augshufflenet_050_cifar 1.48x -> 1.54x faster than fp32, shufflenetv2_050_cifar
-   1.60x -> 1.68x, shufflenet_050_g4 1.55x -> 1.62x. int8 only: a float model keeps its shuffles,
+   same permutation in one (the filter a permutation matrix of 1s at scale 1, a zero bias, input
+   and output quantised alike, so every output is its input's integer, as the copies made it).
+   In context (benchmarks/int8_ops.py; LiteRT, 1 thread, AVX-512 VNNI): at 56x56x24 25 us
+   instead of 60 as an island, at 16x16x48 4.3 instead of 6.7; at 64 channels the two are level
+   (16x16x64: 6.9-8.2 against 7.5-8.5 across runs) and at 96 the island is the faster (8x8x96:
+   3.1 against 3.7; 14x14x96: 9.4 against 10.3), so wider shuffles stay islands. The whole
+   models: augshufflenet_050_cifar 1.48x -> 1.54x faster than fp32, shufflenetv2_050_cifar 1.60x
+   -> 1.68x, shufflenet_050_g4 1.55x -> 1.62x. int8 only: a float model keeps its shuffles,
    XNNPACK's fp32 convolution being the slower at the zoo's sizes (16x16x48: 10.2 us against 5.6).
 
 Only for CPUs that run XNNPACK: a microcontroller or NPU wants the plain graph (TFLite Micro and
@@ -390,8 +390,8 @@ def _shuffles_as_convolutions(model, graph) -> bool:
 
 def _channel_shuffle(model, graph, transpose):
     """(RESHAPE, TRANSPOSE, RESHAPE) when `transpose` swaps the two axes a RESHAPE split an int8
-    (1, H, W, C <= SHUFFLE_CONV_MAX_CHANNELS) tensor's channels into, and the next RESHAPE restores
-    that shape; the two tensors between them read by nothing else; None otherwise."""
+    (N, H, W, C <= SHUFFLE_CONV_MAX_CHANNELS) tensor's channels into, and the next RESHAPE restores
+    that shape and quantisation; the two tensors between them read by nothing else; else None."""
     schema = _schema()
     reshape = schema.BuiltinOperator.RESHAPE
     if _builtin(model, transpose) != schema.BuiltinOperator.TRANSPOSE:
@@ -404,10 +404,19 @@ def _channel_shuffle(model, graph, transpose):
     rank, channels = len(grouped.shape), x.shape[-1]
     if {x.type, y.type} != {schema.TensorType.INT8} or len(x.shape) != 4 or list(y.shape) != list(x.shape) \
             or rank < 3 or grouped.shape[-2] * grouped.shape[-1] != channels or channels > SHUFFLE_CONV_MAX_CHANNELS \
-            or any(len(t.quantization.scale) != 1 for t in (x, y)) or not _reorderable(model, graph, transpose.inputs[1]):
+            or not _same_per_tensor_quantization(x, y) or not _reorderable(model, graph, transpose.inputs[1]):
         return None
     swap_last_two = [*range(rank - 2), rank - 1, rank - 2]
     return (split, transpose, merge) if _constant(model, graph, transpose.inputs[1]).tolist() == swap_last_two else None
+
+
+def _same_per_tensor_quantization(x, y) -> bool:
+    """RESHAPE and TRANSPOSE copy integers: the convolution gives the same ones only when its input
+    and output share one scale and zero point (then its multiplier is 1)."""
+    quants = [t.quantization for t in (x, y)]
+    if any(q is None or q.scale is None or len(q.scale) != 1 for q in quants):
+        return False
+    return list(quants[0].scale) == list(quants[1].scale) and list(quants[0].zeroPoint) == list(quants[1].zeroPoint)
 
 
 def _writer(graph, tensor: int):

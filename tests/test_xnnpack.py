@@ -234,3 +234,13 @@ def test_a_shufflenet_int8_graph_loses_its_narrow_shuffles_and_computes_the_same
     np.testing.assert_array_equal(convert.run_litert(lowered, x8, reference=True),
                                   convert.run_litert(plain, x8, reference=True))
     np.testing.assert_array_equal(convert.run_litert(lowered, x8), convert.run_litert(plain, x8))
+
+
+def test_a_shuffle_whose_output_is_quantised_otherwise_keeps_its_copies():
+    images = np.random.default_rng(0).uniform(-1, 1, (16, 8, 8, 32)).astype("float32")
+    model = tflite_file.unpack(convert.export(_shuffle_model(), "int8", images))
+    merged = [t for t in model.subgraphs[0].tensors if b"narrow_merge" in (t.name or b"")]
+    assert len(merged) == 1
+    merged[0].quantization.scale = [2 * merged[0].quantization.scale[0]]  # RESHAPE copies integers as they are
+    lowered = tflite_file.read_tflite(xnnpack.lower_for_xnnpack(tflite_file.pack(model)))
+    assert [op.name for op in lowered.ops].count("TRANSPOSE") == 3  # no convolution would give those integers
