@@ -9,8 +9,9 @@ TFLite Micro has int8 input/output (and a grayscale data set gives a one-channel
   set to the metadata's normalisation, so the raw 0-255 pixel the apps pass *is* the input
   (the apps normalise float inputs only);
 - `io_type="float"`: int8 inside, float input and output (the apps normalise with the metadata);
-- the int8 ops XNNPACK (the apps' CPU path) has no int8 kernel for run as float islands inside it
-  (`kerasnets.pipelines.xnnpack.lower_for_xnnpack`);
+- lowered for XNNPACK, the apps' CPU path (`kerasnets.pipelines.xnnpack.lower_for_xnnpack`): the
+  int8 ops it has no int8 kernel for run as float islands inside it, and the rewrites that compute
+  the same on faster kernels (depthwise multipliers, narrow convolutions, channel shuffles);
 - image-classifier metadata (labels, normalisation, RGB) attached.
 """
 from __future__ import annotations
