@@ -193,7 +193,7 @@ def _readers(model, graph, tensor: int):
     another order); None when anything else reads it or it is a graph output."""
     if tensor in graph.outputs:
         return None
-    readers = [op for op in graph.operators if tensor in op.inputs]
+    readers = _ops_reading(graph, tensor)
     conv = _schema().BuiltinOperator.CONV_2D
     channels = graph.tensors[tensor].shape[-1]
     if not readers or any(_builtin(model, op) != conv or op.inputs[0] != tensor or tensor in op.inputs[1:]
@@ -362,10 +362,8 @@ def _reshaped_twin(model, graph, index: int, shape) -> int:
 def _reshape(model, graph, source: int, target: int):
     schema = _schema()
     shape = [-1, *graph.tensors[target].shape[1:]]  # any batch, as the plain graph allows
-    constant = _new_tensor(model, graph, source, b"/shape")
-    tensor = graph.tensors[constant]
-    tensor.type, tensor.shape, tensor.shapeSignature, tensor.quantization = schema.TensorType.INT32, [4], None, None
-    model.buffers[tensor.buffer].data = np.asarray(shape, np.int32).view(np.uint8).ravel()
+    constant = _constant_twin(model, graph, source, np.asarray(shape, np.int32), b"/shape")
+    graph.tensors[constant].type, graph.tensors[constant].quantization = schema.TensorType.INT32, None
     op = _operator(model, schema.BuiltinOperator.RESHAPE, 1, [source, constant], [target])
     op.builtinOptionsType = schema.BuiltinOptions.ReshapeOptions
     op.builtinOptions = schema.ReshapeOptionsT()
@@ -426,7 +424,7 @@ def _writer(graph, tensor: int):
 
 def _sole_reader(graph, tensor: int):
     """The one op that reads `tensor`; None when it is a graph output or read by more or none."""
-    readers = [op for op in graph.operators if tensor in op.inputs]
+    readers = _ops_reading(graph, tensor)
     return readers[0] if len(readers) == 1 and tensor not in graph.outputs else None
 
 
@@ -449,15 +447,12 @@ def _permutation_conv(model, graph, split, merge):
 
 def _per_channel_constant(model, graph, like: int, values: np.ndarray, tensor_type: int, scale: float) -> int:
     """A new constant tensor holding `values`, quantised per output channel (axis 0) at `scale`."""
-    schema = _schema()
-    index = _new_tensor(model, graph, like, b"/shuffle")
+    index = _constant_twin(model, graph, like, values, b"/shuffle")
     tensor = graph.tensors[index]
-    tensor.type, tensor.shape, tensor.shapeSignature = tensor_type, list(values.shape), None
-    tensor.quantization = schema.QuantizationParametersT()
+    tensor.type, tensor.quantization = tensor_type, _schema().QuantizationParametersT()
     tensor.quantization.scale = [scale] * values.shape[0]
     tensor.quantization.zeroPoint = [0] * values.shape[0]
     tensor.quantization.quantizedDimension = 0
-    model.buffers[tensor.buffer].data = np.ascontiguousarray(values).view(np.uint8).ravel()
     return index
 
 
@@ -485,12 +480,16 @@ def _constant(model, graph, index: int) -> np.ndarray:
     return np.frombuffer(bytes(bytearray(model.buffers[tensor.buffer].data)), dtype).reshape(tensor.shape)
 
 
-def _constant_twin(model, graph, index: int, values: np.ndarray) -> int:
-    """A copy of constant tensor `index` (type, quantisation) holding `values`, shaped as they are."""
-    twin = _new_tensor(model, graph, index, b"/packed")
+def _constant_twin(model, graph, index: int, values: np.ndarray, suffix: bytes = b"/packed") -> int:
+    """A copy of tensor `index` (type, quantisation) holding constant `values`, shaped as they are."""
+    twin = _new_tensor(model, graph, index, suffix)
     graph.tensors[twin].shape, graph.tensors[twin].shapeSignature = list(values.shape), None
     model.buffers[graph.tensors[twin].buffer].data = np.ascontiguousarray(values).view(np.uint8).ravel()
     return twin
+
+
+def _ops_reading(graph, tensor: int) -> list:
+    return [op for op in graph.operators if tensor in op.inputs]
 
 
 def _new_tensor(model, graph, index: int, suffix: bytes) -> int:
