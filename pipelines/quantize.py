@@ -287,13 +287,18 @@ def _wide_concat_inputs(model: keras.Model) -> tuple[int, ...]:
 
 
 class _ZooLayout(_Q.QuantizeLayoutTransform):
-    """A scheme's layout transforms, then `_QuantizeAfterPoolConcat` and `_WideConcatTransform`."""
+    """A scheme's layout transforms, then `_QuantizeAfterPoolConcat` and `_WideConcatTransform`;
+    no activation quantiser on a layer of `concat_feeds` (`_rounded_once_before_concat`)."""
 
-    def __init__(self, inner, pools, wide_concats):
-        self._inner, self._pools, self._wide_concats = inner, pools, wide_concats
+    def __init__(self, inner, pools, wide_concats, concat_feeds):
+        self._inner, self._pools, self._wide_concats, self._concat_feeds = inner, pools, wide_concats, concat_feeds
 
     def apply(self, model, layer_quantize_map):
         model, layer_quantize_map = self._inner.apply(model, layer_quantize_map)
+        for name in self._concat_feeds & set(layer_quantize_map):  # configs TFMOT's ConcatTransform set
+            entry = layer_quantize_map[name]
+            if entry.get("quantize_config") is not None:
+                entry["quantize_config"] = _rounded_once_before_concat(entry["quantize_config"])
         extra = [_WideConcatTransform(n) for n in self._wide_concats]
         if self._pools:
             extra.append(_QuantizeAfterPoolConcat(self._pools))
@@ -339,12 +344,27 @@ class DepthwiseQuantizeConfig(_registry.Default8BitConvQuantizeConfig):
         self.weight_quantizer = _DepthwiseKernelQuantizer()
 
 
+# A conv (or Dense) whose only reader is a concatenation: TFMOT quantises its output at its own
+# range (the activation quantiser, which its ConcatTransform leaves: "cannot properly handle if the
+# FQ was added to the activation"), and the concatenation at its own, so the QAT model rounds those
+# values twice. The registry below drops it, and `_ZooLayout` where TFMOT's transform set the config. TFLite's int8 CONCATENATION takes one
+# scale in and out, and the converter folds the second rounding into the conv, whose int8 output is
+# rounded once, to the concatenation's scale: DenseNet-40 trained on digits, op by op, had a fifth
+# of every 3x3 conv's outputs a step off the QAT model's (`convert.qat_op_fidelity`). Without the
+# activation quantiser the QAT model rounds once, where the int8 model does.
+def _feeding_only_a_concat(model: keras.Model) -> frozenset[str]:
+    """Names of the layers whose one reader is a Concatenate."""
+    return frozenset(layer.name for layer in model.layers if len(layer.outbound_nodes) == 1
+                     and isinstance(layer.outbound_nodes[0].outbound_layer, keras.layers.Concatenate))
+
+
 class _ZooRegistry(_Q.QuantizeRegistry):
     """A scheme's registry, with `DepthwiseQuantizeConfig` where it gives a DepthwiseConv2D
-    TFMOT's own conv config (a collaborative scheme's configs are left as they are)."""
+    TFMOT's own conv config (a collaborative scheme's configs are left as they are), and no
+    activation quantiser for a TFMOT-configured layer of `concat_feeds` (above)."""
 
-    def __init__(self, inner):
-        self._inner = inner
+    def __init__(self, inner, concat_feeds=frozenset()):
+        self._inner, self._concat_feeds = inner, concat_feeds
 
     def supports(self, layer):
         return self._inner.supports(layer)
@@ -353,8 +373,18 @@ class _ZooRegistry(_Q.QuantizeRegistry):
         config = self._inner.get_quantize_config(layer)
         if (type(layer) is keras.layers.DepthwiseConv2D and type(config) is _registry.Default8BitConvQuantizeConfig
                 and _channel_ranges_differ(layer.depthwise_kernel.numpy())):
-            return DepthwiseQuantizeConfig(**config.get_config())
-        return config
+            config = DepthwiseQuantizeConfig(**config.get_config())
+        return _rounded_once_before_concat(config) if layer.name in self._concat_feeds else config
+
+
+def _rounded_once_before_concat(config):
+    """`config` without its activation quantiser, where it is one of TFMOT's default 8-bit configs."""
+    if type(config) in _DEFAULT_CONFIGS and config.activation_attrs:
+        return type(config)(**{**config.get_config(), "activation_attrs": []})
+    return config
+
+
+_DEFAULT_CONFIGS = (_registry.Default8BitQuantizeConfig, _registry.Default8BitConvQuantizeConfig, DepthwiseQuantizeConfig)
 
 
 def _channel_ranges_differ(kernel) -> bool:
@@ -372,17 +402,17 @@ class _ZooScheme(_Q.QuantizeScheme):
     """`inner` (a TFMOT QuantizeScheme) with the max-pool and wide-concatenation fixes in its
     layout transforms and the per-channel depthwise kernels in its registry."""
 
-    def __init__(self, inner, pools, wide_concats=()):
-        self._inner, self._pools, self._wide_concats = inner, pools, wide_concats
+    def __init__(self, inner, pools, wide_concats=(), concat_feeds=frozenset()):
+        self._inner, self._pools, self._wide_concats, self._concat_feeds = inner, pools, wide_concats, concat_feeds
 
     def get_layout_transformer(self):
         inner = self._inner.get_layout_transformer()
-        if self._pools or self._wide_concats:
-            return _ZooLayout(inner, self._pools, self._wide_concats)
+        if self._pools or self._wide_concats or self._concat_feeds:
+            return _ZooLayout(inner, self._pools, self._wide_concats, self._concat_feeds)
         return inner
 
     def get_quantize_registry(self):
-        return _ZooRegistry(self._inner.get_quantize_registry())
+        return _ZooRegistry(self._inner.get_quantize_registry(), self._concat_feeds)
 
 
 def _annotate(layer):
@@ -412,7 +442,7 @@ def quantize_model(model: keras.Model, scheme=None, calibration=None) -> keras.M
     # The wrappers hold the original layer objects, so the weights carry over (as in TFMOT).
     annotated = keras.models.clone_model(model, clone_function=_annotate)
     scheme = _ZooScheme(scheme or _Q.default_8bit.Default8BitQuantizeScheme(), _pools_feeding_concat(model),
-                        _wide_concat_inputs(model))
+                        _wide_concat_inputs(model), _feeding_only_a_concat(model))
     with _zoo_scope():
         applied = _Q.quantize_apply(annotated, scheme)
     _set_weight_ranges(applied)
