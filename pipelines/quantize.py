@@ -346,12 +346,16 @@ class DepthwiseQuantizeConfig(_registry.Default8BitConvQuantizeConfig):
 
 # A conv (or Dense) whose only reader is a concatenation: TFMOT quantises its output at its own
 # range (the activation quantiser, which its ConcatTransform leaves: "cannot properly handle if the
-# FQ was added to the activation"), and the concatenation at its own, so the QAT model rounds those
-# values twice. The registry below drops it, and `_ZooLayout` where TFMOT's transform set the config. TFLite's int8 CONCATENATION takes one
-# scale in and out, and the converter folds the second rounding into the conv, whose int8 output is
-# rounded once, to the concatenation's scale: DenseNet-40 trained on digits, op by op, had a fifth
-# of every 3x3 conv's outputs a step off the QAT model's (`convert.qat_op_fidelity`). Without the
-# activation quantiser the QAT model rounds once, where the int8 model does.
+# FQ was added to the activation"; nor does that transform match where an input of the
+# concatenation has other readers, as in every DenseNet block), and the concatenation at its own,
+# so the QAT model rounds those values twice. TFLite's int8 CONCATENATION takes one scale in and
+# out, and the converter folds the second rounding into the conv, whose int8 output is rounded
+# once, to the concatenation's scale: DenseNet-40 trained on digits, op by op, had a fifth of every
+# 3x3 conv's outputs a step off the QAT model's (`convert.qat_op_fidelity`). Without the activation
+# quantiser the QAT model rounds once, where the int8 model does. The registry below drops it, and
+# `_ZooLayout` where TFMOT's transform set the config. (A ReLU or BatchNorm feeding only a
+# concatenation keeps its output quantiser: there the int8 model rounds twice as well; dropping it
+# took a GhostNet-module toy's logits from 1 to 4 steps off the QAT model's.)
 def _feeding_only_a_concat(model: keras.Model) -> frozenset[str]:
     """Names of the layers whose one reader is a Concatenate."""
     return frozenset(layer.name for layer in model.layers if len(layer.outbound_nodes) == 1
@@ -384,7 +388,8 @@ def _rounded_once_before_concat(config):
     return config
 
 
-_DEFAULT_CONFIGS = (_registry.Default8BitQuantizeConfig, _registry.Default8BitConvQuantizeConfig, DepthwiseQuantizeConfig)
+_DEFAULT_CONFIGS = (_registry.Default8BitQuantizeConfig, _registry.Default8BitConvQuantizeConfig,
+                    DepthwiseQuantizeConfig)
 
 
 def _channel_ranges_differ(kernel) -> bool:
@@ -400,7 +405,8 @@ def _channel_ranges_differ(kernel) -> bool:
 
 class _ZooScheme(_Q.QuantizeScheme):
     """`inner` (a TFMOT QuantizeScheme) with the max-pool and wide-concatenation fixes in its
-    layout transforms and the per-channel depthwise kernels in its registry."""
+    layout transforms, the per-channel depthwise kernels in its registry, and no activation
+    quantiser on a conv feeding only a concatenation (`concat_feeds`) in both."""
 
     def __init__(self, inner, pools, wide_concats=(), concat_feeds=frozenset()):
         self._inner, self._pools, self._wide_concats, self._concat_feeds = inner, pools, wide_concats, concat_feeds

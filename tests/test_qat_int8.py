@@ -69,9 +69,10 @@ MODELS = one_per_family()
 KNOWN_GAPS: dict[str, str] = {
     "condensenet50_cifar": "QAT top-1 73.0%; top-1 88.5% up to ties (85.0% strict), median logit error 2.06% "
                            "of the range (75.0%, 91.5%, 87.0%, 2.04% before its convs feeding concatenations "
-                           "lost their own quantiser, which changed the QAT model). The int8 graph is the QAT graph op for op (each pre-activation "
-                           "BatchNorm one DEPTHWISE_CONV_2D with its ReLU fused and every channel's factor "
-                           "exact; each concatenation input requantised where the QAT model rounds it twice). "
+                           "lost their own quantiser, which changed the QAT model). The int8 graph is the QAT "
+                           "graph op for op (each pre-activation BatchNorm one DEPTHWISE_CONV_2D with its ReLU "
+                           "fused and every channel's factor exact; each concatenation input requantised where "
+                           "the QAT model rounds it twice). "
                            "Layer by layer (20 images, BatchNorm statistics of random features) the departures "
                            "start as one-step rounding differences at a concatenation, which the next "
                            "BatchNorm multiplies by its factor (up to 19): 20-30 output steps at the 99th "
@@ -84,12 +85,12 @@ KNOWN_GAPS: dict[str, str] = {
                             "the exactly rounded mean agrees no better, 98.0%): rounding compounds",
     "effcnet_cifar": "QAT top-1 72.5%; top-1 91.5% up to ties (88.5% strict), median logit error 1.57% of the "
                      "range (73.0%, 92.5%, 1.57% before its convs feeding concatenations lost their own "
-                     "quantiser; 69.5%, 90.5%, 1.96% before QAT rounded depthwise kernels per channel); TFLite Micro "
-                     "== LiteRT reference on all 80 outputs. Op by op (`convert.qat_op_fidelity`, 8 images) "
-                     "no op departs: the pre-activation BatchNorms (1x1 depthwise) round up to 4% of their "
-                     "outputs one step apart, the convolutions 0.1-0.7%; the QAT model's classifier run on "
-                     "the int8 model's own pre-pool tensor gives the "
-                     "int8 model's logits (88.5% strict agreement as well): rounding the body compounds",
+                     "quantiser; 69.5%, 90.5%, 1.96% before QAT rounded depthwise kernels per channel); "
+                     "TFLite Micro == LiteRT reference on all 80 outputs. Op by op "
+                     "(`convert.qat_op_fidelity`, 8 images) no op departs: the pre-activation BatchNorms "
+                     "(1x1 depthwise) round up to 4% of their outputs one step apart, the convolutions "
+                     "0.1-0.7%; the QAT model's classifier run on the int8 model's own pre-pool tensor gives "
+                     "the int8 model's logits (88.5% strict agreement as well): rounding the body compounds",
     "g_ghost_regnetx_032": "QAT top-1 91.0%; top-1 95.0% up to ties (94.0% strict), median logit error 0.39% of "
                            "the range. Op by op (`convert.qat_op_fidelity`, 8 images) only the mix terms' MEAN "
                            "ops reach 3/4 step (TFLite's int8 MEAN rounds twice; 5-27% of pooled values a step "
