@@ -165,7 +165,7 @@ def _concatenating_net(separate):
 
 
 @pytest.mark.parametrize("separate", [False, True])
-def test_a_conv_feeding_only_a_concatenation_is_rounded_once_as_in_int8(separate, digits):
+def test_a_conv_feeding_only_a_concatenation_is_rounded_once_as_in_int8(separate, digits, tmp_path):
     """TFMOT quantises a concatenation at its output, and its ConcatTransform drops the output
     quantisers of the layers feeding it, but not a conv's activation quantiser (and not at all
     where an input of the concatenation has other readers, as in DenseNet). The QAT model then
@@ -173,7 +173,8 @@ def test_a_conv_feeding_only_a_concatenation_is_rounded_once_as_in_int8(separate
     model rounds it once, to the concatenation's scale (measured in DenseNet-40: 21-24% of its 3x3
     convs' outputs more than half a step from the QAT layer's, up to 0.97 steps). Now each such
     conv has no quantiser of its own, its int8 op is within its own rounding and the logits within
-    one step of the QAT model's (two or more before, in one of the two nets)."""
+    one step of the QAT model's (two or more before, in one of the two nets); saved and loaded, the
+    QAT model is the same model (its configs say so, not a patched method)."""
     model, feeds = _concatenating_net(separate)
     qat = quantize.quantize_model(model, calibration=digits[0][:32])
     qat.compile(keras.optimizers.SGD(0.01), keras.losses.CategoricalCrossentropy(from_logits=True))
@@ -186,6 +187,9 @@ def test_a_conv_feeding_only_a_concatenation_is_rounded_once_as_in_int8(separate
     for name in feeds:
         assert rows[f"quant_{name}"]["off"] < 0.01, rows[f"quant_{name}"]
     assert _int8_steps_off(qat, tflite, digits[0], reference=True).max() < 1.5
+    qat.save(tmp_path / "qat.keras")
+    np.testing.assert_array_equal(load_keras(tmp_path / "qat.keras").predict(digits[0], verbose=0),
+                                  qat.predict(digits[0], verbose=0))
 
 
 def test_batchnorm_after_a_concatenation_converts_to_one_exact_int8_op(digits):
