@@ -9,6 +9,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from kerasnets.pipelines import requantize
+
 
 def batch1_converter(model: keras.Model) -> tf.lite.TFLiteConverter:
     """TFLite converter for `model` traced at a static batch of 1 (options left at their defaults).
@@ -113,7 +115,8 @@ def export(model: keras.Model, mode: str = "int8", calibration=None, *, io_type:
     if mode == "fp32":  # float weights: a large folded multiplier costs nothing
         return converter.convert()
     with _dead_channels_folded_at_ordinary_scale(model):
-        return converter.convert()
+        converted = converter.convert()
+    return requantize.requantise_exactly(converted) if mode == "int8" else converted
 
 
 def calibrate_batchnorm(model: keras.Model, images: np.ndarray) -> None:
