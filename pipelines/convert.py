@@ -86,7 +86,9 @@ def export(model: keras.Model, mode: str = "int8", calibration=None, *, io_type:
     mode: fp32 | fp16 (float16 weights) | dynamic (int8 weights, float activations) |
     int8 (full integer; `io_type` int8, uint8 or float input/output) | int16x8 (int16 activations,
     int8 weights). int8 and int16x8 calibrate on `calibration` images unless the model is a
-    QAT model, whose fake-quant ranges already fix the scales.
+    QAT model, whose fake-quant ranges already fix the scales. An int8 model's requantisations
+    that TFLite's kernels would round through a coarse grid are written as depthwise convolutions
+    that round them as the QAT model does (`pipelines/requantize.py`).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
