@@ -70,10 +70,11 @@ def _as_depthwise(model, graph, op, schema):
 
     source = op.inputs[0]
     channels = int(graph.tensors[source].shape[-1])
-    weights = _constant(model, graph, source, np.full((1, 1, 1, channels), _WEIGHT, np.int8),
-                        schema.TensorType.INT8, 1.0 / _WEIGHT, axis=3)
-    bias = _constant(model, graph, source, np.zeros(channels, np.int32), schema.TensorType.INT32,
-                     _per_tensor_scale(graph.tensors[source]) / _WEIGHT, axis=0)  # input scale x weight scale
+    weights = xnnpack._per_channel_constant(model, graph, source, np.full((1, 1, 1, channels), _WEIGHT, np.int8),
+                                            schema.TensorType.INT8, 1.0 / _WEIGHT, axis=3, suffix=b"/requantise")
+    bias = xnnpack._per_channel_constant(model, graph, source, np.zeros(channels, np.int32), schema.TensorType.INT32,
+                                         _per_tensor_scale(graph.tensors[source]) / _WEIGHT,  # input x weight scale
+                                         suffix=b"/requantise")
     depthwise = xnnpack._operator(model, schema.BuiltinOperator.DEPTHWISE_CONV_2D, 3,  # per-channel: version 3
                                   [source, weights, bias], [op.outputs[0]])
     depthwise.builtinOptionsType = schema.BuiltinOptions.DepthwiseConv2DOptions
@@ -84,15 +85,3 @@ def _as_depthwise(model, graph, op, schema):
     depthwise.builtinOptions = options
     return depthwise
 
-
-def _constant(model, graph, like: int, values: np.ndarray, tensor_type: int, scale: float, axis: int) -> int:
-    """A new constant tensor holding `values`, quantised per channel along `axis` at `scale`."""
-    from kerasnets.pipelines import xnnpack
-
-    index = xnnpack._constant_twin(model, graph, like, values, b"/requantise")
-    tensor = graph.tensors[index]
-    tensor.type, tensor.quantization = tensor_type, xnnpack._schema().QuantizationParametersT()
-    channels = values.shape[axis]
-    tensor.quantization.scale, tensor.quantization.zeroPoint = [scale] * channels, [0] * channels
-    tensor.quantization.quantizedDimension = axis
-    return index

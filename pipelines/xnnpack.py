@@ -445,14 +445,15 @@ def _permutation_conv(model, graph, split, merge):
     return _stride1_conv(model, [x, filters, bias], merge.outputs[0], schema.ActivationFunctionType.NONE)
 
 
-def _per_channel_constant(model, graph, like: int, values: np.ndarray, tensor_type: int, scale: float) -> int:
-    """A new constant tensor holding `values`, quantised per output channel (axis 0) at `scale`."""
-    index = _constant_twin(model, graph, like, values, b"/shuffle")
+def _per_channel_constant(model, graph, like: int, values: np.ndarray, tensor_type: int, scale: float,
+                          *, axis: int = 0, suffix: bytes = b"/shuffle") -> int:
+    """A new constant tensor holding `values`, quantised per channel along `axis` at `scale`."""
+    index = _constant_twin(model, graph, like, values, suffix)
     tensor = graph.tensors[index]
     tensor.type, tensor.quantization = tensor_type, _schema().QuantizationParametersT()
-    tensor.quantization.scale = [scale] * values.shape[0]
-    tensor.quantization.zeroPoint = [0] * values.shape[0]
-    tensor.quantization.quantizedDimension = 0
+    tensor.quantization.scale = [scale] * values.shape[axis]
+    tensor.quantization.zeroPoint = [0] * values.shape[axis]
+    tensor.quantization.quantizedDimension = axis
     return index
 
 
