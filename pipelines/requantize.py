@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kerasnets.pipelines import tflite_file
+
 COARSE_BELOW = 0.5  # requantisation multipliers under this round through a coarse grid
 _WEIGHT = 127  # the int8 weight of the depthwise rewrite, at scale 1 / _WEIGHT
 
@@ -27,9 +29,7 @@ _WEIGHT = 127  # the int8 weight of the depthwise rewrite, at scale 1 / _WEIGHT
 def requantise_exactly(tflite: bytes) -> bytes:
     """`tflite` with each coarse int8 -> int8 QUANTIZE (above) rewritten as a 1x1 depthwise
     convolution; a model with none comes back unchanged."""
-    from kerasnets.pipelines import tflite_file, xnnpack
-
-    schema = xnnpack._schema()
+    schema = tflite_file.schema
     model = tflite_file.unpack(tflite)
     changed = False
     for graph in model.subgraphs:
@@ -52,9 +52,7 @@ def _per_tensor_scale(tensor) -> float | None:
 
 
 def _coarse_requantisation(model, graph, op, schema) -> bool:
-    from kerasnets.pipelines import xnnpack
-
-    if xnnpack._builtin(model, op) != schema.BuiltinOperator.QUANTIZE:
+    if tflite_file.builtin_code(model, op) != schema.BuiltinOperator.QUANTIZE:
         return False
     source, target = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]
     if source.type != schema.TensorType.INT8 or target.type != schema.TensorType.INT8 or len(source.shape) != 4:
@@ -66,17 +64,15 @@ def _coarse_requantisation(model, graph, op, schema) -> bool:
 def _as_depthwise(model, graph, op, schema):
     """The DEPTHWISE_CONV_2D (1x1, weight 127 at scale 1/127 per channel, zero bias) from the
     QUANTIZE's input to its output."""
-    from kerasnets.pipelines import xnnpack
-
     source = op.inputs[0]
     channels = int(graph.tensors[source].shape[-1])
-    weights = xnnpack._per_channel_constant(model, graph, source, np.full((1, 1, 1, channels), _WEIGHT, np.int8),
-                                            schema.TensorType.INT8, 1.0 / _WEIGHT, axis=3, suffix=b"/requantise")
-    bias = xnnpack._per_channel_constant(model, graph, source, np.zeros(channels, np.int32), schema.TensorType.INT32,
-                                         _per_tensor_scale(graph.tensors[source]) / _WEIGHT,  # input x weight scale
-                                         suffix=b"/requantise")
-    depthwise = xnnpack._operator(model, schema.BuiltinOperator.DEPTHWISE_CONV_2D, 3,  # per-channel: version 3
-                                  [source, weights, bias], [op.outputs[0]])
+    weights = tflite_file.per_channel_constant(model, graph, source, np.full((1, 1, 1, channels), _WEIGHT, np.int8),
+                                               schema.TensorType.INT8, 1.0 / _WEIGHT, axis=3, suffix=b"/requantise")
+    bias = tflite_file.per_channel_constant(model, graph, source, np.zeros(channels, np.int32), schema.TensorType.INT32,
+                                            _per_tensor_scale(graph.tensors[source]) / _WEIGHT,  # input x weight scale
+                                            suffix=b"/requantise")
+    depthwise = tflite_file.new_operator(model, schema.BuiltinOperator.DEPTHWISE_CONV_2D, 3,  # per-channel: version 3
+                                         [source, weights, bias], [op.outputs[0]])
     depthwise.builtinOptionsType = schema.BuiltinOptions.DepthwiseConv2DOptions
     options = schema.DepthwiseConv2DOptionsT()
     options.padding, options.strideH, options.strideW, options.depthMultiplier = schema.Padding.SAME, 1, 1, 1

@@ -5,6 +5,7 @@ interpreter would refuse (Flex/custom ops), which is exactly when a user needs t
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -163,3 +164,76 @@ def describe_mode(graph: Graph) -> str:
     if "int8" in weights:
         return "dynamic"
     return "fp16" if "float16" in weights else "fp32"
+
+
+# editing an unpacked model (`unpack`): the graph rewrites of xnnpack.py and requantize.py
+
+def builtin_code(model, op) -> int:
+    """The BuiltinOperator code of `op`."""
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)  # the deprecated field holds codes < 127
+
+
+def per_channel_constant(model, graph, like: int, values: np.ndarray, tensor_type: int, scale: float,
+                         *, suffix: bytes, axis: int = 0) -> int:
+    """A new constant tensor holding `values`, quantised per channel along `axis` at `scale`."""
+    index = constant_twin(model, graph, like, values, suffix)
+    tensor = graph.tensors[index]
+    tensor.type, tensor.quantization = tensor_type, schema.QuantizationParametersT()
+    tensor.quantization.scale = [scale] * values.shape[axis]
+    tensor.quantization.zeroPoint = [0] * values.shape[axis]
+    tensor.quantization.quantizedDimension = axis
+    return index
+
+
+def constant_values(model, graph, index: int) -> np.ndarray:
+    """The values of constant tensor `index`, shaped, in its own type (read-only)."""
+    tensor = graph.tensors[index]
+    dtype = np.dtype(type_name(tensor.type))
+    return np.frombuffer(bytes(bytearray(model.buffers[tensor.buffer].data)), dtype).reshape(tensor.shape)
+
+
+def constant_twin(model, graph, index: int, values: np.ndarray, suffix: bytes) -> int:
+    """A copy of tensor `index` (type, quantisation) holding constant `values`, shaped as they are."""
+    twin = new_tensor(model, graph, index, suffix)
+    graph.tensors[twin].shape, graph.tensors[twin].shapeSignature = list(values.shape), None
+    model.buffers[graph.tensors[twin].buffer].data = np.ascontiguousarray(values).view(np.uint8).ravel()
+    return twin
+
+
+def ops_reading(graph, tensor: int) -> list:
+    """The ops that read `tensor`."""
+    return [op for op in graph.operators if tensor in op.inputs]
+
+
+def new_tensor(model, graph, index: int, suffix: bytes) -> int:
+    """A copy of tensor `index` with an empty buffer of its own (to fill or leave for activations)."""
+    twin = copy.deepcopy(graph.tensors[index])
+    twin.name = (twin.name or b"") + suffix
+    model.buffers.append(schema.BufferT())
+    twin.buffer = len(model.buffers) - 1
+    graph.tensors.append(twin)
+    return len(graph.tensors) - 1
+
+
+def new_operator(model, builtin: int, version: int, inputs, outputs):
+    """A new op of type `builtin` (opcode added at `version` or raised to it) from `inputs` to `outputs`."""
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = _opcode_index(model, builtin, version), list(inputs), list(outputs)
+    return op
+
+
+def _opcode_index(model, builtin: int, version: int) -> int:
+    for index, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            code.version = max(code.version, version)
+            return index
+    code = schema.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), version
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def writer_of(graph, tensor: int):
+    """The op that writes activation `tensor` (None for a graph input or constant)."""
+    return next((op for op in graph.operators if tensor in op.outputs), None)

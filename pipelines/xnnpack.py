@@ -54,10 +54,11 @@ model (`<name>_app.tflite`).
 """
 from __future__ import annotations
 
-import copy
 import itertools
 
 import numpy as np
+
+from kerasnets.pipelines import tflite_file
 
 # int8 ops XNNPACK's delegate leaves to TFLite's kernels whose float32 form it takes (LiteRT as
 # pinned). tests/test_xnnpack.py runs one variant of every family through XNNPACK to keep it whole.
@@ -66,8 +67,6 @@ FLOAT_ISLAND_OPS = ("HARD_SWISH", "AVERAGE_POOL_2D", "SOFTMAX", "RELU")
 
 def lower_for_xnnpack(tflite: bytes) -> bytes:
     """`tflite` rewritten as the module doc says; a model with nothing to rewrite comes back unchanged."""
-    from kerasnets.pipelines import tflite_file
-
     tflite_file.read_tflite(tflite, source="`tflite`")  # a clear error for bytes that are no model
     model = tflite_file.unpack(tflite)
     changed = False
@@ -79,26 +78,15 @@ def lower_for_xnnpack(tflite: bytes) -> bytes:
     return tflite_file.pack(model) if changed else bytes(tflite)
 
 
-def _schema():
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    return schema
-
-
-def _builtin(model, op) -> int:
-    code = model.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)  # the deprecated field holds codes < 127
-
-
 # 1. float islands
 
 def _float_islands(model, graph) -> bool:
-    schema = _schema()
+    schema = tflite_file.schema
     islands = {getattr(schema.BuiltinOperator, name) for name in FLOAT_ISLAND_OPS}
     integers = {schema.TensorType.INT8, schema.TensorType.UINT8}
     operators, changed = [], False
     for op in graph.operators:
-        builtin = _builtin(model, op)
+        builtin = tflite_file.builtin_code(model, op)
         source, target = graph.tensors[op.inputs[0]].type, graph.tensors[op.outputs[0]].type
         if source == schema.TensorType.INT8 and (builtin in islands or _shuffle_transpose(model, graph, op)):
             operators += _float_island(model, graph, op)
@@ -118,7 +106,7 @@ def _shuffle_transpose(model, graph, op) -> bool:
     than its float one plus the conversions (LiteRT, 1 thread, AVX-512 VNNI: (1, 3136, 4, 6) 84 us
     in int8, 42 as an island; (1, 784, 2, 24) 28 and 21; (1, 49, 2, 96) 5.7 and 5.2), while larger
     blocks are faster in int8 ((1, 1024, 16, 16) 42 and 57)."""
-    if _builtin(model, op) != _schema().BuiltinOperator.TRANSPOSE:
+    if tflite_file.builtin_code(model, op) != tflite_file.schema.BuiltinOperator.TRANSPOSE:
         return False
     shape = graph.tensors[op.outputs[0]].shape
     return len(shape) >= 2 and shape[-1] * shape[-2] < 256
@@ -126,20 +114,20 @@ def _shuffle_transpose(model, graph, op) -> bool:
 
 def _through_float(model, graph, op) -> list:
     """[DEQUANTIZE, QUANTIZE] in place of a requantising QUANTIZE (uint8 <-> int8)."""
-    schema = _schema()
+    schema = tflite_file.schema
     middle = _float_twin(model, graph, op.inputs[0])
     # int8 input: DEQUANTIZE version 2; float -> int8: QUANTIZE version 1 (TFLite's op versioning)
-    return [_operator(model, schema.BuiltinOperator.DEQUANTIZE, 2, [op.inputs[0]], [middle]),
-            _operator(model, schema.BuiltinOperator.QUANTIZE, 1, [middle], list(op.outputs))]
+    return [tflite_file.new_operator(model, schema.BuiltinOperator.DEQUANTIZE, 2, [op.inputs[0]], [middle]),
+            tflite_file.new_operator(model, schema.BuiltinOperator.QUANTIZE, 1, [middle], list(op.outputs))]
 
 
 def _float_island(model, graph, op) -> list:
     """[DEQUANTIZE, op on float tensors, QUANTIZE]: the op's int8 input and output tensors stay
     where they are (other ops and the graph's signature refer to them by index)."""
-    schema = _schema()
+    schema = tflite_file.schema
     float_in, float_out = _float_twin(model, graph, op.inputs[0]), _float_twin(model, graph, op.outputs[0])
-    dequantize = _operator(model, schema.BuiltinOperator.DEQUANTIZE, 2, [op.inputs[0]], [float_in])
-    quantize = _operator(model, schema.BuiltinOperator.QUANTIZE, 1, [float_out], [op.outputs[0]])
+    dequantize = tflite_file.new_operator(model, schema.BuiltinOperator.DEQUANTIZE, 2, [op.inputs[0]], [float_in])
+    quantize = tflite_file.new_operator(model, schema.BuiltinOperator.QUANTIZE, 1, [float_out], [op.outputs[0]])
     op.inputs = [float_in, *op.inputs[1:]]
     op.outputs = [float_out]
     return [dequantize, op, quantize]
@@ -147,8 +135,8 @@ def _float_island(model, graph, op) -> list:
 
 def _float_twin(model, graph, index: int) -> int:
     """A new float32 activation tensor shaped as tensor `index`; returns its index."""
-    twin = _new_tensor(model, graph, index, b"/float")
-    graph.tensors[twin].type, graph.tensors[twin].quantization = _schema().TensorType.FLOAT32, None
+    twin = tflite_file.new_tensor(model, graph, index, b"/float")
+    graph.tensors[twin].type, graph.tensors[twin].quantization = tflite_file.schema.TensorType.FLOAT32, None
     return twin
 
 
@@ -170,7 +158,7 @@ def _split_depth_multipliers(model, graph) -> bool:
 
 
 def _depth_multiplier(model, graph, op) -> int:
-    if _builtin(model, op) != _schema().BuiltinOperator.DEPTHWISE_CONV_2D:
+    if tflite_file.builtin_code(model, op) != tflite_file.schema.BuiltinOperator.DEPTHWISE_CONV_2D:
         return 1
     return graph.tensors[op.outputs[0]].shape[-1] // graph.tensors[op.inputs[0]].shape[-1]
 
@@ -181,8 +169,6 @@ _REORDERABLE_TYPES = ("int8", "int32", "float32")
 def _reorderable(model, graph, index: int) -> bool:
     """A constant held in the file, of a type the rewrite reorders (not, e.g., float16 weights
     behind a DEQUANTIZE op, whose float tensor is computed)."""
-    from kerasnets.pipelines import tflite_file
-
     tensor = graph.tensors[index]
     data = model.buffers[tensor.buffer].data
     return data is not None and len(data) > 0 and tflite_file.type_name(tensor.type) in _REORDERABLE_TYPES
@@ -193,21 +179,22 @@ def _readers(model, graph, tensor: int):
     another order); None when anything else reads it or it is a graph output."""
     if tensor in graph.outputs:
         return None
-    readers = _ops_reading(graph, tensor)
-    conv = _schema().BuiltinOperator.CONV_2D
+    readers = tflite_file.ops_reading(graph, tensor)
+    conv = tflite_file.schema.BuiltinOperator.CONV_2D
     channels = graph.tensors[tensor].shape[-1]
-    if not readers or any(_builtin(model, op) != conv or op.inputs[0] != tensor or tensor in op.inputs[1:]
-                          or graph.tensors[op.inputs[1]].shape[-1] != channels for op in readers):
+    if not readers or any(tflite_file.builtin_code(model, op) != conv or op.inputs[0] != tensor
+                          or tensor in op.inputs[1:] or graph.tensors[op.inputs[1]].shape[-1] != channels
+                          for op in readers):
         return None
     return readers
 
 
 def _copies_then_depthwise(model, graph, op, multiplier: int, readers) -> list:
-    schema = _schema()
+    schema = tflite_file.schema
     channels = graph.tensors[op.inputs[0]].shape[-1]
     # copy-major channel j = k * channels + c is the depthwise's old channel c * multiplier + k
     order = np.array([c * multiplier + k for k in range(multiplier) for c in range(channels)])
-    copies = _new_tensor(model, graph, op.inputs[0], b"/copies")  # the input, m times the channels
+    copies = tflite_file.new_tensor(model, graph, op.inputs[0], b"/copies")  # the input, m times the channels
     for field in ("shape", "shapeSignature"):
         dims = getattr(graph.tensors[copies], field)
         if dims is not None and len(dims):
@@ -215,7 +202,8 @@ def _copies_then_depthwise(model, graph, op, multiplier: int, readers) -> list:
             dims[-1] *= multiplier
             setattr(graph.tensors[copies], field, dims)
     version = 2 if graph.tensors[copies].type == schema.TensorType.INT8 else 1  # TFLite's op versioning
-    concat = _operator(model, schema.BuiltinOperator.CONCATENATION, version, [op.inputs[0]] * multiplier, [copies])
+    concat = tflite_file.new_operator(model, schema.BuiltinOperator.CONCATENATION, version,
+                                      [op.inputs[0]] * multiplier, [copies])
     concat.builtinOptionsType = schema.BuiltinOptions.ConcatenationOptions
     concat.builtinOptions = schema.ConcatenationOptionsT()
     concat.builtinOptions.axis = 3
@@ -235,10 +223,10 @@ def _reordered_constant(model, graph, index: int, order, *, per_channel: bool = 
     output channel along that axis, the scales too): in place, or as a copy when another op or
     tensor shares it; returns the index of the one to read."""
     tensor = graph.tensors[index]
-    values = _constant(model, graph, index)
+    values = tflite_file.constant_values(model, graph, index)
     shared = sum(list(op.inputs).count(index) for op in graph.operators) > 1 or \
         sum(t.buffer == tensor.buffer for t in graph.tensors) > 1
-    twin = _new_tensor(model, graph, index, b"/reordered") if shared else index
+    twin = tflite_file.new_tensor(model, graph, index, b"/reordered") if shared else index
     model.buffers[graph.tensors[twin].buffer].data = np.ascontiguousarray(values[..., order]).view(np.uint8).ravel()
     quant = graph.tensors[twin].quantization
     if per_channel and quant is not None and quant.scale is not None and len(quant.scale) == len(order):
@@ -264,14 +252,14 @@ def _pack_narrow_convs(model, graph) -> bool:
     read = {t for op in operators for t in op.inputs} | set(graph.outputs)
     # drop a RESHAPE back that only the next packed op would have read (it takes the packed tensor)
     graph.operators = [op for op in operators if op.outputs[0] not in packed_source or op.outputs[0] in read
-                       or _builtin(model, op) != _schema().BuiltinOperator.RESHAPE]
+                       or tflite_file.builtin_code(model, op) != tflite_file.schema.BuiltinOperator.RESHAPE]
     return changed
 
 
 def _packing(model, graph, op) -> int:
     """k > 1 when `op` is an int8 stride-1 convolution narrow enough to pack (module doc, 3.)."""
-    schema = _schema()
-    builtin = _builtin(model, op)
+    schema = tflite_file.schema
+    builtin = tflite_file.builtin_code(model, op)
     if builtin not in (schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.DEPTHWISE_CONV_2D):
         return 1
     x, w, y = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]], graph.tensors[op.outputs[0]]
@@ -296,7 +284,7 @@ def _packing(model, graph, op) -> int:
 
 def _packed_along_width(model, graph, op, k: int, packed_source: dict) -> list:
     """RESHAPE (1, H, W, C) -> (1, H, W/k, k*C), one CONV_2D on k columns at once, RESHAPE back."""
-    schema = _schema()
+    schema = tflite_file.schema
     x, y = op.inputs[0], op.outputs[0]
     height, width = graph.tensors[x].shape[1:3]
     ops = []
@@ -306,7 +294,7 @@ def _packed_along_width(model, graph, op, k: int, packed_source: dict) -> list:
         packed_in = _reshaped_twin(model, graph, x, [1, height, width // k, k * graph.tensors[x].shape[3]])
         ops.append(_reshape(model, graph, x, packed_in))
     packed_out = _reshaped_twin(model, graph, y, [1, height, width // k, k * graph.tensors[y].shape[3]])
-    depthwise = _builtin(model, op) == schema.BuiltinOperator.DEPTHWISE_CONV_2D
+    depthwise = tflite_file.builtin_code(model, op) == schema.BuiltinOperator.DEPTHWISE_CONV_2D
     weights = _packed_filter(model, graph, op.inputs[1], k, depthwise)
     bias = [_tiled_constant(model, graph, op.inputs[2], k)] if len(op.inputs) > 2 and op.inputs[2] >= 0 else [-1]
     conv = _stride1_conv(model, [packed_in, weights, *bias], packed_out, op.builtinOptions.fusedActivationFunction)
@@ -318,7 +306,7 @@ def _packed_filter(model, graph, index: int, k: int, depthwise: bool) -> int:
     """The (k*O, kh, kw', k*I) int8 filter of the packed CONV_2D: column i of a group of k computes
     output (i, o) from input columns of its own group and, for a depthwise kernel wider than 1,
     the neighbouring groups' edge columns; every other weight is 0."""
-    values = _constant(model, graph, index)
+    values = tflite_file.constant_values(model, graph, index)
     if depthwise:  # (1, kh, kw, C): output channel c reads input channel c
         _, kernel_h, kernel_w, channels = values.shape
         radius = (kernel_w - 1) // 2
@@ -334,14 +322,15 @@ def _packed_filter(model, graph, index: int, k: int, depthwise: bool) -> int:
         packed = np.zeros((k * outputs, 1, 1, k * inputs), np.int8)
         for i in range(k):
             packed[i * outputs:(i + 1) * outputs, :, :, i * inputs:(i + 1) * inputs] = values
-    twin = _constant_twin(model, graph, index, packed)
+    twin = tflite_file.constant_twin(model, graph, index, packed, b"/packed")
     _tile_scales(graph.tensors[twin].quantization, k, axis=0)
     return twin
 
 
 def _tiled_constant(model, graph, index: int, k: int) -> int:
     """Bias (C,) repeated for the k columns of a group, with its per-channel scales."""
-    twin = _constant_twin(model, graph, index, np.tile(_constant(model, graph, index), k))
+    tiled = np.tile(tflite_file.constant_values(model, graph, index), k)
+    twin = tflite_file.constant_twin(model, graph, index, tiled, b"/packed")
     _tile_scales(graph.tensors[twin].quantization, k, axis=0)
     return twin
 
@@ -354,17 +343,17 @@ def _tile_scales(quant, k: int, axis: int) -> None:
 
 
 def _reshaped_twin(model, graph, index: int, shape) -> int:
-    twin = _new_tensor(model, graph, index, b"/packed")
+    twin = tflite_file.new_tensor(model, graph, index, b"/packed")
     graph.tensors[twin].shape, graph.tensors[twin].shapeSignature = list(shape), None
     return twin
 
 
 def _reshape(model, graph, source: int, target: int):
-    schema = _schema()
+    schema = tflite_file.schema
     shape = [-1, *graph.tensors[target].shape[1:]]  # any batch, as the plain graph allows
-    constant = _constant_twin(model, graph, source, np.asarray(shape, np.int32), b"/shape")
+    constant = tflite_file.constant_twin(model, graph, source, np.asarray(shape, np.int32), b"/shape")
     graph.tensors[constant].type, graph.tensors[constant].quantization = schema.TensorType.INT32, None
-    op = _operator(model, schema.BuiltinOperator.RESHAPE, 1, [source, constant], [target])
+    op = tflite_file.new_operator(model, schema.BuiltinOperator.RESHAPE, 1, [source, constant], [target])
     op.builtinOptionsType = schema.BuiltinOptions.ReshapeOptions
     op.builtinOptions = schema.ReshapeOptionsT()
     op.builtinOptions.newShape = shape
@@ -390,13 +379,13 @@ def _channel_shuffle(model, graph, transpose):
     """(RESHAPE, TRANSPOSE, RESHAPE) when `transpose` swaps the two axes a RESHAPE split an int8
     (N, H, W, C <= SHUFFLE_CONV_MAX_CHANNELS) tensor's channels into, and the next RESHAPE restores
     that shape and quantisation; the two tensors between them read by nothing else; else None."""
-    schema = _schema()
+    schema = tflite_file.schema
     reshape = schema.BuiltinOperator.RESHAPE
-    if _builtin(model, transpose) != schema.BuiltinOperator.TRANSPOSE:
+    if tflite_file.builtin_code(model, transpose) != schema.BuiltinOperator.TRANSPOSE:
         return None
-    split, merge = _writer(graph, transpose.inputs[0]), _sole_reader(graph, transpose.outputs[0])
+    split, merge = tflite_file.writer_of(graph, transpose.inputs[0]), _sole_reader(graph, transpose.outputs[0])
     if split is None or merge is None or _sole_reader(graph, split.outputs[0]) is not transpose \
-            or _builtin(model, split) != reshape or _builtin(model, merge) != reshape:
+            or tflite_file.builtin_code(model, split) != reshape or tflite_file.builtin_code(model, merge) != reshape:
         return None
     x, grouped, y = (graph.tensors[t] for t in (split.inputs[0], split.outputs[0], merge.outputs[0]))
     rank, channels = len(grouped.shape), x.shape[-1]
@@ -405,7 +394,8 @@ def _channel_shuffle(model, graph, transpose):
             or not _same_per_tensor_quantization(x, y) or not _reorderable(model, graph, transpose.inputs[1]):
         return None
     swap_last_two = [*range(rank - 2), rank - 1, rank - 2]
-    return (split, transpose, merge) if _constant(model, graph, transpose.inputs[1]).tolist() == swap_last_two else None
+    permutation = tflite_file.constant_values(model, graph, transpose.inputs[1]).tolist()
+    return (split, transpose, merge) if permutation == swap_last_two else None
 
 
 def _same_per_tensor_quantization(x, y) -> bool:
@@ -417,14 +407,9 @@ def _same_per_tensor_quantization(x, y) -> bool:
     return list(quants[0].scale) == list(quants[1].scale) and list(quants[0].zeroPoint) == list(quants[1].zeroPoint)
 
 
-def _writer(graph, tensor: int):
-    """The op that writes activation `tensor` (None for a graph input or constant)."""
-    return next((op for op in graph.operators if tensor in op.outputs), None)
-
-
 def _sole_reader(graph, tensor: int):
     """The one op that reads `tensor`; None when it is a graph output or read by more or none."""
-    readers = _ops_reading(graph, tensor)
+    readers = tflite_file.ops_reading(graph, tensor)
     return readers[0] if len(readers) == 1 and tensor not in graph.outputs else None
 
 
@@ -432,37 +417,27 @@ def _permutation_conv(model, graph, split, merge):
     """One 1x1 CONV_2D from the shuffle's input to its output: output channel k reads input channel
     order[k] with weight 1 at scale 1 and a zero bias (TFLite's int8 kernel wants one), so its int32
     sum is that input's integer less its zero point."""
-    schema = _schema()
+    schema = tflite_file.schema
     x = split.inputs[0]
     grouped = graph.tensors[split.outputs[0]].shape
     channels = grouped[-2] * grouped[-1]
     order = np.arange(channels).reshape(grouped[-2], grouped[-1]).T.ravel()  # what the TRANSPOSE reads
     weights = np.zeros((channels, 1, 1, channels), np.int8)
     weights[np.arange(channels), 0, 0, order] = 1
-    filters = _per_channel_constant(model, graph, x, weights, schema.TensorType.INT8, 1.0)
-    bias = _per_channel_constant(model, graph, x, np.zeros(channels, np.int32), schema.TensorType.INT32,
-                                 float(graph.tensors[x].quantization.scale[0]))  # input scale x filter scale
+    filters = tflite_file.per_channel_constant(model, graph, x, weights, schema.TensorType.INT8, 1.0,
+                                               suffix=b"/shuffle")
+    bias = tflite_file.per_channel_constant(model, graph, x, np.zeros(channels, np.int32), schema.TensorType.INT32,
+                                            float(graph.tensors[x].quantization.scale[0]),  # input x filter scale
+                                            suffix=b"/shuffle")
     return _stride1_conv(model, [x, filters, bias], merge.outputs[0], schema.ActivationFunctionType.NONE)
-
-
-def _per_channel_constant(model, graph, like: int, values: np.ndarray, tensor_type: int, scale: float,
-                          *, axis: int = 0, suffix: bytes = b"/shuffle") -> int:
-    """A new constant tensor holding `values`, quantised per channel along `axis` at `scale`."""
-    index = _constant_twin(model, graph, like, values, suffix)
-    tensor = graph.tensors[index]
-    tensor.type, tensor.quantization = tensor_type, _schema().QuantizationParametersT()
-    tensor.quantization.scale = [scale] * values.shape[axis]
-    tensor.quantization.zeroPoint = [0] * values.shape[axis]
-    tensor.quantization.quantizedDimension = axis
-    return index
 
 
 # shared
 
 def _stride1_conv(model, inputs, output: int, activation: int):
     """A stride-1, SAME-padded int8 CONV_2D op (per-channel filter scales: version 3)."""
-    schema = _schema()
-    conv = _operator(model, schema.BuiltinOperator.CONV_2D, 3, inputs, [output])
+    schema = tflite_file.schema
+    conv = tflite_file.new_operator(model, schema.BuiltinOperator.CONV_2D, 3, inputs, [output])
     conv.builtinOptionsType = schema.BuiltinOptions.Conv2DOptions
     conv.builtinOptions = schema.Conv2DOptionsT()
     conv.builtinOptions.padding = schema.Padding.SAME
@@ -472,49 +447,3 @@ def _stride1_conv(model, inputs, output: int, activation: int):
     return conv
 
 
-def _constant(model, graph, index: int) -> np.ndarray:
-    """The values of constant tensor `index`, shaped, in its own type (read-only)."""
-    from kerasnets.pipelines import tflite_file
-
-    tensor = graph.tensors[index]
-    dtype = np.dtype(tflite_file.type_name(tensor.type))
-    return np.frombuffer(bytes(bytearray(model.buffers[tensor.buffer].data)), dtype).reshape(tensor.shape)
-
-
-def _constant_twin(model, graph, index: int, values: np.ndarray, suffix: bytes = b"/packed") -> int:
-    """A copy of tensor `index` (type, quantisation) holding constant `values`, shaped as they are."""
-    twin = _new_tensor(model, graph, index, suffix)
-    graph.tensors[twin].shape, graph.tensors[twin].shapeSignature = list(values.shape), None
-    model.buffers[graph.tensors[twin].buffer].data = np.ascontiguousarray(values).view(np.uint8).ravel()
-    return twin
-
-
-def _ops_reading(graph, tensor: int) -> list:
-    return [op for op in graph.operators if tensor in op.inputs]
-
-
-def _new_tensor(model, graph, index: int, suffix: bytes) -> int:
-    """A copy of tensor `index` with an empty buffer of its own (to fill or leave for activations)."""
-    twin = copy.deepcopy(graph.tensors[index])
-    twin.name = (twin.name or b"") + suffix
-    model.buffers.append(_schema().BufferT())
-    twin.buffer = len(model.buffers) - 1
-    graph.tensors.append(twin)
-    return len(graph.tensors) - 1
-
-
-def _operator(model, builtin: int, version: int, inputs, outputs):
-    op = _schema().OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = _opcode_index(model, builtin, version), list(inputs), list(outputs)
-    return op
-
-
-def _opcode_index(model, builtin: int, version: int) -> int:
-    for index, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            code.version = max(code.version, version)
-            return index
-    code = _schema().OperatorCodeT()
-    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), version
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
