@@ -288,17 +288,22 @@ def _wide_concat_inputs(model: keras.Model) -> tuple[int, ...]:
 
 class _ZooLayout(_Q.QuantizeLayoutTransform):
     """A scheme's layout transforms, then `_QuantizeAfterPoolConcat` and `_WideConcatTransform`;
-    no activation quantiser on a layer of `concat_feeds` (`_rounded_once_before_concat`)."""
+    no activation quantiser on a layer of `concat_feeds` (`_without_activation_quantiser`); the
+    registry's config, not TFMOT's no-op, for a layer of `relu_feeds`."""
 
-    def __init__(self, inner, pools, wide_concats, concat_feeds):
-        self._inner, self._pools, self._wide_concats, self._concat_feeds = inner, pools, wide_concats, concat_feeds
+    def __init__(self, inner, pools, wide_concats, concat_feeds, relu_feeds):
+        self._inner, self._pools, self._wide_concats = inner, pools, wide_concats
+        self._concat_feeds, self._relu_feeds = concat_feeds, relu_feeds
 
     def apply(self, model, layer_quantize_map):
         model, layer_quantize_map = self._inner.apply(model, layer_quantize_map)
         for name in self._concat_feeds & set(layer_quantize_map):  # configs TFMOT's ConcatTransform set
             entry = layer_quantize_map[name]
             if entry.get("quantize_config") is not None:
-                entry["quantize_config"] = _rounded_once_before_concat(entry["quantize_config"])
+                entry["quantize_config"] = _without_activation_quantiser(entry["quantize_config"])
+        for name in self._relu_feeds & set(layer_quantize_map):  # the no-op TFMOT's LayerReLUQuantize set
+            if type(layer_quantize_map[name].get("quantize_config")) is _configs.NoOpQuantizeConfig:
+                layer_quantize_map[name]["quantize_config"] = None  # quantize_apply asks the registry
         extra = [_WideConcatTransform(n) for n in self._wide_concats]
         if self._pools:
             extra.append(_QuantizeAfterPoolConcat(self._pools))
@@ -362,13 +367,36 @@ def _feeding_only_a_concat(model: keras.Model) -> frozenset[str]:
                      and isinstance(layer.outbound_nodes[0].outbound_layer, keras.layers.Concatenate))
 
 
+# TFMOT's LayerReLUQuantize, there to keep a fake-quant op from between an Add and its ReLU, also
+# matches a Conv2D, DepthwiseConv2D or Dense whose one reader is a ReLU, and gives it the no-op
+# config: rightly no output quantiser (the int8 op fuses the ReLU), but no kernel quantiser either,
+# so the QAT model trained float kernels that the int8 model then rounds (the squeeze-excite reduce
+# convs of GhostNet and MobileNetV3, MGIAD's restriction convs; a conv-ReLU toy: 8.9% of the int8
+# conv's outputs a step off the QAT model's, `convert.qat_op_fidelity`). Those layers get the
+# registry's config without its activation quantiser. A BatchNorm QAT runs as a depthwise
+# convolution is no such layer: it has no kernel to round (`_annotate`).
+_RELU_FOLLOWS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+
+
+def _is_relu(layer) -> bool:
+    return type(layer) is keras.layers.ReLU or (type(layer) is keras.layers.Activation
+                                                  and layer.get_config()["activation"] == "relu")
+
+
+def _feeding_only_a_relu(model: keras.Model) -> frozenset[str]:
+    """Names of the convs and Dense layers (TFMOT's own classes) whose one reader is a ReLU."""
+    return frozenset(layer.name for layer in model.layers if type(layer) in _RELU_FOLLOWS
+                     and len(layer.outbound_nodes) == 1 and _is_relu(layer.outbound_nodes[0].outbound_layer))
+
+
 class _ZooRegistry(_Q.QuantizeRegistry):
     """A scheme's registry, with `DepthwiseQuantizeConfig` where it gives a DepthwiseConv2D
     TFMOT's own conv config (a collaborative scheme's configs are left as they are), and no
-    activation quantiser for a TFMOT-configured layer of `concat_feeds` (above)."""
+    activation quantiser for a TFMOT-configured layer of `unquantised_outputs` (a concatenation or
+    a ReLU rounds its output, above and below)."""
 
-    def __init__(self, inner, concat_feeds=frozenset()):
-        self._inner, self._concat_feeds = inner, concat_feeds
+    def __init__(self, inner, unquantised_outputs=frozenset()):
+        self._inner, self._unquantised_outputs = inner, unquantised_outputs
 
     def supports(self, layer):
         return self._inner.supports(layer)
@@ -378,10 +406,10 @@ class _ZooRegistry(_Q.QuantizeRegistry):
         if (type(layer) is keras.layers.DepthwiseConv2D and type(config) is _registry.Default8BitConvQuantizeConfig
                 and _channel_ranges_differ(layer.depthwise_kernel.numpy())):
             config = DepthwiseQuantizeConfig(**config.get_config())
-        return _rounded_once_before_concat(config) if layer.name in self._concat_feeds else config
+        return _without_activation_quantiser(config) if layer.name in self._unquantised_outputs else config
 
 
-def _rounded_once_before_concat(config):
+def _without_activation_quantiser(config):
     """`config` without its activation quantiser, where it is one of TFMOT's default 8-bit configs."""
     if type(config) in _DEFAULT_CONFIGS and config.activation_attrs:
         return type(config)(**{**config.get_config(), "activation_attrs": []})
@@ -406,19 +434,21 @@ def _channel_ranges_differ(kernel) -> bool:
 class _ZooScheme(_Q.QuantizeScheme):
     """`inner` (a TFMOT QuantizeScheme) with the max-pool and wide-concatenation fixes in its
     layout transforms, the per-channel depthwise kernels in its registry, and no activation
-    quantiser on a conv feeding only a concatenation (`concat_feeds`) in both."""
+    quantiser on a conv feeding only a concatenation (`concat_feeds`) in both; a kernel quantiser
+    (and no activation quantiser) on a layer feeding only a ReLU (`relu_feeds`)."""
 
-    def __init__(self, inner, pools, wide_concats=(), concat_feeds=frozenset()):
-        self._inner, self._pools, self._wide_concats, self._concat_feeds = inner, pools, wide_concats, concat_feeds
+    def __init__(self, inner, pools, wide_concats=(), concat_feeds=frozenset(), relu_feeds=frozenset()):
+        self._inner, self._pools, self._wide_concats = inner, pools, wide_concats
+        self._concat_feeds, self._relu_feeds = concat_feeds, relu_feeds
 
     def get_layout_transformer(self):
         inner = self._inner.get_layout_transformer()
-        if self._pools or self._wide_concats or self._concat_feeds:
-            return _ZooLayout(inner, self._pools, self._wide_concats, self._concat_feeds)
+        if self._pools or self._wide_concats or self._concat_feeds or self._relu_feeds:
+            return _ZooLayout(inner, self._pools, self._wide_concats, self._concat_feeds, self._relu_feeds)
         return inner
 
     def get_quantize_registry(self):
-        return _ZooRegistry(self._inner.get_quantize_registry(), self._concat_feeds)
+        return _ZooRegistry(self._inner.get_quantize_registry(), self._concat_feeds | self._relu_feeds)
 
 
 def _annotate(layer):
@@ -448,7 +478,7 @@ def quantize_model(model: keras.Model, scheme=None, calibration=None) -> keras.M
     # The wrappers hold the original layer objects, so the weights carry over (as in TFMOT).
     annotated = keras.models.clone_model(model, clone_function=_annotate)
     scheme = _ZooScheme(scheme or _Q.default_8bit.Default8BitQuantizeScheme(), _pools_feeding_concat(model),
-                        _wide_concat_inputs(model), _feeding_only_a_concat(model))
+                        _wide_concat_inputs(model), _feeding_only_a_concat(model), _feeding_only_a_relu(model))
     with _zoo_scope():
         applied = _Q.quantize_apply(annotated, scheme)
     _set_weight_ranges(applied)
