@@ -300,7 +300,10 @@ def qat_op_fidelity(qat: keras.Model, tflite: bytes, images: np.ndarray) -> list
     requantisation rounds twice); a real mismatch (a BatchNorm lost, a quantiser moved) moves
     most outputs by several steps. Ops are matched to layers by the names the converter leaves in
     tensor names: some are not matched, and an int8 op that computes part of one QAT layer (the
-    ADD of a hard-sigmoid gate) is compared with the whole layer's output."""
+    ADD of a hard-sigmoid gate) is compared with the whole layer's output. A requantisation (an
+    int8 -> int8 QUANTIZE, or the depthwise convolution `requantize` writes for one) is compared
+    with its own input, which the QAT model rounds once to the new scale; its `layer` is the one
+    whose output it requantises."""
     if not is_qat(qat):
         raise ValueError("qat_op_fidelity compares a .tflite with the QAT model it was converted from; "
                          f"`qat` ({qat.name}) has no QAT layers: pass the model quantize.quantize_model made")
@@ -315,8 +318,12 @@ def qat_op_fidelity(qat: keras.Model, tflite: bytes, images: np.ndarray) -> list
         if out not in values:
             continue
         feeds = [t for t in op["inputs"] if t in values]
-        names = _layer_names(details[out]["name"])
-        expected = _qat_piece(layers, names, feeds, details, values)
+        if _is_requantisation(op, details):
+            # the QAT model rounds the same value once, at the quantiser of the layer reading it
+            names, expected = _layer_names(details[feeds[0]]["name"]), values[feeds[0]]
+        else:
+            names = _layer_names(details[out]["name"])
+            expected = _qat_piece(layers, names, feeds, details, values)
         row = {"op": op["op_name"], "layer": None, "off": None, "far": None, "max_steps": None}
         if expected is not None and expected.shape == values[out].shape:
             scale, zero_point = details[out]["quantization"]
@@ -328,6 +335,15 @@ def qat_op_fidelity(qat: keras.Model, tflite: bytes, images: np.ndarray) -> list
                        far=float(np.mean(steps > OP_STEPS_FAR)), max_steps=float(steps.max()))
         rows.append(row)
     return rows
+
+
+def _is_requantisation(op: dict, details) -> bool:
+    """An int8 -> int8 QUANTIZE, or the depthwise convolution `pipelines.requantize` writes for one
+    (its weights are named after its input, with `requantize.REQUANTISED_SUFFIX`)."""
+    if op["op_name"] == "QUANTIZE":
+        return all(details[t]["dtype"] == np.int8 for t in (op["inputs"][0], op["outputs"][0]))
+    return op["op_name"] == "DEPTHWISE_CONV_2D" and details[op["inputs"][1]]["name"].endswith(
+        requantize.REQUANTISED_SUFFIX)
 
 
 def _layer_names(tensor_name: str) -> list[str]:

@@ -24,6 +24,7 @@ from kerasnets.pipelines import tflite_file
 
 COARSE_BELOW = 0.5  # requantisation multipliers under this round through a coarse grid
 _WEIGHT = 127  # the int8 weight of the depthwise rewrite, at scale 1 / _WEIGHT
+REQUANTISED_SUFFIX = "/requantise"  # names the rewrite's weights and bias: its input's name and this
 
 
 def requantise_exactly(tflite: bytes) -> bytes:
@@ -67,10 +68,11 @@ def _as_depthwise(model, graph, op, schema):
     source = op.inputs[0]
     channels = int(graph.tensors[source].shape[-1])
     weights = tflite_file.per_channel_constant(model, graph, source, np.full((1, 1, 1, channels), _WEIGHT, np.int8),
-                                               schema.TensorType.INT8, 1.0 / _WEIGHT, axis=3, suffix=b"/requantise")
+                                               schema.TensorType.INT8, 1.0 / _WEIGHT, axis=3,
+                                               suffix=REQUANTISED_SUFFIX.encode())
     bias = tflite_file.per_channel_constant(model, graph, source, np.zeros(channels, np.int32), schema.TensorType.INT32,
                                             _per_tensor_scale(graph.tensors[source]) / _WEIGHT,  # input x weight scale
-                                            suffix=b"/requantise")
+                                            suffix=REQUANTISED_SUFFIX.encode())
     depthwise = tflite_file.new_operator(model, schema.BuiltinOperator.DEPTHWISE_CONV_2D, 3,  # per-channel: version 3
                                          [source, weights, bias], [op.outputs[0]])
     depthwise.builtinOptionsType = schema.BuiltinOptions.DepthwiseConv2DOptions

@@ -66,6 +66,24 @@ def test_a_coarse_requantisation_is_exported_as_a_depthwise_convolution_rounded_
     assert _requantisation_off(as_converted, images) > 0.15
 
 
+def _requantisation_rows(qat, tflite, images):
+    return [row for row in convert.qat_op_fidelity(qat, tflite, images)
+            if row["op"] in ("QUANTIZE", "DEPTHWISE_CONV_2D")]
+
+
+def test_op_fidelity_names_a_coarse_requantisation_and_its_rewrite(monkeypatch):
+    """`convert.qat_op_fidelity` compares a requantisation with the value it requantises: the
+    coarse QUANTIZE (the control) departs, the depthwise convolution written for it does not."""
+    qat, images = _qat_and_images(3.0)
+    rewritten = _requantisation_rows(qat, convert.export(qat, "int8"), images)
+    monkeypatch.setattr(requantize, "requantise_exactly", lambda tflite: tflite)
+    as_converted = _requantisation_rows(qat, convert.export(qat, "int8"), images)
+    assert [(row["op"], row["layer"]) for row in as_converted] == [("QUANTIZE", "quant_features")], as_converted
+    assert as_converted[0]["off"] > 0.15
+    assert [(row["op"], row["layer"]) for row in rewritten] == [("DEPTHWISE_CONV_2D", "quant_features")], rewritten
+    assert rewritten[0]["off"] < 0.005
+
+
 def test_a_requantisation_that_rounds_once_is_left_alone():
     qat, images = _qat_and_images(1.5)  # M ~ 2/3: TFLite's kernel rounds it once
     tflite = convert.export(qat, "int8")
