@@ -56,11 +56,13 @@ def _header(columns) -> str:
 
 def plain_table(path: str, columns: list[str], *, note: str = "", machine: str = "machine") -> str:
     """`columns` of every row, as recorded, and the machines (column `machine`) that measured
-    them; `note` follows the file name in the footnote."""
+    them, each row's own when there are several; `note` follows the file name in the footnote."""
     rows = _rows(path)
+    machines = sorted({r[machine] for r in rows if r.get(machine)})
+    if len(machines) > 1 and machine not in columns:
+        columns = [*columns, machine]
     lines = [_header(columns), "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
-    machines = sorted({r[machine] for r in rows if r.get(machine)})
     lines += ["", f"From `{path}`{note}; machine: {'; '.join(machines)}."]
     return "\n".join(lines)
 
