@@ -304,19 +304,11 @@ def qat_op_fidelity(qat: keras.Model, tflite: bytes, images: np.ndarray) -> list
     int8 -> int8 QUANTIZE, or the depthwise convolution `requantize` writes for one) is compared
     with its own input, which the QAT model rounds once to the new scale; its `layer` is the one
     whose output it requantises."""
-    if not is_qat(qat):
-        raise ValueError("qat_op_fidelity compares a .tflite with the QAT model it was converted from; "
-                         f"`qat` ({qat.name}) has no QAT layers: pass the model quantize.quantize_model made")
-    interpreter = litert_interpreter(tflite, reference=True, keep_tensors=True)
-    int8_input = quantize_input(qat_input(qat, images), interpreter.get_input_details()[0])
-    values = _int8_tensor_values(interpreter, int8_input)
-    details = interpreter.get_tensor_details()
+    ops, values, details, _ = _int8_run("qat_op_fidelity", qat, tflite, images)
     layers = {layer.name: layer for layer in qat.layers}
     rows = []
-    for op in interpreter._get_ops_details():
+    for op in ops:
         out = op["outputs"][0]
-        if out not in values:
-            continue
         feeds = [t for t in op["inputs"] if t in values]
         if _is_requantisation(op, details):
             # the QAT model rounds the same value once, at the quantiser of the layer reading it
@@ -326,15 +318,68 @@ def qat_op_fidelity(qat: keras.Model, tflite: bytes, images: np.ndarray) -> list
             expected = _qat_piece(layers, names, feeds, details, values)
         row = {"op": op["op_name"], "layer": None, "off": None, "far": None, "max_steps": None}
         if expected is not None and expected.shape == values[out].shape:
-            scale, zero_point = details[out]["quantization"]
-            # a layer without a quantiser of its own (a conv feeding a concatenation) is clamped by
-            # the next one, whose range its int8 output has
-            expected = np.clip(expected, (-128 - zero_point) * scale, (127 - zero_point) * scale)
-            steps = np.abs(expected - values[out]) / scale
+            steps = _steps_apart(expected, values[out], details[out]["quantization"])
             row.update(layer=names[0], off=float(np.mean(steps > OP_STEP_OFF)),
                        far=float(np.mean(steps > OP_STEPS_FAR)), max_steps=float(steps.max()))
         rows.append(row)
     return rows
+
+
+def qat_tensor_drift(qat: keras.Model, tflite: bytes, images: np.ndarray) -> list[dict]:
+    """End to end, how far each tensor of the int8 model converted from `qat` is from the QAT
+    model's: both run on `images` (the int8 model on LiteRT's reference kernels), and each int8
+    op's output is compared with the output of the QAT layer its tensor names (a requantisation:
+    the layer whose output it requantises), in int8 output steps. `qat_op_fidelity` gives each op
+    the int8 model's own inputs and so measures the op alone; this measures what reaches each op,
+    so where the figures jump from one op to the next a difference starts or is amplified. Keep
+    `images` few (every QAT layer's output is held for them).
+
+    One dict per op that writes a quantised tensor, in graph order: `op`, `layer` (None where no
+    QAT layer of the same shape is named), `off` (share of outputs rounded to another value),
+    `median_steps`, `p99_steps` and `max_steps`."""
+    ops, values, details, model_output = _int8_run("qat_tensor_drift", qat, tflite, images)
+    named = [layer for layer in qat.layers if _QAT_LAYER_IN_TENSOR_NAME.fullmatch(layer.name)]
+    outputs = keras.Model(qat.input, [layer.output for layer in named]).predict(images, verbose=0)
+    qat_values = dict(zip((layer.name for layer in named), outputs if len(named) > 1 else [outputs]))
+    rows = []
+    for op in ops:
+        out = op["outputs"][0]
+        source = op["inputs"][0] if _is_requantisation(op, details) else out
+        # the converter names the model's output after the signature: it is the QAT model's output
+        names = [qat.layers[-1].name] if out == model_output else _layer_names(details[source]["name"])
+        layer = next((name for name in names
+                      if name in qat_values and qat_values[name].shape == values[out].shape), None)
+        row = {"op": op["op_name"], "layer": layer, "off": None, "median_steps": None, "p99_steps": None,
+               "max_steps": None}
+        if layer is not None:
+            steps = _steps_apart(qat_values[layer], values[out], details[out]["quantization"])
+            row.update(off=float(np.mean(steps > OP_STEP_OFF)), median_steps=float(np.median(steps)),
+                       p99_steps=float(np.percentile(steps, 99)), max_steps=float(steps.max()))
+        rows.append(row)
+    return rows
+
+
+def _int8_run(caller: str, qat: keras.Model, tflite: bytes, images: np.ndarray):
+    """(the ops that write a quantised tensor, each such tensor's dequantised values on `images`,
+    the tensor details, the output tensor's index) of the int8 model, run on LiteRT's reference
+    kernels with the input the QAT model's quantiser gives."""
+    if not is_qat(qat):
+        raise ValueError(f"{caller} compares a .tflite with the QAT model it was converted from; "
+                         f"`qat` ({qat.name}) has no QAT layers: pass the model quantize.quantize_model made")
+    interpreter = litert_interpreter(tflite, reference=True, keep_tensors=True)
+    int8_input = quantize_input(qat_input(qat, images), interpreter.get_input_details()[0])
+    values = _int8_tensor_values(interpreter, int8_input)
+    ops = [op for op in interpreter._get_ops_details() if op["outputs"][0] in values]
+    return ops, values, interpreter.get_tensor_details(), interpreter.get_output_details()[0]["index"]
+
+
+def _steps_apart(expected: np.ndarray, values: np.ndarray, quantization) -> np.ndarray:
+    """|expected - values| in steps of the int8 tensor `values` came from. A layer without a
+    quantiser of its own (a conv feeding a concatenation) is clamped by the next one, whose range
+    its int8 output has, so `expected` is clamped to that range first."""
+    scale, zero_point = quantization
+    expected = np.clip(expected, (-128 - zero_point) * scale, (127 - zero_point) * scale)
+    return np.abs(expected - values) / scale
 
 
 def _is_requantisation(op: dict, details) -> bool:

@@ -415,19 +415,45 @@ def test_a_dead_channel_does_not_stop_xnnpack_running_the_qat_int8_model():
     assert convert.parity(model, tflite, images)["top1_agreement"] >= 0.9
 
 
+def _resnet8_qat_and_int8(digits):
+    """(float model, its QAT model from calibrated ranges, the QAT model's int8 conversion)."""
+    model = kerasnets.create_model("resnet8", input_shape=SHAPE, classes=10, classifier_activation="linear")
+    convert.calibrate_batchnorm(model, digits[0][:32])
+    qat = quantize.quantize_model(model, calibration=digits[0][:32])
+    return model, qat, convert.export(qat, "int8", digits[0][:32])
+
+
+def _halve_a_qat_kernel(qat):
+    """The planted fault: one conv's QAT kernel halved after conversion."""
+    kernel = next(w for w in qat.get_layer("quant_stack2_conv1_conv").weights if w.name.endswith("/kernel:0"))
+    kernel.assign(kernel * 0.5)
+
+
+def test_tensor_drift_starts_at_the_op_that_departs(digits):
+    """`convert.qat_tensor_drift` compares each int8 tensor with the QAT model's end to end. As
+    converted, every matched tensor of resnet8 sits within a step of the QAT model's (median); with
+    one conv's QAT kernel halved after conversion, the drift starts at that conv's op (the ops before
+    it unchanged) and reaches the logits."""
+    _, qat, tflite = _resnet8_qat_and_int8(digits)
+    before = [row for row in convert.qat_tensor_drift(qat, tflite, digits[0][:8]) if row["layer"]]
+    assert len(before) >= 12 and all(row["median_steps"] <= 1 for row in before), before
+    _halve_a_qat_kernel(qat)
+    after = [row for row in convert.qat_tensor_drift(qat, tflite, digits[0][:8]) if row["layer"]]
+    first = next(i for i, row in enumerate(after) if row["median_steps"] > 1)
+    assert after[first]["layer"] == "quant_stack2_conv1_relu", after
+    assert after[:first] == before[:first]
+    assert after[-1]["median_steps"] > 1, after[-1]
+
+
 def test_op_fidelity_finds_the_one_int8_op_that_departs_from_its_qat_layers(digits):
     """`convert.qat_op_fidelity` runs each int8 op on the int8 model's own inputs against the QAT
     layers it came from. A faithful conversion keeps every op within one output step; with one
     conv's QAT kernel scaled after conversion, that op, and only that op, departs. The float model
     in place of the QAT model is refused."""
-    model = kerasnets.create_model("resnet8", input_shape=SHAPE, classes=10, classifier_activation="linear")
-    convert.calibrate_batchnorm(model, digits[0][:32])
-    qat = quantize.quantize_model(model, calibration=digits[0][:32])
-    tflite = convert.export(qat, "int8", digits[0][:32])
+    model, qat, tflite = _resnet8_qat_and_int8(digits)
     rows = [row for row in convert.qat_op_fidelity(qat, tflite, digits[0][:8]) if row["layer"]]
     assert len(rows) >= 12 and all(row["max_steps"] <= 1.01 for row in rows), rows
-    kernel = next(w for w in qat.get_layer("quant_stack2_conv1_conv").weights if w.name.endswith("/kernel:0"))
-    kernel.assign(kernel * 0.5)
+    _halve_a_qat_kernel(qat)
     departing = {row["layer"] for row in convert.qat_op_fidelity(qat, tflite, digits[0][:8])
                  if row["layer"] and row["max_steps"] > 1.01}
     assert departing == {"quant_stack2_conv1_relu"}, departing
