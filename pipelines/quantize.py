@@ -392,11 +392,12 @@ def _feeding_only_a_relu(model: keras.Model) -> frozenset[str]:
 class _ZooRegistry(_Q.QuantizeRegistry):
     """A scheme's registry, with `DepthwiseQuantizeConfig` where it gives a DepthwiseConv2D
     TFMOT's own conv config (a collaborative scheme's configs are left as they are), and no
-    activation quantiser for a TFMOT-configured layer of `unquantised_outputs` (a concatenation or
-    a ReLU rounds its output, above and below)."""
+    activation quantiser for a TFMOT-configured layer of `concat_feeds` or `relu_feeds` (the
+    concatenation or ReLU rounds its output, above). A collaborative config of a `relu_feeds`
+    layer, whose activation quantiser cannot be taken out, gives way to TFMOT's no-op as before."""
 
-    def __init__(self, inner, unquantised_outputs=frozenset()):
-        self._inner, self._unquantised_outputs = inner, unquantised_outputs
+    def __init__(self, inner, concat_feeds=frozenset(), relu_feeds=frozenset()):
+        self._inner, self._concat_feeds, self._relu_feeds = inner, concat_feeds, relu_feeds
 
     def supports(self, layer):
         return self._inner.supports(layer)
@@ -406,7 +407,11 @@ class _ZooRegistry(_Q.QuantizeRegistry):
         if (type(layer) is keras.layers.DepthwiseConv2D and type(config) is _registry.Default8BitConvQuantizeConfig
                 and _channel_ranges_differ(layer.depthwise_kernel.numpy())):
             config = DepthwiseQuantizeConfig(**config.get_config())
-        return _without_activation_quantiser(config) if layer.name in self._unquantised_outputs else config
+        if layer.name in self._relu_feeds and type(config) not in _DEFAULT_CONFIGS:
+            return _configs.NoOpQuantizeConfig()
+        if layer.name in self._concat_feeds | self._relu_feeds:
+            return _without_activation_quantiser(config)
+        return config
 
 
 def _without_activation_quantiser(config):
@@ -448,7 +453,7 @@ class _ZooScheme(_Q.QuantizeScheme):
         return inner
 
     def get_quantize_registry(self):
-        return _ZooRegistry(self._inner.get_quantize_registry(), self._concat_feeds | self._relu_feeds)
+        return _ZooRegistry(self._inner.get_quantize_registry(), self._concat_feeds, self._relu_feeds)
 
 
 def _annotate(layer):
