@@ -5,8 +5,8 @@ import tf_keras as keras
 
 import kerasnets
 from kerasnets.pipelines import convert, quantize
-from conftest import (assert_same_outputs, calibrate_batchnorm, int8_outputs, registry_params,
-                      CHAIN_HEAVY_VARIANTS, HEAVY_VARIANTS, small_input_shape)
+from conftest import (ROUNDS_TWICE_IN_MICRO, assert_same_outputs, calibrate_batchnorm, first_micro_divergence,
+                      int8_outputs, registry_params, CHAIN_HEAVY_VARIANTS, HEAVY_VARIANTS, small_input_shape)
 
 MODELS = kerasnets.list_models()
 SIZE_TOLERANCE = 0.05
@@ -64,10 +64,12 @@ def test_config_and_keras_file_roundtrip(name, digit_batches, tmp_path):
 def test_int8_chain_litert_reference_equals_tflite_micro(name, digit_batches):
     """QAT wraps the model; int8 with builtin ops only; TFLite Micro == LiteRT reference kernels.
 
-    One known difference is allowed, and only there: LiteRT's reference FULLY_CONNECTED rounds
-    its requantisation once, TFLite Micro's twice (gemmlowp style), so a near-tie output can
-    differ by 1 LSB. When the outputs differ, the same network without its Dense head must then
-    match bit for bit, proving every other op exact.
+    One known difference is allowed, and only where it starts: LiteRT's reference FULLY_CONNECTED
+    and MUL round their requantisation once, TFLite Micro's twice (gemmlowp style), so a tie
+    output differs by 1 LSB (vgg16_cifar's Dense; condensenet50_cifar's BatchNorm MUL with the
+    weights this seed gives on an AVX2-only host: 185 of 40,960 outputs, where the product times
+    the multiplier is exactly -195.5 / 8). When the outputs differ, the first tensor where the two
+    part must be the output of such an op, with identical inputs, 1 LSB apart on under 2% of it.
     """
     model = _build(name, classifier_activation="linear")  # logits: softmax of a fresh net is flat
     images = digit_batches(model.input_shape[1:], 8)
@@ -81,12 +83,10 @@ def test_int8_chain_litert_reference_equals_tflite_micro(name, digit_batches):
     assert len(np.unique(reference)) > 4, "int8 outputs are flat: the check would prove nothing"
     diff = np.abs(reference.astype(int) - micro)
     if diff.any():
-        assert "FULLY_CONNECTED" in summary["ops"] and diff.max() == 1 and diff.mean() < 0.02, \
-            f"TFLite Micro differs from LiteRT reference by up to {diff.max()} LSB"
-        features = _build(name, include_top=False, pooling="avg")
-        calibrate_batchnorm(features, images)
-        _, _, _, ref_features, micro_features = int8_outputs(features, images)
-        assert np.array_equal(ref_features, micro_features), "ops before the Dense head differ"
+        first = first_micro_divergence(tflite, x8[int(np.argmax(diff.any(axis=1)))])
+        assert (first is not None and first["op"] in ROUNDS_TWICE_IN_MICRO and first["inputs_equal"]
+                and first["max_lsb"] == 1 and first["share"] < 0.02), \
+            f"TFLite Micro differs from LiteRT reference by up to {diff.max()} LSB, first at {first}"
     optimised = convert.run_litert(tflite, x8)
     print(f"{name}: optimised-kernel spread {np.abs(optimised.astype(int) - reference).max()} LSB, "
           f"TFLite Micro vs reference {diff.max()} LSB")
