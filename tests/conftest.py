@@ -105,7 +105,8 @@ ROUNDS_TWICE_IN_MICRO = ("FULLY_CONNECTED", "MUL")
 
 def first_micro_divergence(tflite: bytes, item: np.ndarray):
     """The first op (graph order) whose output differs between TFLite Micro (every tensor kept) and
-    LiteRT's reference kernels on int8 input `item`: {op, inputs_equal, max_lsb, share}, or None."""
+    LiteRT's reference kernels on int8 input `item`: {op, inputs_equal, max_lsb, differing (output
+    values), size (of the output)}, or None."""
     from tflite_micro.python.tflite_micro import runtime
 
     from kerasnets.pipelines import convert
@@ -128,5 +129,6 @@ def first_micro_divergence(tflite: bytes, item: np.ndarray):
         if not np.array_equal(ours, theirs):
             inputs = [both(i) for i in op["inputs"] if i >= 0]
             return {"op": op["op_name"], "inputs_equal": all(np.array_equal(a, b) for a, b in inputs),
-                    "max_lsb": int(np.abs(ours - theirs).max()), "share": float(np.mean(ours != theirs))}
+                    "max_lsb": int(np.abs(ours - theirs).max()), "differing": int(np.sum(ours != theirs)),
+                    "size": int(ours.size)}
     return None
