@@ -107,18 +107,20 @@ def run_micro_in_child(tflite: bytes, inputs: np.ndarray, timeout: float = 1800)
     return _in_child("run", tflite, [inputs], "inference", timeout)
 
 
-def tensor_checksums(tflite: bytes, item: np.ndarray, indices) -> np.ndarray:
-    """(byte length, CRC-32 of the bytes) of each tensor in `indices` (subgraph 0) after one
-    inference on `item`, with TFLite Micro keeping every tensor (its preserve-all-tensors mode,
-    which the firmware's KN_TENSOR_CHECKSUMS build uses too)."""
+def tensor_values(tflite: bytes, item: np.ndarray, indices) -> list[np.ndarray]:
+    """The data of each tensor in `indices` (subgraph 0, flat) after one inference on `item`, with
+    TFLite Micro keeping every tensor (its preserve-all-tensors mode, which the firmware's
+    KN_TENSOR_CHECKSUMS build uses too)."""
     interpreter = runtime.Interpreter.from_bytes(
         bytes(tflite), intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
     interpreter.set_input(item[None], 0)
     interpreter.invoke()
-    rows = []
-    for index in indices:
-        data = np.ascontiguousarray(interpreter.GetTensor(int(index), 0)["tensor_data"]).tobytes()
-        rows.append((len(data), zlib.crc32(data)))
+    return [np.ascontiguousarray(interpreter.GetTensor(int(index), 0)["tensor_data"]) for index in indices]
+
+
+def tensor_checksums(tflite: bytes, item: np.ndarray, indices) -> np.ndarray:
+    """(byte length, CRC-32 of the bytes) of each tensor in `indices` (`tensor_values`)."""
+    rows = [(len(data), zlib.crc32(data)) for data in map(np.ndarray.tobytes, tensor_values(tflite, item, indices))]
     return np.array(rows, np.int64).reshape(-1, 2)
 
 
