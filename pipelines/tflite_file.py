@@ -170,7 +170,10 @@ def describe_mode(graph: Graph) -> str:
 
 def builtin_code(model, op) -> int:
     """The BuiltinOperator code of `op`."""
-    code = model.operatorCodes[op.opcodeIndex]
+    return _builtin_of(model.operatorCodes[op.opcodeIndex])
+
+
+def _builtin_of(code) -> int:
     return max(code.builtinCode, code.deprecatedBuiltinCode)  # the deprecated field holds codes < 127
 
 
@@ -225,7 +228,7 @@ def new_operator(model, builtin: int, version: int, inputs, outputs):
 
 def _opcode_index(model, builtin: int, version: int) -> int:
     for index, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+        if _builtin_of(code) == builtin:
             code.version = max(code.version, version)
             return index
     code = schema.OperatorCodeT()
