@@ -115,7 +115,8 @@ def tensor_values(tflite: bytes, item: np.ndarray, indices) -> list[np.ndarray]:
         bytes(tflite), intrepreter_config=runtime.InterpreterConfig.kPreserveAllTensors)
     interpreter.set_input(item[None], 0)
     interpreter.invoke()
-    return [np.ascontiguousarray(interpreter.GetTensor(int(index), 0)["tensor_data"]) for index in indices]
+    # copies: the arrays TFLite Micro hands out view its arena, which goes with the interpreter
+    return [np.array(interpreter.GetTensor(int(index), 0)["tensor_data"], copy=True, order="C") for index in indices]
 
 
 def tensor_checksums(tflite: bytes, item: np.ndarray, indices) -> np.ndarray:
