@@ -363,8 +363,14 @@ class DepthwiseQuantizeConfig(_registry.Default8BitConvQuantizeConfig):
 # took a GhostNet-module toy's logits from 1 to 4 steps off the QAT model's.)
 def _feeding_only_a_concat(model: keras.Model) -> frozenset[str]:
     """Names of the layers whose one reader is a Concatenate."""
-    return frozenset(layer.name for layer in model.layers if len(layer.outbound_nodes) == 1
-                     and isinstance(layer.outbound_nodes[0].outbound_layer, keras.layers.Concatenate))
+    return _read_only_by(model, lambda reader: isinstance(reader, keras.layers.Concatenate))
+
+
+def _read_only_by(model: keras.Model, is_reader, layer_types=None) -> frozenset[str]:
+    """Names of the layers (whose class is one of `layer_types`, if given) whose one reader passes `is_reader`."""
+    return frozenset(layer.name for layer in model.layers
+                     if (layer_types is None or type(layer) in layer_types) and len(layer.outbound_nodes) == 1
+                     and is_reader(layer.outbound_nodes[0].outbound_layer))
 
 
 # TFMOT's LayerReLUQuantize, there to keep a fake-quant op from between an Add and its ReLU, also
@@ -385,8 +391,7 @@ def _is_relu(layer) -> bool:
 
 def _feeding_only_a_relu(model: keras.Model) -> frozenset[str]:
     """Names of the convs and Dense layers (TFMOT's own classes) whose one reader is a ReLU."""
-    return frozenset(layer.name for layer in model.layers if type(layer) in _RELU_FOLLOWS
-                     and len(layer.outbound_nodes) == 1 and _is_relu(layer.outbound_nodes[0].outbound_layer))
+    return _read_only_by(model, _is_relu, _RELU_FOLLOWS)
 
 
 class _ZooRegistry(_Q.QuantizeRegistry):

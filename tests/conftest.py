@@ -129,3 +129,16 @@ def first_micro_divergence(tflite: bytes, item: np.ndarray):
                     "max_lsb": int(np.abs(ours - theirs).max()), "differing": int(np.sum(ours != theirs)),
                     "size": int(ours.size)}
     return None
+
+
+def assert_micro_matches_reference(tflite: bytes, x8: np.ndarray, reference: np.ndarray, micro: np.ndarray):
+    """TFLite Micro's int8 outputs equal LiteRT reference kernels' on inputs `x8`, up to the one
+    difference allowed: where they differ, the first tensor where the two part is the output of an
+    op of ROUNDS_TWICE_IN_MICRO, with identical inputs, 1 LSB apart on at most 2% of it (or one value)."""
+    diff = np.abs(reference.astype(int) - micro)
+    if not diff.any():
+        return
+    first = first_micro_divergence(tflite, x8[int(np.argmax(diff.reshape(len(diff), -1).any(axis=1)))])
+    assert (first is not None and first["op"] in ROUNDS_TWICE_IN_MICRO and first["inputs_equal"]
+            and first["max_lsb"] == 1 and first["differing"] <= max(1, 0.02 * first["size"])), \
+        f"TFLite Micro differs from LiteRT reference by up to {diff.max()} LSB, first at {first}"

@@ -7,7 +7,8 @@ and agreement with them proved nothing). It is then wrapped by `quantize.quantiz
 ranges started from calibration images (as `kerasnets run` starts them), trained for a few steps
 (so the quantiser ranges move), converted to full-integer int8, and then:
 (a) TFLite Micro gives the same int8 outputs as LiteRT's reference kernels, bit for bit (up to
-    the 1-LSB FULLY_CONNECTED rounding difference test_zoo's int8 chain allows, confined the same way);
+    the 1-LSB rounding difference test_zoo's int8 chain allows, where it starts:
+    `conftest.assert_micro_matches_reference`);
 (b) no tensor is above 4-D (CMSIS-NN's limit);
 (c) the int8 model reproduces the QAT Keras model it came from on 200 real images: top-1
     agreement >= 99%, an image whose int8 pick is within two output steps of the QAT model's top
@@ -40,7 +41,7 @@ import tf_keras as keras
 
 import kerasnets
 from kerasnets.pipelines import convert, data, quantize
-from conftest import int8_outputs, one_per_family
+from conftest import assert_micro_matches_reference, int8_outputs, one_per_family
 
 SHAPE = (32, 32, 3)  # every family's minimum allows it; small keeps the default run short
 CLASSES = 10
@@ -184,22 +185,6 @@ def qat_int8_agreement(qat, tflite, images, expected):
     return float(np.mean(same)), float(np.mean(same | tie)), error
 
 
-def _assert_micro_equals_reference(qat, summary, reference, micro, images):
-    """TFLite Micro == LiteRT reference kernels, with the one difference test_zoo's int8 chain allows:
-    their FULLY_CONNECTED requantisation rounds once (LiteRT) or twice (TFLite Micro), so a near-tie
-    output may differ by 1 LSB; the network without its Dense head must then match bit for bit."""
-    diff = np.abs(reference.astype(int) - micro)
-    if not diff.any():
-        return
-    assert "FULLY_CONNECTED" in summary["ops"] and diff.max() == 1 and diff.mean() < 0.02, \
-        f"TFLite Micro differs from LiteRT reference by up to {diff.max()} LSB"
-    head = qat.layers[-1]
-    assert isinstance(getattr(head, "layer", head), keras.layers.Dense), f"{head.name} is not the Dense head"
-    features = keras.Model(qat.input, head.input)  # the QAT graph up to the head, its ranges included
-    _, _, _, ref_features, micro_features = int8_outputs(features, images)
-    np.testing.assert_array_equal(micro_features, ref_features, err_msg="ops before the Dense head differ")
-
-
 @pytest.mark.parametrize("name", _params())
 def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
     train, (test, labels) = digits
@@ -212,8 +197,7 @@ def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
 
     # (a) and (b): int8_outputs checks the ranks and returns both interpreters' outputs; the
     # calibration images go to the converter as for any int8 export
-    tflite, summary, _, reference, micro = int8_outputs(qat, test[:MICRO_IMAGES],
-                                                        calibration=train[0][:CALIBRATION_IMAGES])
+    tflite, _, x8, reference, micro = int8_outputs(qat, test[:MICRO_IMAGES], calibration=train[0][:CALIBRATION_IMAGES])
     assert convert.is_qat(qat)
     # every figure is measured before any check fails, so a known gap's entry can state them all
     raw, agreement, error = qat_int8_agreement(qat, tflite, test, logits)
@@ -221,6 +205,6 @@ def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
                f"median logit error {error:.2%} of the logit range")
     print(f"{name}: QAT top-1 {top1:.1%}; QAT -> int8 {figures}; TFLite Micro != LiteRT reference on "
           f"{int(np.sum(micro != reference))}/{micro.size} outputs")
-    _assert_micro_equals_reference(qat, summary, reference, micro, test[:MICRO_IMAGES])
+    assert_micro_matches_reference(tflite, x8, reference, micro)
     if not (agreement >= MIN_TOP1_AGREEMENT and error <= MAX_MEDIAN_LOGIT_ERROR):
         raise RoundingCompounds(f"{name}: the int8 model departs from its QAT model: {figures}")

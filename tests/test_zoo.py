@@ -5,8 +5,8 @@ import tf_keras as keras
 
 import kerasnets
 from kerasnets.pipelines import convert, quantize
-from conftest import (ROUNDS_TWICE_IN_MICRO, assert_same_outputs, calibrate_batchnorm, first_micro_divergence,
-                      int8_outputs, registry_params, CHAIN_HEAVY_VARIANTS, HEAVY_VARIANTS, small_input_shape)
+from conftest import (assert_micro_matches_reference, assert_same_outputs, calibrate_batchnorm, int8_outputs,
+                      registry_params, CHAIN_HEAVY_VARIANTS, HEAVY_VARIANTS, small_input_shape)
 
 MODELS = kerasnets.list_models()
 SIZE_TOLERANCE = 0.05
@@ -82,15 +82,10 @@ def test_int8_chain_litert_reference_equals_tflite_micro(name, digit_batches):
 
     tflite, summary, x8, reference, micro = int8_outputs(model, images)
     assert len(np.unique(reference)) > 4, "int8 outputs are flat: the check would prove nothing"
-    diff = np.abs(reference.astype(int) - micro)
-    if diff.any():
-        first = first_micro_divergence(tflite, x8[int(np.argmax(diff.any(axis=1)))])
-        assert (first is not None and first["op"] in ROUNDS_TWICE_IN_MICRO and first["inputs_equal"]
-                and first["max_lsb"] == 1 and first["differing"] <= max(1, 0.02 * first["size"])), \
-            f"TFLite Micro differs from LiteRT reference by up to {diff.max()} LSB, first at {first}"
+    assert_micro_matches_reference(tflite, x8, reference, micro)
     optimised = convert.run_litert(tflite, x8)
     print(f"{name}: optimised-kernel spread {np.abs(optimised.astype(int) - reference).max()} LSB, "
-          f"TFLite Micro vs reference {diff.max()} LSB")
+          f"TFLite Micro vs reference {np.abs(micro.astype(int) - reference).max()} LSB")
 
 
 @pytest.mark.parametrize("name", MODELS)
