@@ -80,6 +80,14 @@ def _dead_channels_folded_at_ordinary_scale(model: keras.Model):
             variance.assign(values)
 
 
+def _zero_points_settled(model: keras.Model):
+    """`quantize.zero_points_settled` for a QAT model, nothing for a float one."""
+    if not is_qat(model):
+        return contextlib.nullcontext()
+    from kerasnets.pipelines import quantize  # TFMOT, loaded only for a QAT model
+    return quantize.zero_points_settled(model)
+
+
 def export(model: keras.Model, mode: str = "int8", calibration=None, *, io_type: str = "int8") -> bytes:
     """Convert a tf_keras model (float or QAT) to .tflite bytes at a static batch of 1.
 
@@ -116,7 +124,7 @@ def export(model: keras.Model, mode: str = "int8", calibration=None, *, io_type:
                 tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     if mode == "fp32":  # float weights: a large folded multiplier costs nothing
         return converter.convert()
-    with _dead_channels_folded_at_ordinary_scale(model):
+    with _dead_channels_folded_at_ordinary_scale(model), _zero_points_settled(model):
         converted = converter.convert()
     return requantize.requantise_exactly(converted) if mode == "int8" else converted
 

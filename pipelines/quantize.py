@@ -520,16 +520,55 @@ def activation_ranges(qat: keras.Model) -> dict[str, tuple[float, float]]:
     """The activation ranges of a QAT model made by `quantize_model`: {layer name: (min, max)} of
     each quantised output (the QAT layer's name, `quant_<layer>`) and of the model's input (its
     QuantizeLayer); weight ranges are not included."""
+    return {name: (float(low.numpy()), float(high.numpy()))
+            for name, (low, high) in _activation_range_variables(qat).items()}
+
+
+def _activation_range_variables(qat: keras.Model) -> dict[str, tuple[tf.Variable, tf.Variable]]:
+    """{layer name: (min variable, max variable)} of each range `activation_ranges` reads."""
     ranges = {}
     for layer in qat.layers:
         # scalar variables only: a per-channel kernel range is a vector
-        values = {_variable_key(v): float(v.numpy()) for v in layer.weights if not v.shape.rank}
+        scalars = {_variable_key(v): v for v in layer.weights if not v.shape.rank}
         # the input QuantizeLayer names its range after itself; a wrapper, after what it quantises
         prefixes = [layer.name] if isinstance(layer, _quantize_layer.QuantizeLayer) else _RANGE_PREFIXES
         for prefix in prefixes:
-            if f"{prefix}_min" in values:
-                ranges[layer.name] = (values[f"{prefix}_min"], values[f"{prefix}_max"])
+            if f"{prefix}_min" in scalars:
+                ranges[layer.name] = (scalars[f"{prefix}_min"], scalars[f"{prefix}_max"])
     return ranges
+
+
+# TensorFlow's fake quantisation and the TFLite converter each round a range's zero point
+# (-min / step on the 256-value grid) to an integer, each in its own float arithmetic, so where it
+# falls on a half step they can round it apart and the int8 model's grid sits a step off the QAT
+# model's. The input range of images normalised to [-1, 1] always does (zero point 127.5): the QAT
+# model took white pixels 128 steps above its zero point (1.0039), the converted model could go
+# no further than 127 (0.9961).
+ZERO_POINT_TIE = 1e-3  # of a step from a half: a zero point the two may round apart
+
+
+@contextlib.contextmanager
+def zero_points_settled(qat: keras.Model):
+    """While `qat` is converted, each activation range whose zero point is within ZERO_POINT_TIE of
+    a half step holds the ends TensorFlow's fake quantisation nudges it to: the same grid, so the
+    QAT model computes exactly what it did, with an integer zero point the converter cannot round
+    another way. The ranges are restored afterwards."""
+    saved = []
+    for low, high in _activation_range_variables(qat).values():
+        start, end = float(low.numpy()), float(high.numpy())
+        if end <= start or abs(-start / ((end - start) / 255) % 1 - 0.5) >= ZERO_POINT_TIE:
+            continue
+        beyond = tf.constant([start - 1 - abs(start), end + 1 + abs(end)])  # clamped to the nudged ends
+        nudged = tf.quantization.fake_quant_with_min_max_vars(beyond, start, end).numpy()
+        saved.append((low, high, start, end))
+        low.assign(nudged[0])
+        high.assign(nudged[1])
+    try:
+        yield
+    finally:
+        for low, high, start, end in saved:
+            low.assign(start)
+            high.assign(end)
 
 
 def calibrate_ranges(qat: keras.Model, model: keras.Model, images) -> int:

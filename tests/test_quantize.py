@@ -459,3 +459,25 @@ def test_op_fidelity_finds_the_one_int8_op_that_departs_from_its_qat_layers(digi
     assert departing == {"quant_stack2_conv1_relu"}, departing
     with pytest.raises(ValueError, match="`qat` .* has no QAT layers"):
         convert.qat_op_fidelity(model, tflite, digits[0][:8])
+
+
+def test_an_input_range_on_a_half_step_zero_point_converts_to_the_qat_input_grid(digits):
+    """Images normalised to [-1, 1] put the input range's zero point on a half step (127.5), which
+    TensorFlow's fake quantisation and the converter rounded apart: the QAT model took white pixels
+    to 1.0039 (128 steps above its zero point), the int8 model's input went no further than 0.9961.
+    Converted with the zero point settled (`quantize.zero_points_settled`), every input value the QAT
+    model's quantiser gives is one the int8 model's input represents, and the QAT model keeps its range."""
+    inputs = keras.Input(SHAPE)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+    images = digits[0][:32]
+    qat = quantize.quantize_model(keras.Model(inputs, outputs), calibration=images)
+    input_range = next(iter(quantize.activation_ranges(qat).values()))
+    assert input_range == (-1.0, 1.0), "the images do not span [-1, 1]: no half-step zero point to settle"
+
+    details = convert.litert_interpreter(convert.to_int8(qat, images)).get_input_details()[0]
+    qat_values = convert.qat_input(qat, images)
+    assert qat_values.max() > 1.0  # white pixels, rounded up to the QAT grid's 128th step
+    represented = convert.dequantize_output(convert.quantize_input(qat_values, details), details)
+    np.testing.assert_allclose(represented, qat_values, atol=1e-6)
+    assert next(iter(quantize.activation_ranges(qat).values())) == input_range
