@@ -80,7 +80,7 @@ def test_int8_chain_litert_reference_equals_tflite_micro(name, digit_batches):
     qat_out = qat(images[:2], training=False).numpy()
     assert qat_out.shape == (2, model.output_shape[-1]) and np.isfinite(qat_out).all()
 
-    tflite, summary, x8, reference, micro = int8_outputs(model, images)
+    tflite, _, x8, reference, micro = int8_outputs(model, images)
     assert len(np.unique(reference)) > 4, "int8 outputs are flat: the check would prove nothing"
     assert_micro_matches_reference(tflite, x8, reference, micro)
     optimised = convert.run_litert(tflite, x8)
