@@ -84,20 +84,17 @@ def test_cli_errors_are_clear(args, message):
     assert message in result.stderr
 
 
-def test_export_int8_with_micro_sources_and_metadata(tmp_path):
-    import tf_keras as keras
-
+def test_export_int8_with_micro_sources_and_metadata(tmp_path, digit_batches):
     import kerasnets as zoo
-    from kerasnets.pipelines import convert, data, metadata
+    from kerasnets.pipelines import convert, metadata
 
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(f"class {i}\n" for i in range(10)))
     out = tmp_path / "out"
     # seeded weights with BatchNorm statistics from digits: `--model`'s fresh random weights gave,
     # now and then, one int8 output for every golden input, which export rightly refuses
-    keras.utils.set_random_seed(0)
-    model = zoo.create_model("resnet8")
-    convert.calibrate_batchnorm(model, data.digits_images(model.input_shape[1:], 32)[0])
+    model = zoo.create_model("resnet8")  # seeded by conftest's `_seeded`
+    convert.calibrate_batchnorm(model, digit_batches(model.input_shape[1:], 32))
     model.save(tmp_path / "resnet8.keras")
     result = kerasnets("export", f"--keras={tmp_path / 'resnet8.keras'}", "--mode=int8", "--micro",
                        f"--labels={labels}", f"--out={out}", umask=0o022)

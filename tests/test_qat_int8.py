@@ -28,7 +28,8 @@ by 10-30% of the range. Where a net's top two logits are within a couple of int8
 rounding alone decides the strict top-1 (augshufflenet_050_cifar trained 5 epochs: 95% strict,
 97.5% counting one-step ties, at a median error of 0.5% of the range). Each of the two logits
 carries about one step of rounding (the output's own plus what the layers before accumulate), so
-a margin under two steps is a tie; the strict figure is printed beside it. 99% allows two other disagreements in 200.
+a margin under two steps is a tie; the strict figure is printed beside it. 99% allows two other
+disagreements in 200.
 
 Run time: each model costs a fixed 1-8 minutes (under load) of QAT wrapping, graph tracing and
 conversion, and its float training 1-4 minutes more for most families (320 steps; grouped convs train group
@@ -159,8 +160,7 @@ def _fit(model, images, labels):
     and a classifier fitted on random features leaves most families near chance; the BatchNorm
     gains of random features (up to ~20) also amplify any one-step rounding far beyond what a
     trained net sees. Adam reached 65-90% on 200 held-out digits in 5 epochs (mobilenet_v2_100 79%,
-    shufflenetv2_050_cifar 64.5%, ghostnet_030 82.5%);
-    at 20, 90-97% (mobilenet_v2_100 92.5%, shufflenetv2_050_cifar 92.5%, ghostnet_030 93.5%,
+    shufflenetv2_050_cifar 64.5%, ghostnet_030 82.5%); at 20, 90-97% (mobilenet_v2_100 92.5%, shufflenetv2_050_cifar 92.5%, ghostnet_030 93.5%,
     condensenet50_cifar 93%, effcnet_cifar 96.5%, AVX2 host)."""
     model.compile(keras.optimizers.Adam(FIT_LR), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     # grouped convs group by group, as `pipelines.train.fit` runs them: the same sums, 5-15x faster
