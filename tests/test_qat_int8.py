@@ -159,8 +159,9 @@ def _fit(model, images, labels):
     and a classifier fitted on random features leaves most families near chance; the BatchNorm
     gains of random features (up to ~20) also amplify any one-step rounding far beyond what a
     trained net sees. Adam reached 65-90% on 200 held-out digits in 5 epochs (mobilenet_v2_100 79%,
-    shufflenetv2_050_cifar 64.5%, ghostnet_030 82.5%); at 20, 90-97% (mobilenet_v2_100 92.5%, shufflenetv2_050_cifar 92.5%, ghostnet_030 93.5%,
-    condensenet50_cifar 93%, effcnet_cifar 96.5%, AVX2 host)."""
+    shufflenetv2_050_cifar 64.5%, ghostnet_030 82.5%); at 20, 90-97% (mobilenet_v2_100 92.5%,
+    shufflenetv2_050_cifar 92.5%, ghostnet_030 93.5%, condensenet50_cifar 93%, effcnet_cifar 96.5%,
+    AVX2 host)."""
     model.compile(keras.optimizers.Adam(FIT_LR), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     # grouped convs group by group, as `pipelines.train.fit` runs them: the same sums, 5-15x faster
     # to train on a CPU (CondenseNet-50's test: 20 minutes -> 4)
