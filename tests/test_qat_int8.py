@@ -142,7 +142,8 @@ def _trained_qat(name, train):
     qat = quantize.quantize_model(model, calibration=train[0][:CALIBRATION_IMAGES])  # as `kerasnets run` does
     # a small step: the ranges move by their EMA whatever the rate, the weights a little, so the test
     # measures the conversion rather than the fine-tuning. At `kerasnets run`'s 1e-4 this epoch moved
-    # g_ghost_regnetx_032 from 90% to 84.5% and shufflenet_050_g4 from 89.5% to 86% (AVX2 host)
+    # g_ghost_regnetx_032 from 90% to 84.5% and shufflenet_050_g4 from 89.5% to 86% (AVX2 host), as it
+    # moves their float nets (90% -> 84%, 90.5% -> 89%): the fine-tuning of a net fitted to 512 images
     qat.compile(keras.optimizers.SGD(QAT_LR, momentum=0.9),
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     started = _activation_ranges(qat)
