@@ -30,6 +30,21 @@ def _trained_tiny(digit_batches, **kwargs):
     return model, images
 
 
+# The paper's FLOPs (Table 1 / the official README) and the digits it gives them to
+PUBLISHED_FLOPS = {"condensenet50_cifar": (28.6e6, 0.1e6), "condensenet86_cifar": (65.8e6, 0.1e6),
+                   "condensenet74_g4": (529e6, 1e6), "condensenet74_g8": (274e6, 1e6)}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_FLOPS))
+def test_the_official_counter_gives_the_published_flops(name):
+    """The registered structure, counted as the paper counts (ReLU and pooled elements on top of the
+    multiply-adds), rounds to the published figure; its conv/linear part is the registered MACs."""
+    model = kerasnets.create_model(name)
+    published, digit = PUBLISHED_FLOPS[name]
+    assert abs(cn.official_flops(model) - published) <= digit / 2
+    assert kerasnets.profile(model)["macs"] == pytest.approx(kerasnets.model_info(name).macs, rel=1e-3)
+
+
 def test_condensing_stages_follow_the_official_schedule():
     # C-1 equal steps over the first half of training
     assert [cn.condensing_stage(p, 4) for p in (0.0, 0.16, 1 / 6, 0.34, 0.49, 0.5, 1.0)] == [0, 0, 1, 2, 2, 3, 3]
