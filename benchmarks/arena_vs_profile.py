@@ -23,8 +23,10 @@ from kerasnets.tools import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 # The figures depend on the model and TFLite Micro's allocator, not on the machine: rows name the
-# tflite-micro package (run right after `kerasnets zoo`, whose arena column they compare).
-COLUMNS = ["model", "input", "peak_activation_bytes", "arena_bytes", "arena_over_estimate", "tflite_micro"]
+# tflite-micro package (run right after `kerasnets zoo`, whose arena column they compare), and the
+# machine of the zoo row the arena comes from, as every results table does.
+COLUMNS = ["model", "input", "peak_activation_bytes", "arena_bytes", "arena_over_estimate", "tflite_micro",
+           "machine"]
 FLAGS = flags.FLAGS
 flags.DEFINE_string("zoo_csv", str(REPO / "results" / "zoo.csv"), "table written by kerasnets zoo")
 flags.DEFINE_string("out", str(REPO / "results" / "arena-vs-profile.csv"), "CSV to write")
@@ -42,7 +44,7 @@ def main(argv):
         arena = int(row["arena_bytes"])
         rows.append({"model": row["model"], "input": row["input"], "peak_activation_bytes": estimate,
                      "arena_bytes": arena, "arena_over_estimate": round(arena / estimate, 3),
-                     "tflite_micro": tflm})
+                     "tflite_micro": tflm, "machine": row["machine"]})
         print(f"{row['model']}: estimate {estimate}, arena {arena}, ratio {arena / estimate:.2f}", flush=True)
     with open(FLAGS.out, "w", newline="", encoding="utf-8") as table:
         writer = csv.DictWriter(table, fieldnames=COLUMNS)

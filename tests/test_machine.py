@@ -87,3 +87,19 @@ def test_this_machine_label_names_the_features_its_cpuinfo_lists():
     # the file name drops the features and stays what earlier results files were named from
     slug = bench.machine_slug()
     assert slug.endswith(f"-{os.cpu_count()}-cores") and not any(f.replace("_", "-") in slug for f in expected)
+
+
+def test_every_results_table_names_the_machine_of_every_row():
+    """A figure without its machine cannot be compared (int8 speed differs ~10x with and without
+    VNNI): every results/*.csv has a `machine` (or `device`) column, filled in every row."""
+    import csv
+    from pathlib import Path
+
+    tables = sorted((Path(__file__).resolve().parents[1] / "results").glob("*.csv"))
+    assert tables
+    for path in tables:
+        with open(path, newline="", encoding="utf-8") as table:
+            rows = list(csv.DictReader(table))
+        column = next((c for c in ("machine", "device") if rows and c in rows[0]), None)
+        assert column, f"{path.name} has no machine column"
+        assert all(row[column] for row in rows), f"{path.name}: rows without a machine"

@@ -24,7 +24,7 @@ log = logging.getLogger("kerasnets.frontier")
 REFERENCE = "resnet8"
 COLUMNS = ["model", "variant", "params", "macs", "int8_kb", "arena_bytes", "latency_ms", "top1_fp32",
            "top1_int8", "top1_qat_int8", "epochs", "recipe", "seconds", "device", "command"]
-SCREEN_COLUMNS = ["model", "variant", "params", "macs", "int8_kb", "arena_bytes", "verdict"]
+SCREEN_COLUMNS = ["model", "variant", "params", "macs", "int8_kb", "arena_bytes", "verdict", "device"]
 RANK_COLUMNS = ["model", "variant", "params", "int8_kb", "arena_bytes", "rank_top1", "rank_epochs",
                 "rank_images", "seconds", "device"]
 
@@ -243,15 +243,15 @@ def _not_in(rows: list[dict], candidates) -> list:
     return [c for c in candidates if (c.family, c.variant) not in listed]
 
 
-def screen_table(candidates, path: str, limit: dict, calibration: np.ndarray) -> list[dict]:
+def screen_table(candidates, path: str, limit: dict, calibration: np.ndarray, *, device: str = "") -> list[dict]:
     """The screen rows of `candidates` kept in the CSV at `path`: the candidates it lacks (all on a
-    first run, the new ones when the search space has grown) are screened and appended; the rows
-    already there are not measured again."""
+    first run, the new ones when the search space has grown) are screened and appended, naming the
+    `device` that measured them; the rows already there are not measured again."""
     from kerasnets.tools import bench
 
     rows = read_rows(path)
     missing = _not_in(rows, candidates)
-    new_rows = screen(missing, limit, calibration)
+    new_rows = [{**row, "device": device} for row in screen(missing, limit, calibration)]
     bench.append_rows(new_rows, path, SCREEN_COLUMNS)
     return rows + new_rows
 
@@ -622,7 +622,7 @@ def run_frontier(data, *, out: str, work: str, epochs: int = 30, recipe: str = D
     if candidates:
         chosen = [find(space, label) for label in candidates]
     else:
-        screened = screen_table(space, screen_path, limit, calibration)
+        screened = screen_table(space, screen_path, limit, calibration, device=device)
         fits = [c for c in space if any((r["model"], r["variant"], r["verdict"]) == (c.family, c.variant, "fits")
                                         for r in screened)]
         progress(f"screen: {len(fits)} of {len(space)} candidates fit the budget")

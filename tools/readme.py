@@ -75,8 +75,9 @@ def arena_table(path: str) -> str:
     lines = [_header(columns), "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(r[c] for c in columns) + " |" for r in rows]
     versions = sorted({r.get("tflite_micro") or "not recorded" for r in rows})
+    machines = sorted({r.get("machine") or "not recorded" for r in rows})
     lines += ["", f"From `{path}`; the figures depend on the model and TFLite Micro, not the machine; "
-              f"tflite-micro: {'; '.join(versions)}."]
+              f"tflite-micro: {'; '.join(versions)}; measured on: {'; '.join(machines)}."]
     return "\n".join(lines)
 
 
