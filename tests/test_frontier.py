@@ -62,7 +62,9 @@ def test_the_screen_table_measures_only_the_candidates_it_lacks(limit, calibrati
                       path, frontier.SCREEN_COLUMNS)
     rows = frontier.screen_table([kept, new], path, limit, calibration)
     assert rows[0]["verdict"] == "kept from an earlier run"  # not measured again
-    assert rows[1]["int8_kb"] > 0 and rows[1]["arena_bytes"] > 0  # measured: converted, run in TFLite Micro
+    # measured: converted and allocated in TFLite Micro (the README's figures for this point: a 97,672-byte
+    # file, 95.4 KiB, with a 62,480-byte arena; neither depends on the weights' values)
+    assert (rows[1]["int8_kb"], rows[1]["arena_bytes"], rows[1]["verdict"]) == (95.4, 62480, "int8 size over budget")
     assert frontier.read_rows(path)[1]["params"] == str(rows[1]["params"])  # the new row is in the table
     assert frontier.screen_table([kept, new], path, limit, calibration) == frontier.read_rows(path)  # nothing new
 
