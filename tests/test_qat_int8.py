@@ -178,25 +178,23 @@ def _activation_ranges(qat):
     return np.array(list(quantize.activation_ranges(qat).values()))
 
 
-def kernel_agreement(tflite, images):
-    """Top-1 agreement of LiteRT's reference kernels with its default kernels (XNNPACK) on one
-    int8 model and the same int8 inputs: how far int8 inference agrees with itself."""
-    reference = convert.predict_litert(tflite, images, reference=True)
-    return float(np.mean(reference.argmax(-1) == convert.predict_litert(tflite, images).argmax(-1)))
+def kernel_agreement(tflite, inputs, reference):
+    """Top-1 agreement of LiteRT's default kernels (XNNPACK) on `inputs` with its reference
+    kernels' outputs `reference` for the same int8 model: how far int8 inference agrees with itself."""
+    return float(np.mean(reference.argmax(-1) == convert.predict_litert(tflite, inputs).argmax(-1)))
 
 
-def qat_int8_agreement(qat, tflite, images, expected):
+def qat_int8_agreement(tflite, got, expected):
     """(top-1 agreement, top-1 agreement up to ties, median |logit error| / logit range) of an int8
-    .tflite against the QAT model it was converted from, whose logits on `images` are `expected`
-    (LiteRT reference kernels, dequantised outputs). A tie: the int8 pick's QAT logit is within
-    TIE_STEPS output steps of the QAT top-1 logit, which rounding alone can swap.
+    .tflite whose outputs are `got` (LiteRT reference kernels, dequantised) against the QAT model
+    it was converted from, whose logits on the same images are `expected`. A tie: the int8 pick's
+    QAT logit is within TIE_STEPS output steps of the QAT top-1 logit, which rounding alone can swap.
 
-    Both models get the same int8 input: the values the QAT model's input quantiser gives. Pixels
-    normalised as (p - 127.5) / 127.5 sit exactly halfway between two int8 input steps, where
-    TensorFlow's fake quantisation and a NumPy rounding of the float image disagree by float
-    error alone (ghost_resnet56_cifar on CIFAR-10: 15-30% of the pixels one step apart)."""
+    Both models get the same int8 input (`convert.qat_input`): the values the QAT model's input
+    quantiser gives. Pixels normalised as (p - 127.5) / 127.5 sit exactly halfway between two int8
+    input steps, where TensorFlow's fake quantisation and a NumPy rounding of the float image
+    disagree by float error alone (ghost_resnet56_cifar on CIFAR-10: 15-30% of the pixels one step apart)."""
     out = convert.litert_interpreter(tflite).get_output_details()[0]
-    got = convert.predict_litert(tflite, convert.qat_input(qat, images), reference=True)
     same = got.argmax(-1) == expected.argmax(-1)
     picked = np.take_along_axis(expected, got.argmax(-1)[:, None], -1)[:, 0]
     tie = expected.max(-1) - picked <= TIE_STEPS * out["quantization"][0]
@@ -219,8 +217,10 @@ def test_qat_model_converts_to_the_int8_model_it_trained(name, digits):
     tflite, _, x8, reference, micro = int8_outputs(qat, test[:MICRO_IMAGES], calibration=train[0][:CALIBRATION_IMAGES])
     assert convert.is_qat(qat)
     # every figure is measured before any check fails, so a known gap's entry can state them all
-    raw, agreement, error = qat_int8_agreement(qat, tflite, test, logits)
-    floor = kernel_agreement(tflite, convert.qat_input(qat, test))
+    inputs = convert.qat_input(qat, test)
+    got = convert.predict_litert(tflite, inputs, reference=True)  # run once, for both figures
+    raw, agreement, error = qat_int8_agreement(tflite, got, logits)
+    floor = kernel_agreement(tflite, inputs, got)
     figures = (f"top-1 agreement {agreement:.1%} up to ties ({raw:.1%} strict; LiteRT's kernel sets agree with "
                f"each other on {floor:.1%}), median logit error {error:.2%} of the logit range")
     print(f"{name}: QAT top-1 {top1:.1%}; QAT -> int8 {figures}; TFLite Micro != LiteRT reference on "
