@@ -216,6 +216,16 @@ class WeightAverage(keras.callbacks.Callback):
             weight.assign(tf.cast(average, weight.dtype))
 
 
+class _StepCountFromZero(keras.callbacks.Callback):
+    """Keras's progress bar sizes an epoch of unknown length by the model's step counter, which
+    BackupAndRestore restores with the weights: a resumed run's first epoch would read 156/156 for
+    78 steps. The counter serves nothing else here (checkpoints are per epoch), so it restarts at 0
+    as in a fresh run."""
+
+    def on_train_begin(self, logs=None):
+        self.model._train_counter.assign(0)
+
+
 class StopOnNaN(keras.callbacks.Callback):
     """Stop at the first NaN/inf loss, before anything is checkpointed from the broken weights."""
 
@@ -383,6 +393,7 @@ def fit(build_model, data, out_dir, *, config=None, resume=False, strategy=None,
         callbacks = [
             nan_guard,
             keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
+            _StepCountFromZero(),  # after the restore
             EpochCheckpoint(out_dir, nan_guard, student if model is not student else None),
             keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard"), write_graph=False),
             *extra_callbacks,

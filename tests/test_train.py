@@ -129,6 +129,22 @@ def test_resume_continues_at_the_interrupted_epoch_with_optimizer_state(digits, 
     assert len(result["history"]["loss"]) == 2
 
 
+def test_a_resumed_run_reports_the_steps_it_runs(tmp_path, capsys):
+    """Images read from folders have no known count: the progress bar learns an epoch's length
+    from the steps run, and a resumed run must not count the restored epochs' steps in it."""
+    import dataclasses
+
+    digits = data.load("digits", image_shape=(8, 8, 1))
+    digits = dataclasses.replace(digits, train=digits.train.filter(lambda x, y: True))  # length unknown
+    config = {"epochs": 3, "batch_size": 64, "lr": 0.05, "augment": []}
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(_tiny, digits, str(tmp_path), config=config, verbose=0, extra_callbacks=[_Interrupt(2)])
+    capsys.readouterr()
+    train.fit(_tiny, digits, str(tmp_path), config=config, resume=True, verbose=2)
+    steps = digits.num_train // 64
+    assert f"{steps}/{steps} - " in capsys.readouterr().out
+
+
 def _tiny():
     inputs = keras.Input((8, 8, 1))
     x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
