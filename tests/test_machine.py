@@ -1,7 +1,9 @@
 """The machine label: ISA features parsed from /proc/cpuinfo texts in the kernel's x86 and aarch64
 formats, and on this machine."""
+import json
 import os
 import platform
+import re
 
 import pytest
 
@@ -52,6 +54,14 @@ def test_x86_with_avx512_vnni_and_bf16():
         "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"]
 
 
+def test_int8_dot_products_are_vnni_amx_and_arm_dotprod():
+    """What decides whether the XNNPACK lowering multiplies zeros to save steps."""
+    assert not machine.has_int8_dot_product(machine.parse_isa_features(ZEN3_AVX2))
+    assert not machine.has_int8_dot_product([])  # unknown: the rewrites are left out
+    for cpuinfo in (ZEN4_VNNI, SAPPHIRE_RAPIDS, NEOVERSE_N1):
+        assert machine.has_int8_dot_product(machine.parse_isa_features(cpuinfo))
+
+
 def test_aarch64_features_map_to_their_names():
     assert machine.parse_isa_features(NEOVERSE_N1) == ["dotprod"]
     # svei8mm / svebf16 are not i8mm / bf16: whole flags only
@@ -91,7 +101,9 @@ def test_this_machine_label_names_the_features_its_cpuinfo_lists():
 
 def test_every_results_table_names_the_machine_of_every_row():
     """A figure without its machine cannot be compared (int8 speed differs ~10x with and without
-    VNNI): every results/*.csv has a `machine` (or `device`) column, filled in every row."""
+    VNNI): every results/*.csv has a `machine` (or `device`) column whose every row names the CPU
+    with its instruction-set features ("ISA not recorded" for rows measured before they were), and
+    so does every committed run's manifest."""
     import csv
     from pathlib import Path
 
@@ -102,4 +114,9 @@ def test_every_results_table_names_the_machine_of_every_row():
             rows = list(csv.DictReader(table))
         column = next((c for c in ("machine", "device") if rows and c in rows[0]), None)
         assert column, f"{path.name} has no machine column"
-        assert all(row[column] for row in rows), f"{path.name}: rows without a machine"
+        labels = {row[column] for row in rows}
+        bare = sorted(label for label in labels if not re.search(r"\(\d+ cores; [^)]+\)", label))
+        assert not bare, f"{path.name}: machines named without their instruction-set features: {bare}"
+    for path in sorted((Path(__file__).resolve().parents[1] / "results" / "runs").glob("*/manifest.json")):
+        label = json.loads(path.read_text())["machine"]
+        assert re.search(r"\(\d+ cores; [^)]+\)", label), f"{path}: machine {label!r} without its features"
