@@ -8,7 +8,8 @@ Each case is an op at a shape the zoo's models hold, between two 1x1 convolution
 channels; the same model without the op is timed in the same rounds, and the op's time is the
 difference (so LiteRT's fixed cost per invoke and the two convolutions cancel). The forms timed,
 interleaved in fresh processes (LiteRT, XNNPACK, 1 thread; each model's figure the lowest of its
-rounds' medians): fp32 and int8 lowered by `lower_for_xnnpack` (what the app model ships), int8
+rounds' medians): fp32 and int8 lowered by `lower_for_xnnpack` (what the app model ships, lowered
+for a CPU with int8 dot products whatever this one has, so its rewrites are timed everywhere), int8
 as converted, and for a channel shuffle int8 in both forms the lowering chooses between by width
 (its TRANSPOSE as a float island, or the whole shuffle as one 1x1 convolution). A difference
 under ~1 us is within the timing noise. Each row names the machine with its int8 instruction-set

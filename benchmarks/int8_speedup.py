@@ -1,7 +1,8 @@
 """Benchmark: is int8 faster than fp32 on this CPU? One variant of every family, LiteRT with XNNPACK
 (its default CPU path), 1 thread: fp32 and int8 as converted, and both lowered for XNNPACK
-(`kerasnets.pipelines.xnnpack.lower_for_xnnpack`, what the app model ships); appends rows to
-results/int8-vs-fp32.csv.
+(`kerasnets.pipelines.xnnpack.lower_for_xnnpack`, what the app model ships, for this CPU: the
+rewrites that pay only with int8 dot products are left out on one without them, column
+`dot_product_rewrites`); appends rows to results/int8-vs-fp32.csv.
 
     .venv/bin/python benchmarks/int8_speedup.py                    # one variant per family
     .venv/bin/python benchmarks/int8_speedup.py --models resnet8,mobilenet_v3_small_100
@@ -24,7 +25,7 @@ from pathlib import Path
 from absl import app, flags, logging
 
 import kerasnets
-from kerasnets.pipelines import convert, data, tflite_file, xnnpack
+from kerasnets.pipelines import convert, data, machine, tflite_file, xnnpack
 from kerasnets.tools import bench
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ flags.DEFINE_string("out", str(REPO / "results" / "int8-vs-fp32.csv"), "CSV file
 
 COLUMNS = ["model", "input", "fp32_ms", "int8_ms", "fp32_lowered_ms", "int8_lowered_ms", "int8_speedup",
            "lowered_speedup", "int8_pieces", "int8_ops_outside", "lowered_pieces", "lowered_ops_outside",
-           "lowered_op_share", "rounds", "conditions", "machine", "command"]
+           "lowered_op_share", "dot_product_rewrites", "rounds", "conditions", "machine", "command"]
 CALIBRATION_IMAGES = 16
 
 
@@ -45,8 +46,13 @@ def _models(name: str) -> dict[str, bytes]:
     images, _ = data.digits_images(model.input_shape[1:], CALIBRATION_IMAGES)
     convert.calibrate_batchnorm(model, images)
     fp32, int8 = convert.export(model, "fp32"), convert.export(model, "int8", images)
-    return {"fp32": fp32, "int8": int8, "fp32_lowered": xnnpack.lower_for_xnnpack(fp32),
-            "lowered": xnnpack.lower_for_xnnpack(int8)}
+    dot = machine.has_int8_dot_product()  # the lowering for this CPU
+    return {"fp32": fp32, "int8": int8, "fp32_lowered": xnnpack.lower_for_xnnpack(fp32, int8_dot_product=dot),
+            "lowered": xnnpack.lower_for_xnnpack(int8, int8_dot_product=dot)}
+
+
+def _dot_product_rewrites() -> str:
+    return "yes" if machine.has_int8_dot_product() else "no"
 
 
 def measure(name: str, command: str) -> dict:
@@ -68,7 +74,8 @@ def measure(name: str, command: str) -> dict:
         "lowered_speedup": round(ms["fp32_lowered"] / ms["lowered"], 2),
         "int8_pieces": last["int8"]["xnnpack_partitions"], "int8_ops_outside": last["int8"]["ops_outside_xnnpack"],
         "lowered_pieces": last["lowered"]["xnnpack_partitions"], "lowered_ops_outside": outside,
-        "lowered_op_share": bench.xnnpack_op_share(outside, len(graph.ops)), "rounds": FLAGS.rounds,
+        "lowered_op_share": bench.xnnpack_op_share(outside, len(graph.ops)),
+        "dot_product_rewrites": _dot_product_rewrites(), "rounds": FLAGS.rounds,
         "conditions": load.conditions(), "machine": bench.machine_name(), "command": command,
     }
 
@@ -77,7 +84,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     command = shlex.join([Path(sys.executable).name, *sys.argv])
-    done = bench.models_recorded_here(FLAGS.out)
+    done = bench.models_recorded_here(FLAGS.out, dot_product_rewrites=_dot_product_rewrites())
     for name in FLAGS.models or kerasnets.one_per_family():  # the heavy ones too
         if name in done:
             continue

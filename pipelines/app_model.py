@@ -43,9 +43,12 @@ def as_rgb(images: np.ndarray) -> np.ndarray:
     return images if images.shape[-1] == 3 else np.repeat(images, 3, axis=-1)
 
 
-def app_tflite(model, calibration: np.ndarray, info, io_type: str = "uint8") -> bytes:
+def app_tflite(model, calibration: np.ndarray, info, io_type: str = "uint8", *,
+               int8_dot_product: bool = True) -> bytes:
     """The .tflite an app's image classifier takes (see the module doc); `info` is the
-    metadata.ImageClassifierInfo (its `mean`/`std` are the pixel normalisation the model expects)."""
+    metadata.ImageClassifierInfo (its `mean`/`std` are the pixel normalisation the model expects).
+    `int8_dot_product`: whether the device's CPU has int8 dot products, as phones since Armv8.2
+    (see xnnpack.lower_for_xnnpack)."""
     import dataclasses
 
     from kerasnets.pipelines import convert, metadata, xnnpack
@@ -59,7 +62,7 @@ def app_tflite(model, calibration: np.ndarray, info, io_type: str = "uint8") -> 
         tflite = convert.export(rgb, "int8", images, io_type="float")
     else:
         tflite = pixel_input(convert.export(rgb, "int8", images, io_type="uint8"), info.mean, info.std)
-    tflite = xnnpack.lower_for_xnnpack(tflite)
+    tflite = xnnpack.lower_for_xnnpack(tflite, int8_dot_product=int8_dot_product)
     channels = 3
     info = dataclasses.replace(info, mean=_per_channel(info.mean, channels), std=_per_channel(info.std, channels))
     return metadata.attach(tflite, info)

@@ -64,6 +64,17 @@ def isa_features() -> list[str]:
     return parse_isa_features(_read_cpuinfo())
 
 
+# Features with int8 dot products (four int8 products summed into an int32 per lane per
+# instruction): where int8 kernels outrun fp32 ones, and where multiplying by zeros to save steps
+# pays (pipelines.xnnpack's packing and shuffle convolutions).
+INT8_DOT_PRODUCT_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8", "dotprod", "i8mm")
+
+
+def has_int8_dot_product(features: list[str] | None = None) -> bool:
+    """Whether `features` (default: this machine's `isa_features()`) include int8 dot products."""
+    return bool(set(INT8_DOT_PRODUCT_FEATURES) & set(isa_features() if features is None else features))
+
+
 def _cpu() -> str:
     return parse_cpu_model(_read_cpuinfo()) or platform.processor() or platform.machine()
 

@@ -48,6 +48,12 @@ Four rewrites, each computing what the model computed:
    -> 1.68x, shufflenet_050_g4 1.55x -> 1.62x. int8 only: a float model keeps its shuffles,
    XNNPACK's fp32 convolution being the slower at the zoo's sizes (16x16x48: 10.2 us against 5.6).
 
+Rewrites 3. and 4. pay only on CPUs with int8 dot products. On one with AVX2 only (x86_64 AMD EPYC,
+no VNNI; benchmarks/int8_ops.py, LiteRT, 1 thread), the packed 3x3 depthwise at 112x112 took 204 us
+for 4 channels and 414 for 8 against 113 and 109 unpacked, and the 16x16x48 shuffle convolution 18.7
+us against 10.3 as an island; whole models lost with them (ghost_resnet56_cifar int8 2.08 -> 2.55
+ms, ghostnet_050 3.35 -> 3.67). `lower_for_xnnpack(..., int8_dot_product=False)` leaves them out.
+
 Only for CPUs that run XNNPACK: a microcontroller or NPU wants the plain graph (TFLite Micro and
 Vela run these ops in int8), so the export keeps that one as `<name>.tflite` and lowers the app
 model (`<name>_app.tflite`).
@@ -65,16 +71,24 @@ from kerasnets.pipelines import tflite_file
 FLOAT_ISLAND_OPS = ("HARD_SWISH", "AVERAGE_POOL_2D", "SOFTMAX", "RELU")
 
 
-def lower_for_xnnpack(tflite: bytes) -> bytes:
-    """`tflite` rewritten as the module doc says; a model with nothing to rewrite comes back unchanged."""
+def lower_for_xnnpack(tflite: bytes, *, int8_dot_product: bool = True) -> bytes:
+    """`tflite` rewritten as the module doc says; a model with nothing to rewrite comes back unchanged.
+
+    `int8_dot_product`: whether the CPU it will run on has int8 dot products (Arm dotprod, as phones
+    since Armv8.2; x86 AVX-512 VNNI / AVX-VNNI). Without them (x86 with AVX2 only, Cortex-A53/A72)
+    rewrites 3. and 4. are left out: they add multiplications by zero to save steps, which XNNPACK's
+    int8 kernels there run at fp32 speed or below (`machine.has_int8_dot_product()` tells for this one).
+    """
     tflite_file.read_tflite(tflite, source="`tflite`")  # a clear error for bytes that are no model
     model = tflite_file.unpack(tflite)
     changed = False
     for graph in model.subgraphs:
         changed |= _split_depth_multipliers(model, graph)
-        changed |= _shuffles_as_convolutions(model, graph)  # before 1. would make the TRANSPOSE an island
+        if int8_dot_product:
+            changed |= _shuffles_as_convolutions(model, graph)  # before 1. would make the TRANSPOSE an island
         changed |= _float_islands(model, graph)
-        changed |= _pack_narrow_convs(model, graph)
+        if int8_dot_product:
+            changed |= _pack_narrow_convs(model, graph)
     return tflite_file.pack(model) if changed else bytes(tflite)
 
 

@@ -116,3 +116,23 @@ def test_bad_app_settings_are_refused(digits_classifier):
     with pytest.raises(ValueError, match="same for every channel"):
         app_model.app_tflite(model, calibration,
                              dataclasses.replace(info, mean=(1.0, 2.0, 3.0), std=(1.0, 1.0, 1.0)), "uint8")
+
+
+def test_the_app_copy_is_lowered_for_the_cpu_it_names():
+    """4-channel 1x1 convolutions at 16x16: packed along the width for a CPU with int8 dot products
+    (the default), left as they are for one without (pipelines.xnnpack, rewrite 3)."""
+    import tf_keras as keras
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 1, activation="relu")(keras.layers.Conv2D(4, 1, activation="relu")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+    calibration = np.random.default_rng(0).uniform(-1, 1, (16, 16, 16, 3)).astype("float32")
+    info = metadata.ImageClassifierInfo(name="narrow", labels=tuple(f"class {c}" for c in range(10)))
+
+    def reshapes(**cpu):
+        from kerasnets.pipelines import tflite_file
+
+        graph = tflite_file.read_tflite(app_model.app_tflite(model, calibration, info, **cpu))
+        return [op.name for op in graph.ops].count("RESHAPE")
+
+    assert reshapes() > reshapes(int8_dot_product=False) == 0

@@ -179,7 +179,8 @@ def test_export_reports_a_tflite_micro_abort_as_an_error(tmp_path):
 
 @pytest.mark.parametrize("command, shown, not_shown", [
     ("export", ["--io_type: <int8|uint8|float>", "--app_io_type: <uint8|float|none>", "--mode: <fp32|fp16|dynamic|int8|int16x8>", "--calibration",
-                "--max_arena", "--input_size", "--min_agreement", "--[no]tensor_checksums"], ["--filter", "--target", "--helpfull"]),
+                "--max_arena", "--input_size", "--min_agreement", "--[no]tensor_checksums",
+                "--[no]app_int8_dot_product"], ["--filter", "--target", "--helpfull"]),
     ("compress", ["--target: A budget KEY=VALUE", "--method: <", "scl", "--strength"], ["--io_type"]),
     ("bench", ["--target: <host|android|cortex-m4|ethos-u55-128|ethos-u65-256>: Where to run", "--tflite", "--threads", "--tflm_tree", "--clock_mhz"], ["--method"]),
     ("run", ["--from_stage: <data|train|compress|qat|export|micro|bench|report>", "--train.epochs",

@@ -32,7 +32,10 @@ def test_vela_maps_resnet8_entirely_to_the_npu(digit_batches):
     for target, row in rows.items():
         assert row["cpu_ops"] == [] and row["npu_subgraphs"] == 1, row
         assert row["npu_ops"] == len(tflite_file.read_tflite(tflite).ops)
-        assert row["cycles"] > 0 and row["sram_bytes"] > 0 and row["macs"] > 10e6, row
+        # Vela counts the MACs the profiler counts, and cannot beat its MAC array's peak
+        # (ethos-u55-128: 128 MACs per cycle)
+        assert row["macs"] == pytest.approx(kerasnets.model_info("resnet8").macs, rel=0.01), row
+        assert row["cycles"] >= row["macs"] / int(target.rsplit("-", 1)[1]) and row["sram_bytes"] > 0, row
         assert row["est_ms"] == pytest.approx(row["cycles"] / (row["clock_mhz"] * 1e3), rel=1e-3)
     assert rows["ethos-u55-128"]["flash_bytes"] > 0  # weights stream from off-chip flash
     assert rows["ethos-u65-256"]["cycles"] < rows["ethos-u55-128"]["cycles"]  # 256 MACs/cycle vs 128

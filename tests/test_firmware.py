@@ -122,7 +122,9 @@ def _outputs_are_the_interpreters(bundle, firmware_cache, kernels, target, tmp_p
     assert not np.array_equal(result["outputs"][0], result["outputs"][1])
     assert result["max_diff"] == [0, 0] and result["checks"] == [True, True]
     assert not result["tensors"]  # built without KN_TENSOR_CHECKSUMS
-    assert 0 < result["arena_used"] <= result["arena_size"]
+    # the arena holds at least the live int8 activations the profiler counts, and fits its buffer
+    peak = kerasnets.profile(kerasnets.create_model(name, **_family_arguments(name)))["peak_activation_bytes"]
+    assert peak <= result["arena_used"] <= result["arena_size"], (peak, result["arena_used"])
     assert len(result["ticks"]) == 2 and all(t > 0 for t in result["ticks"])
     if target == "mps2-an386":
         assert result["size"]["flash"] > len(tflite) and result["size"]["ram"] > result["arena_size"]

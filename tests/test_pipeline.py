@@ -118,6 +118,10 @@ def test_config_file_keys_are_validated(tmp_path):
     result = kerasnets("run", f"--config={bad}")
     assert result.returncode == 2
     assert "unknown config key 'train.epochz'" in result.stderr and "train.epochs" in result.stderr
+    cfg = run.apply_overrides(run.default_config(), {"export.app_int8_dot_product": "False", "data.strict": "yes"})
+    assert cfg.export.app_int8_dot_product is False and cfg.data.strict is True
+    with pytest.raises(ValueError, match="'export.app_int8_dot_product' takes true or false; got 'maybe'"):
+        run.apply_overrides(run.default_config(), {"export.app_int8_dot_product": "maybe"})
     unknown_model = kerasnets("run", "--model=resnet_8", f"--out={tmp_path / 'x'}")
     assert unknown_model.returncode == 2 and "did you mean resnet8" in unknown_model.stderr
 

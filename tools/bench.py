@@ -148,12 +148,14 @@ class LoadMonitor:
         return f"load average up to {max(self.samples, default=0.0):.1f} on {os.cpu_count()} cores"
 
 
-def models_recorded_here(path: str) -> set[str]:
-    """The `model` column of the CSV's rows measured on this machine (none when there is no file):
-    what a benchmark that appends rows skips."""
+def models_recorded_here(path: str, **same) -> set[str]:
+    """The `model` column of the CSV's rows measured on this machine (none when there is no file),
+    and with the column values given in `same` where given (a row without the column does not
+    count): what a benchmark that appends rows skips."""
     if not os.path.exists(path):
         return set()
-    return {r["model"] for r in _read_csv(path)[1] if r.get("machine") == machine_name()}
+    return {r["model"] for r in _read_csv(path)[1]
+            if r.get("machine") == machine_name() and all(r.get(k) == str(v) for k, v in same.items())}
 
 
 def _read_csv(path: str) -> tuple[list[str], list[dict]]:

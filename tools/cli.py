@@ -102,6 +102,10 @@ def _export_flags(d):
     d.enum("app_io_type", "uint8", ("uint8", "float", "none"),
            "Input/output type of OUT/<name>_app.tflite, the RGB copy of an int8 classifier that the Android "
            "Task Library and MediaPipe image classifiers take; none writes no app copy.")
+    d.bool("app_int8_dot_product", True,
+           "The app copy's CPU has int8 dot products (Arm dotprod, phones since Armv8.2; x86 VNNI); "
+           "--noapp_int8_dot_product for e.g. Cortex-A53/A72 or AVX2-only x86 leaves out the XNNPACK "
+           "rewrites that pay only with them.")
     d.bool("micro", False, "Also write TFLite Micro sources to OUT/micro/.")
     d.string("calibration", "digits", "Data set for int8 calibration and the parity gates "
              f"({_dataset_help()}).")
@@ -322,7 +326,8 @@ def _export() -> int:
         io_type=FLAGS.io_type, micro=FLAGS.micro,
         labels=_read_labels(FLAGS.labels) if FLAGS.labels else None, max_arena=FLAGS.max_arena,
         min_agreement=FLAGS.min_agreement, tensor_checksums=FLAGS.tensor_checksums,
-        app_io_type=None if FLAGS.app_io_type == "none" else FLAGS.app_io_type)
+        app_io_type=None if FLAGS.app_io_type == "none" else FLAGS.app_io_type,
+        app_int8_dot_product=FLAGS.app_int8_dot_product)
     print(json.dumps(summary))
     return 0
 

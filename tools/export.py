@@ -31,11 +31,12 @@ def shipped_tflite(model, mode: str, calibration, *, io_type: str = "int8") -> b
 def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str = "digits",
                  io_type: str = "int8", micro: bool = False, labels=None, max_arena=None,
                  min_agreement: float = MIN_AGREEMENT, tensor_checksums: bool = False,
-                 app_io_type: str | None = "uint8") -> dict:
+                 app_io_type: str | None = "uint8", app_int8_dot_product: bool = True) -> dict:
     """Convert, gate, write DIR/<name>.tflite (+ DIR/micro/ with `micro`); returns a summary.
 
     An int8 classifier also gets DIR/<name>_app.tflite, the copy phone and board apps take (RGB,
     `app_io_type` uint8 or float input/output: see kerasnets.pipelines.app_model); None writes none.
+    `app_int8_dot_product`: whether the app's CPU has int8 dot products (xnnpack.lower_for_xnnpack).
     That copy and any other mode's model are lowered for XNNPACK (kerasnets.pipelines.xnnpack);
     the int8 <name>.tflite stays the plain graph TFLite Micro and Vela take.
 
@@ -83,7 +84,8 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
         elif mode == "int8" and app_io_type:  # converted now, written with the rest once every gate passed
             app_info = dataclasses.replace(info, description=f"{name}, int8 TFLite ({app_io_type} input, RGB) "
                                                              "for image-classifier apps, from kerasnets")
-            app = app_model.app_tflite(model, calib, app_info, app_io_type)
+            app = app_model.app_tflite(model, calib, app_info, app_io_type,
+                                       int8_dot_product=app_int8_dot_product)
     if micro:  # the microcontroller's copy carries no metadata
         from kerasnets.micro import codegen
 

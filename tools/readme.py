@@ -228,12 +228,13 @@ SECTIONS = {
     "recipe": ("results/recipe.csv", recipe_table),
     "int8_speedup": ("results/int8-vs-fp32.csv", lambda p: plain_table(p, [
         "model", "input", "fp32_ms", "int8_ms", "int8_speedup", "fp32_lowered_ms", "int8_lowered_ms",
-        "lowered_speedup", "int8_ops_outside", "lowered_ops_outside", "lowered_op_share", "rounds", "conditions"],
+        "lowered_speedup", "int8_ops_outside", "lowered_ops_outside", "lowered_op_share", "dot_product_rewrites",
+        "rounds", "conditions"],
         note=" (`benchmarks/int8_speedup.py`: LiteRT, XNNPACK, 1 thread, median of interleaved rounds)")),
     "int8_blocks": ("results/int8-by-block.csv", int8_blocks_table),
     "int8_ops": ("results/int8-by-op.csv", lambda p: plain_table(p, [
         "op", "shape", "fp32_us", "int8_us", "speedup", "int8_as_converted_us", "int8_shuffle_island_us",
-        "int8_shuffle_conv_us", "rounds", "conditions"],
+        "int8_shuffle_conv_us", "rounds", "conditions", "machine"],
         note=" (`benchmarks/int8_ops.py`: LiteRT, XNNPACK, 1 thread, the op between two 1x1 convolutions less the "
              "same model without it, each the lowest median of interleaved rounds)")),
     "qat": ("results/qat.csv", lambda p: plain_table(p, [

@@ -42,8 +42,9 @@ def default_config():
                      "strength": 0.0},
         "qat": {"enabled": False, "epochs": 1, "lr": 1e-4},
         # io_type: input/output of export/model_app.tflite, the RGB copy of the int8 model that the
-        # Android Task Library and MediaPipe image classifiers take (uint8 | float | none)
-        "export": {"modes": ["int8"], "calibration_images": 200, "io_type": "uint8"},
+        # Android Task Library and MediaPipe image classifiers take (uint8 | float | none);
+        # app_int8_dot_product: its CPU has int8 dot products (see pipelines.xnnpack)
+        "export": {"modes": ["int8"], "calibration_images": 200, "io_type": "uint8", "app_int8_dot_product": True},
         "micro": {"enabled": True, "max_arena": 0},
         "bench": {"targets": ["host"], "threads": 1, "runs": 50},
     })
@@ -60,6 +61,15 @@ def flatten(d, prefix=""):
     return out
 
 
+def _boolean(key: str, text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"config key {key!r} takes true or false; got {text!r}")
+
+
 def apply_overrides(config, overrides: dict):
     """Set dotted keys ('train.epochs': 3); unknown keys raise with the list of known ones."""
     known = flatten(config.to_dict())
@@ -73,7 +83,7 @@ def apply_overrides(config, overrides: dict):
                 node = node[part]
         current = known[key]
         if isinstance(current, bool) and isinstance(value, str):
-            value = value.lower() in ("1", "true", "yes", "on")
+            value = _boolean(key, value)
         elif isinstance(current, (list, tuple)) and isinstance(value, str):
             value = [v for v in value.split(",") if v]
         elif isinstance(current, float) and isinstance(value, (int, str)):
@@ -327,7 +337,8 @@ def _write_app_model(run, cfg, model, calibration, info):
 
     name = "export/model_app.tflite"
     with open(run.file(name), "wb") as f:
-        f.write(app_model.app_tflite(model, calibration, info, cfg.export.io_type))
+        f.write(app_model.app_tflite(model, calibration, info, cfg.export.io_type,
+                                     int8_dot_product=bool(cfg.export.app_int8_dot_product)))
     return name
 
 
