@@ -117,6 +117,7 @@ def test_export_int8_with_micro_sources_and_metadata(tmp_path, digit_batches):
     # beside it, the copy apps take (the Task Library refuses int8 input): uint8, RGB, same labels
     app = (out / "resnet8_app.tflite").read_bytes()
     assert summary["app_tflite"] == str(out / "resnet8_app.tflite") and summary["app_io_type"] == "uint8"
+    assert summary["app_int8_dot_product"] is True  # lowered for a phone's CPU unless told otherwise
     assert metadata.read(app)["labels"] == [f"class {i}" for i in range(10)]
     from kerasnets.pipelines import convert
 

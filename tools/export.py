@@ -101,6 +101,7 @@ def export_model(model, *, name: str, mode: str, out_dir: str, calibration: str 
         app_path = os.path.join(out_dir, f"{codegen_name(name)}_app.tflite")
         write_atomic(app_path, app)
         summary["app_tflite"], summary["app_io_type"] = app_path, app_io_type
+        summary["app_int8_dot_product"] = app_int8_dot_product  # the CPU its XNNPACK lowering is for
     return summary
 
 
