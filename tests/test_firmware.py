@@ -99,12 +99,13 @@ def bundle(request, tmp_path_factory, digit_batches):
     # input would fail; their outputs are the tflite-micro Python interpreter's (reference kernels)
     inputs, expected = report["golden_inputs"], report["golden_outputs"]
     assert np.array_equal(expected, arena.run_micro(tflite, inputs)) and not np.array_equal(*expected)
-    return name, tflite, out / "micro", inputs, expected
+    peak = kerasnets.profile(model)["peak_activation_bytes"]  # the live int8 activations an arena must hold
+    return name, tflite, out / "micro", inputs, expected, peak
 
 
 def _outputs_are_the_interpreters(bundle, firmware_cache, kernels, target, tmp_path):
     """Build and run the bundle; its outputs for both inputs are the Python interpreter's, bit for bit."""
-    name, tflite, model_dir, inputs, expected = bundle
+    name, tflite, model_dir, inputs, expected, peak = bundle
     started = time.monotonic()
     result = firmware_build.benchmark(model_dir, TREES[kernels], target, inputs=inputs, expected=expected,
                                       out_dir=tmp_path / "build", cache_dir=firmware_cache["dir"], jobs=2)
@@ -123,7 +124,6 @@ def _outputs_are_the_interpreters(bundle, firmware_cache, kernels, target, tmp_p
     assert result["max_diff"] == [0, 0] and result["checks"] == [True, True]
     assert not result["tensors"]  # built without KN_TENSOR_CHECKSUMS
     # the arena holds at least the live int8 activations the profiler counts, and fits its buffer
-    peak = kerasnets.profile(kerasnets.create_model(name, **_family_arguments(name)))["peak_activation_bytes"]
     assert peak <= result["arena_used"] <= result["arena_size"], (peak, result["arena_used"])
     assert len(result["ticks"]) == 2 and all(t > 0 for t in result["ticks"])
     if target == "mps2-an386":
@@ -179,7 +179,7 @@ def test_golden_pairs_and_tensor_checksums_of_the_export_pass_on_the_cortex_m4(b
     """The firmware as `kerasnets export --micro` ships it (no kerasnets_inputs.h) checks every golden
     pair, and with KN_TENSOR_CHECKSUMS every activation tensor: CMSIS-NN on QEMU gives the
     reference kernels' bytes for each."""
-    _, _, model_dir, inputs, expected = bundle
+    _, _, model_dir, inputs, expected, _ = bundle
     result = firmware_build.benchmark(model_dir, TREES["cmsis_nn"], "mps2-an386", tensor_checksums=True,
                                       out_dir=tmp_path / "build", cache_dir=firmware_cache["dir"], jobs=2)
     assert result["passed"] and result["exit_code"] == 0, result["log"][-2000:]
@@ -213,7 +213,7 @@ def _corrupt(model_dir, tmp_path, *, output_byte=None, tensor=None):
 def test_host_firmware_passes_each_pair_and_tensor_and_fails_a_corrupted_byte(bundle, firmware_cache, tmp_path):
     """PASS for every golden pair and every activation tensor's checksum; a golden output byte and a
     tensor checksum off by one each give FAIL on their own line, exit status 1."""
-    _, tflite, model_dir, _, expected = bundle
+    _, tflite, model_dir, _, expected, _ = bundle
     run = functools.partial(firmware_build.benchmark, tflm_tree=TREES["reference"], target="host",
                             tensor_checksums=True, cache_dir=firmware_cache["dir"], jobs=2)
     good = run(model_dir, out_dir=tmp_path / "good")
