@@ -12,7 +12,6 @@ than the Keras graph suggests.
 """
 from __future__ import annotations
 
-import csv
 import importlib.metadata
 from pathlib import Path
 
@@ -46,10 +45,7 @@ def main(argv):
                      "arena_bytes": arena, "arena_over_estimate": round(arena / estimate, 3),
                      "tflite_micro": tflm, "machine": row["machine"]})
         print(f"{row['model']}: estimate {estimate}, arena {arena}, ratio {arena / estimate:.2f}", flush=True)
-    with open(FLAGS.out, "w", newline="", encoding="utf-8") as table:
-        writer = csv.DictWriter(table, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    zoo.write_csv(rows, FLAGS.out, COLUMNS)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,12 @@ Where this differs from the official code:
 
 Training: `model.fit(..., callbacks=[CondensationSchedule(epochs)])` on the training-time model,
 then `condense(model)`; `finish_condensation(model)` runs any stages a shortened run did not reach.
+`index_as_gather(model)` (or `condense(model, index="gather")`) gives the paper's own test-time form
+of a condensed model, Index as a GATHER op + grouped 1x1 conv + Permute: the same outputs in a
+smaller int8 file (each condensed kernel stored once, not G times with zeros), for a CPU where flash
+is the budget (TFLite Micro); the folded form is the one every fast path and an NPU run whole.
 Custom layers (IndexedGroupConv, IndexedDense, LearnedGroupConv, CondensingDense,
-BlockDiagonalConv2D; ChannelGather, the Index as a GATHER op, for models saved before) live in
+BlockDiagonalConv2D; ChannelGather, the Index as a GATHER op) live in
 `kerasnets.layers` (and the learned group conv blocks in `kerasnets.blocks`, shared with EffCNet);
 they are serialisable and declare their QAT spec; QAT wraps the training-time model too and keeps
 dropped connections dropped. This module re-exports them under their old names.
@@ -178,27 +182,32 @@ def _copied_layer(layer, x, assignments):
     return clone(x)
 
 
-def _check_condensed(model):
-    pending = [layer.name for layer in condensing_layers(model) if not layer.is_condensed]
-    if pending:
-        raise ValueError(f"condense() needs a fully condensed training-time model; "
-                         f"{', '.join(pending[:5])}{' ...' if len(pending) > 5 else ''} have not "
-                         "reached their last condensing stage: train with CondensationSchedule "
-                         "or call finish_condensation(model) first")
+def _gathered_layer(layer, x, assignments):
+    """An IndexedGroupConv as the paper's Index (GATHER), grouped 1x1 conv and Permute; an
+    IndexedDense as Index and Dense. Same weights: the compact kernel is the grouped conv's."""
+    if not isinstance(layer, (IndexedGroupConv, IndexedDense)):
+        return _copied_layer(layer, x, assignments)
+    config = {k: v for k, v in layer.get_config().items() if k != "indices"}
+    assignments[layer.name] = layer.get_weights()
+    x = ChannelGather(layer.indices, name=f"{layer.name}_index")(x)
+    if isinstance(layer, IndexedDense):
+        return L.Dense.from_config(config)(x)
+    x = L.Conv2D.from_config(config)(x)
+    return blocks.channel_shuffle(x, layer.groups, name=f"{layer.name}_permute") if layer.groups > 1 else x
 
 
-def condense(model: keras.Model) -> keras.Model:
-    """Rebuild a trained training-time model as the condensed test-time model (builtin ops only).
+def _condensed_layer(layer, x, assignments):
+    if isinstance(layer, LearnedGroupConv):
+        return _condensed_lgc(layer, x, assignments)
+    if isinstance(layer, CondensingDense):
+        return _condensed_dense(layer, x, assignments)
+    return _copied_layer(layer, x, assignments)
 
-    Every LearnedGroupConv becomes an IndexedGroupConv (Index + grouped 1x1 conv + Permute), a
-    CondensingDense an IndexedDense (Index + Dense) and a BlockDiagonalConv2D a grouped Conv2D; all other layers are copied with
-    their weights. The result has the registered
-    structure of its variant and the same outputs as `model`.
-    """
-    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
-        raise TypeError(f"condense() needs a functional tf_keras Model, got {type(model).__name__}")
-    _check_condensed(model)
-    new = {}  # id(training-time tensor) -> condensed tensor
+
+def _rebuilt(model: keras.Model, rebuild_layer) -> keras.Model:
+    """`model` with every layer rebuilt by `rebuild_layer(layer, inputs, assignments)`, which
+    returns the layer's new output and records the new layers' weights by name."""
+    new = {}  # id(original tensor) -> rebuilt tensor
     assignments = {}  # layer name -> weights to set once the model exists
     inputs = []
     for layer in model.layers:
@@ -208,17 +217,68 @@ def condense(model: keras.Model) -> keras.Model:
             new[id(layer.output)] = tensor
             continue
         x = tf.nest.map_structure(lambda t: new[id(t)], layer.input)
-        if isinstance(layer, LearnedGroupConv):
-            out = _condensed_lgc(layer, x, assignments)
-        elif isinstance(layer, CondensingDense):
-            out = _condensed_dense(layer, x, assignments)
-        else:
-            out = _copied_layer(layer, x, assignments)
-        new[id(layer.output)] = out
-    condensed = keras.Model(inputs, [new[id(t)] for t in model.outputs], name=model.name)
+        new[id(layer.output)] = rebuild_layer(layer, x, assignments)
+    rebuilt = keras.Model(inputs, [new[id(t)] for t in model.outputs], name=model.name)
     for name, weights in assignments.items():
-        condensed.get_layer(name).set_weights(weights)
-    return condensed
+        rebuilt.get_layer(name).set_weights(weights)
+    return rebuilt
+
+
+def _check_functional(model, caller):
+    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+        raise TypeError(f"{caller}() needs a functional tf_keras Model, got {type(model).__name__}")
+
+
+def _check_condensed(model):
+    pending = [layer.name for layer in condensing_layers(model) if not layer.is_condensed]
+    if pending:
+        raise ValueError(f"condense() needs a fully condensed training-time model; "
+                         f"{', '.join(pending[:5])}{' ...' if len(pending) > 5 else ''} have not "
+                         "reached their last condensing stage: train with CondensationSchedule "
+                         "or call finish_condensation(model) first")
+
+
+INDEX_FORMS = ("folded", "gather")
+
+
+def condense(model: keras.Model, *, index: str = "folded") -> keras.Model:
+    """Rebuild a trained training-time model as the condensed test-time model (builtin ops only).
+
+    Every LearnedGroupConv becomes an IndexedGroupConv (Index + grouped 1x1 conv + Permute), a
+    CondensingDense an IndexedDense (Index + Dense) and a BlockDiagonalConv2D a grouped Conv2D; all
+    other layers are copied with their weights. The result has the registered structure of its
+    variant and the same outputs as `model`. `index="gather"` returns `index_as_gather` of it.
+    """
+    _check_functional(model, "condense")
+    if index not in INDEX_FORMS:
+        raise ValueError(f"`index` must be one of {INDEX_FORMS}, got {index!r}")
+    _check_condensed(model)
+    condensed = _rebuilt(model, _condensed_layer)
+    return index_as_gather(condensed) if index == "gather" else condensed
+
+
+def index_as_gather(model: keras.Model) -> keras.Model:
+    """The condensed model with each Index as a GATHER op: the smaller int8 file where flash is the
+    budget and a CPU runs the model (TFLite Micro, LiteRT's builtin kernels).
+
+    Every IndexedGroupConv becomes the paper's ChannelGather + grouped 1x1 Conv2D + Permute (a channel
+    shuffle through tensors of rank <= 4) and every IndexedDense ChannelGather + Dense, with the same
+    weights and outputs. The folded form runs the 1x1 conv dense, so its int8 file stores each
+    learned group conv's kernel `groups` times over (zeros where connections were dropped); this form
+    stores it once, at the cost of a GATHER that leaves XNNPACK's fast path and an Ethos-U's NPU, a
+    TRANSPOSE per layer and the gathered copy of the features in the arena. Quantise (`quantize_model`)
+    after this call: a QAT-wrapped model is refused.
+    """
+    _check_functional(model, "index_as_gather")
+    wrapped = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Wrapper)]
+    if wrapped:
+        raise ValueError(f"index_as_gather(model) needs the float model; `model` has QAT or pruning wrappers "
+                         f"({', '.join(wrapped[:3])}{' ...' if len(wrapped) > 3 else ''}): call it on the float "
+                         "model (strip_pruning first) and quantise the result")
+    if not any(isinstance(layer, (IndexedGroupConv, IndexedDense)) for layer in model.layers):
+        raise ValueError(f"index_as_gather(model): {model.name!r} has no IndexedGroupConv or IndexedDense "
+                         "layer (a condensed CondenseNet or EffCNet has them; a training-time model: condense it)")
+    return _rebuilt(model, _gathered_layer)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ The group-wise pointwise conv is CondenseNet's learned group convolution (group-
 `kerasnets.condensenet.CondensationSchedule` prunes it during `fit` and
 `kerasnets.condensenet.condense` turns it into the registered test-time structure (Index +
 grouped 1x1 conv + channel shuffle folded into one `IndexedGroupConv`: a dense 1x1 CONV_2D in
-TFLite, no GATHER, so the whole graph runs on XNNPACK and on an Ethos-U NPU).
+TFLite, no GATHER, so the whole graph runs on XNNPACK and on an Ethos-U NPU;
+`kerasnets.condensenet.index_as_gather` gives the GATHER form, smaller in flash).
 
 Configuration from the official code (priyankkalgaonkar/CondenseNeXt): CIFAR-10 with stages
 4-4-4 and growth 8-8-8 (its README command), bottleneck 4, 3x3 group conv with 4 groups,

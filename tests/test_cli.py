@@ -179,9 +179,10 @@ def test_export_reports_a_tflite_micro_abort_as_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("command, shown, not_shown", [
-    ("export", ["--io_type: <int8|uint8|float>", "--app_io_type: <uint8|float|none>", "--mode: <fp32|fp16|dynamic|int8|int16x8>", "--calibration",
-                "--max_arena", "--input_size", "--min_agreement", "--[no]tensor_checksums",
-                "--[no]app_int8_dot_product"], ["--filter", "--target", "--helpfull"]),
+    ("export", ["--io_type: <int8|uint8|float>", "--app_io_type: <uint8|float|none>",
+                "--mode: <fp32|fp16|dynamic|int8|int16x8>", "--calibration", "--max_arena", "--input_size",
+                "--min_agreement", "--[no]tensor_checksums", "--[no]app_int8_dot_product",
+                "--condensed_index: <folded|gather>"], ["--filter", "--target", "--helpfull"]),
     ("compress", ["--target: A budget KEY=VALUE", "--method: <", "scl", "--strength"], ["--io_type"]),
     ("bench", ["--target: <host|android|cortex-m4|ethos-u55-128|ethos-u65-256>: Where to run", "--tflite", "--threads", "--tflm_tree", "--clock_mhz"], ["--method"]),
     ("run", ["--from_stage: <data|train|compress|qat|export|micro|bench|report>", "--train.epochs",
@@ -249,3 +250,23 @@ def test_translation_uses_each_commands_table_and_keeps_unknown_names():
         "--dataset=imagefolder:PATH is empty; set --data.seed or `nosuch=3`"
     assert cli.translate("`strength` and `data`", cli.COMMANDS["compress"].renames | {"strength": "strength"}) \
         == "--strength and --dataset"
+
+
+def test_export_writes_a_condensed_model_with_its_index_as_gather(tmp_path):
+    from kerasnets.pipelines import tflite_file
+
+    sizes = {}
+    for form in ("folded", "gather"):
+        result = kerasnets("export", "--model=effcnet_cifar", "--mode=int8", "--app_io_type=none", "--min_agreement=0",
+                           f"--condensed_index={form}", f"--out={tmp_path / form}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        summary = json.loads(result.stdout.splitlines()[-1])
+        assert summary["condensed_index"] == form
+        _, graph = tflite_file.read_tflite_file(str(tmp_path / form / "effcnet_cifar.tflite"))
+        assert ("GATHER" in graph.op_names) == (form == "gather"), graph.op_names
+        sizes[form] = summary["size_bytes"]
+    assert sizes["gather"] < sizes["folded"]
+    refused = kerasnets("export", "--model=resnet8", "--condensed_index=gather", f"--out={tmp_path / 'r'}")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "kerasnets export: --condensed_index gather: " in refused.stderr
+    assert "has no IndexedGroupConv" in refused.stderr and not (tmp_path / "r").exists()

@@ -9,7 +9,7 @@ import kerasnets
 from kerasnets import condensenet as cn
 from kerasnets.micro import arena
 from kerasnets.pipelines import convert, quantize
-from conftest import assert_same_outputs, calibrate_batchnorm
+from conftest import assert_same_outputs, calibrate_batchnorm, small_input_shape
 
 TINY = cn.CondenseNetConfig(stages=(2, 2), growth=(8, 16))
 TINY_SHAPE = (16, 16, 3)
@@ -194,3 +194,71 @@ def test_variant_arguments_build_the_training_model():
     assert isinstance(model.get_layer("head_fc"), cn.CondensingDense)
     with pytest.raises(TypeError, match="condensing and group_lasso"):
         kerasnets.create_model("condensenet50_cifar", width=2)
+
+
+CONDENSED_PAPERS = ("arXiv 1711.09224", "arXiv 2106.14102")  # CondenseNet; EffCNet / CondenseNeXt
+CONDENSED_MODELS = [n for n in kerasnets.list_models() if kerasnets.model_info(n).paper in CONDENSED_PAPERS]
+
+
+@pytest.mark.parametrize("name", CONDENSED_MODELS)
+def test_every_condensed_model_has_a_gather_form_with_its_outputs_and_size(name):
+    model = kerasnets.create_model(name, input_shape=small_input_shape(name), classifier_activation="linear")
+    images = np.random.default_rng(0).uniform(0, 255, (4,) + model.input_shape[1:]).astype("float32")
+    calibrate_batchnorm(model, images)
+    gathered = cn.index_as_gather(model)
+    indexed = [l for l in model.layers if isinstance(l, (cn.IndexedGroupConv, cn.IndexedDense))]
+    assert indexed and len([l for l in gathered.layers if isinstance(l, cn.ChannelGather)]) == len(indexed)
+    assert not [l for l in gathered.layers if isinstance(l, (cn.IndexedGroupConv, cn.IndexedDense))]
+    assert_same_outputs(gathered(images), model(images))
+    size, gathered_size = kerasnets.profile(model), kerasnets.profile(gathered)
+    assert (gathered_size["params"], gathered_size["macs"]) == (size["params"], size["macs"])
+
+
+def test_the_gather_form_runs_in_tflite_micro_as_the_folded_form(digit_batches):
+    model, images = _trained_tiny(digit_batches)
+    folded, gathered = cn.condense(model), cn.condense(model, index="gather")
+    assert_same_outputs(gathered(images), folded(images))
+    ops, reference, micro = _int8_litert_and_micro(gathered, images)
+    assert {"GATHER", "TRANSPOSE"} <= set(ops), ops
+    assert len(np.unique(reference)) > 4
+    assert np.abs(reference.astype(int) - micro).max() <= 1  # the Dense head's near-ties, as folded
+    # the same int8 arithmetic: a QAT model of each form, from the same float model and calibration,
+    # converts to int8 models with the same outputs
+    outputs = []
+    for form in (folded, gathered):
+        qat = quantize.quantize_model(form, calibration=images)
+        tflite = convert.export(qat, "int8", images)
+        outputs.append(convert.run_litert(tflite, convert.quantize_input(
+            images, convert.litert_interpreter(tflite).get_input_details()[0]), reference=True).astype(int))
+    assert len(np.unique(outputs[0])) > 4 and np.abs(outputs[0] - outputs[1]).max() <= 1
+
+
+def test_the_gather_form_stores_each_condensed_kernel_once():
+    """The folded 1x1 convs hold `groups` copies' worth of zeros; the gather form's int8 file drops
+    them (a net as small as the tiny one above gains nothing: the GATHER, TRANSPOSE and RESHAPE
+    tensors cost more than its kernels' zeros)."""
+    model = kerasnets.create_model("effcnet_cifar", classifier_activation="linear")
+    images = np.random.default_rng(0).uniform(0, 255, (8,) + model.input_shape[1:]).astype("float32")
+    calibrate_batchnorm(model, images)
+    folded_bytes = len(convert.to_int8(model, images))
+    gathered_bytes = len(convert.to_int8(cn.index_as_gather(model), images))
+    indexed = [l for l in model.layers if isinstance(l, (cn.IndexedGroupConv, cn.IndexedDense))]
+    zeros = sum(l.kernel.shape.num_elements() * (l.groups - 1)
+                for l in indexed if isinstance(l, cn.IndexedGroupConv))  # int8: a byte each
+    # what the gather form adds: its int32 indices and ~1.4 KiB of tensors per layer (measured:
+    # effcnet_cifar 155,520 -> 137,728 bytes for 40,320 zeros, condensenet50_cifar 618 -> 365 KiB)
+    added = sum(4 * len(l.indices) + 2048 for l in indexed)
+    assert gathered_bytes < folded_bytes - (zeros - added), (folded_bytes, gathered_bytes, zeros, added)
+
+
+def test_the_gather_form_needs_a_condensed_float_model(digit_batches):
+    model, images = _trained_tiny(digit_batches)
+    with pytest.raises(ValueError, match="`index` must be one of"):
+        cn.condense(model, index="scatter")
+    with pytest.raises(ValueError, match="has no IndexedGroupConv"):
+        cn.index_as_gather(model)  # the training-time model
+    with pytest.raises(TypeError, match="functional"):
+        cn.index_as_gather(keras.Sequential([keras.layers.Dense(2)]))
+    qat = quantize.quantize_model(cn.condense(model), calibration=images)
+    with pytest.raises(ValueError, match="needs the float model"):
+        cn.index_as_gather(qat)

@@ -106,6 +106,10 @@ def _export_flags(d):
            "The app copy's CPU has int8 dot products (Arm dotprod, phones since Armv8.2; x86 VNNI); "
            "--noapp_int8_dot_product for e.g. Cortex-A53/A72 or AVX2-only x86 leaves out the XNNPACK "
            "rewrites that pay only with them.")
+    d.enum("condensed_index", "folded", ("folded", "gather"),
+           "A CondenseNet/EffCNet's learned group convs: folded into dense 1x1 convs (every CPU fast path "
+           "and NPU runs them), or gather: the paper's GATHER + grouped conv, a smaller file where flash is "
+           "the budget and a CPU runs it (kerasnets.condensenet.index_as_gather; a float model only).")
     d.bool("micro", False, "Also write TFLite Micro sources to OUT/micro/.")
     d.string("calibration", "digits", "Data set for int8 calibration and the parity gates "
              f"({_dataset_help()}).")
@@ -302,6 +306,16 @@ def _read_labels(path):
         raise ValueError(f"--labels {path}: {error.strerror}") from None
 
 
+def _with_gathered_index(model):
+    from kerasnets import condensenet
+
+    try:
+        return condensenet.index_as_gather(model)
+    except ValueError as error:
+        raise ValueError(f"--condensed_index gather: {error} (it applies to a float CondenseNet or EffCNet; "
+                         "a QAT model exports in the form it was trained in)") from None
+
+
 def _export() -> int:
     from kerasnets.pipelines import saving
     from kerasnets.tools import export
@@ -321,6 +335,8 @@ def _export() -> int:
     else:
         model = saving.load_saved_model(FLAGS.saved_model)
         name = model.name
+    if FLAGS.condensed_index == "gather":
+        model = _with_gathered_index(model)
     summary = export.export_model(
         model, name=name, mode=FLAGS.mode, out_dir=FLAGS.out, calibration=FLAGS.calibration,
         io_type=FLAGS.io_type, micro=FLAGS.micro,
@@ -328,6 +344,7 @@ def _export() -> int:
         min_agreement=FLAGS.min_agreement, tensor_checksums=FLAGS.tensor_checksums,
         app_io_type=None if FLAGS.app_io_type == "none" else FLAGS.app_io_type,
         app_int8_dot_product=FLAGS.app_int8_dot_product)
+    summary["condensed_index"] = FLAGS.condensed_index
     print(json.dumps(summary))
     return 0
 

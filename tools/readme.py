@@ -216,6 +216,10 @@ SECTIONS = {
     "condense": ("results/condense.csv", lambda p: plain_table(p, [
         "model", "epochs", "train_images", "top1_train_model", "top1_condensed", "top1_condensed_int8",
         "max_abs_diff", "params", "macs", "int8_kb"])),
+    "condensed_index": ("results/condensed-index.csv", lambda p: plain_table(p, [
+        "model", "input", "index", "int8_kib", "arena_bytes", "gather_ops", "tflite_micro"],
+        note=" (`benchmarks/condensed_index.py`: BatchNorm-calibrated weights, sizes and arenas do not depend on "
+             "trained values)")),
     "throughput": ("results/train-throughput.csv", lambda p: plain_table(p, [
         "model", "pipeline", "images_per_s", "epochs_timed", "batch_size", "ratio_vs_plain", "ratio_vs_in_memory",
         "conditions", "machine"])),

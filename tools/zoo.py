@@ -82,10 +82,10 @@ def merge_row(path: str, row: dict) -> list[dict]:
     return rows
 
 
-def write_csv(rows: list[dict], path: str) -> None:
+def write_csv(rows: list[dict], path: str, columns=COLUMNS) -> None:
     """Write atomically: an interrupted run never leaves a half-written table."""
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=COLUMNS)
+    writer = csv.DictWriter(text, fieldnames=list(columns))
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(path, text.getvalue())
