@@ -25,17 +25,24 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_a_qat_model(tmp_path):
 
 def test_two_replicas_reach_the_weights_of_one_on_the_same_global_batch(tmp_path):
     """MirroredStrategy splits each global batch of 32 over 2 replicas and sums their gradients:
-    the training must be the one-device training, within float rounding (summed in another order,
-    it drifted by up to 7e-4 on weights of ~0.3 in one full test run)."""
+    the training must be the one-device training, within float rounding. Run alone, the two ended
+    9e-8 apart; summed in another order under load, rounding can tip a unit across a ReLU's zero
+    and move the few weights it feeds further (one full test run, AVX-512 host: 2 of 1,152 kernel
+    values of the second conv 1.0e-3 apart, the rest up to 5e-5, on weights of ~0.5). So every
+    weight within 1% of the largest, and 99% of each tensor within 0.1%; a replica that trained
+    on its own half-batch, or gradients summed instead of averaged, moves nearly every weight by
+    several percent."""
     out = tmp_path / "replicas.npz"
     subprocess.run([sys.executable, WORKER, "replicas", str(out)], check=True, timeout=900, env=_env())
     result = np.load(out)
     assert (int(result["one_replicas"]), int(result["two_replicas"])) == (1, 2)
     names = sorted(k[len("one_"):] for k in result.files if k.startswith("one_w"))
     assert names
-    moved = max(float(np.abs(result[f"one_{k}"]).max()) for k in names)
+    scale = max(max(float(np.abs(result[f"one_{k}"]).max()) for k in names), 1.0)
     for k in names:
-        np.testing.assert_allclose(result[f"two_{k}"], result[f"one_{k}"], atol=1e-3 * max(moved, 1.0))
+        apart = np.abs(result[f"two_{k}"] - result[f"one_{k}"])
+        assert apart.max() <= 1e-2 * scale, (k, float(apart.max()))
+        assert np.mean(apart <= 1e-3 * scale) >= 0.99, (k, float(np.mean(apart <= 1e-3 * scale)))
 
 
 def _free_ports(n):
