@@ -28,10 +28,6 @@ flags.DEFINE_list("models", None, "models to measure (default: every registered 
 flags.DEFINE_string("out", str(REPO / "results" / "condensed-index.csv"), "CSV to write")
 
 
-def _condensed(model) -> bool:
-    return any(isinstance(layer, (condensenet.IndexedGroupConv, condensenet.IndexedDense)) for layer in model.layers)
-
-
 def _row(name, model, index, images, tflm, host):
     tflite = convert.to_int8(model, images)
     ops = [op.name for op in tflite_file.read_tflite(tflite, source=name).ops]
@@ -45,7 +41,7 @@ def main(argv):
     tflm, host, rows = importlib.metadata.version("tflite-micro"), machine.machine_name(), []
     for name in FLAGS.models or kerasnets.list_models():
         model = kerasnets.create_model(name)
-        if not _condensed(model):
+        if not condensenet.indexed_layers(model):
             continue
         images, _ = data.digits_images(model.input_shape[1:], zoo.CALIBRATION_IMAGES)
         convert.calibrate_batchnorm(model, images)

@@ -85,10 +85,19 @@ def _unwrapped(layer):
     return getattr(layer, "layer", layer)
 
 
+INDEXED_LAYERS = (IndexedGroupConv, IndexedDense)  # a condensed model's folded Index layers
+
+
 def condensing_layers(model) -> list:
     """The LearnedGroupConv and CondensingDense layers of a model (inside QAT wrappers too)."""
     found = [_unwrapped(layer) for layer in model.layers]
     return [layer for layer in found if isinstance(layer, (LearnedGroupConv, CondensingDense))]
+
+
+def indexed_layers(model) -> list:
+    """The IndexedGroupConv and IndexedDense layers of a condensed model (inside QAT wrappers too)."""
+    found = [_unwrapped(layer) for layer in model.layers]
+    return [layer for layer in found if isinstance(layer, INDEXED_LAYERS)]
 
 
 def condense_to_progress(model, progress: float) -> None:
@@ -185,7 +194,7 @@ def _copied_layer(layer, x, assignments):
 def _gathered_layer(layer, x, assignments):
     """An IndexedGroupConv as the paper's Index (GATHER), grouped 1x1 conv and Permute; an
     IndexedDense as Index and Dense. Same weights: the compact kernel is the grouped conv's."""
-    if not isinstance(layer, (IndexedGroupConv, IndexedDense)):
+    if not isinstance(layer, INDEXED_LAYERS):
         return _copied_layer(layer, x, assignments)
     config = {k: v for k, v in layer.get_config().items() if k != "indices"}
     assignments[layer.name] = layer.get_weights()
@@ -275,7 +284,7 @@ def index_as_gather(model: keras.Model) -> keras.Model:
         raise ValueError(f"index_as_gather(model) needs the float model; `model` has QAT or pruning wrappers "
                          f"({', '.join(wrapped[:3])}{' ...' if len(wrapped) > 3 else ''}): call it on the float "
                          "model (strip_pruning first) and quantise the result")
-    if not any(isinstance(layer, (IndexedGroupConv, IndexedDense)) for layer in model.layers):
+    if not indexed_layers(model):
         raise ValueError(f"index_as_gather(model): {model.name!r} has no IndexedGroupConv or IndexedDense "
                          "layer (a condensed CondenseNet or EffCNet has them; a training-time model: condense it)")
     return _rebuilt(model, _gathered_layer)

@@ -206,9 +206,9 @@ def test_every_condensed_model_has_a_gather_form_with_its_outputs_and_size(name)
     images = np.random.default_rng(0).uniform(0, 255, (4,) + model.input_shape[1:]).astype("float32")
     calibrate_batchnorm(model, images)
     gathered = cn.index_as_gather(model)
-    indexed = [l for l in model.layers if isinstance(l, (cn.IndexedGroupConv, cn.IndexedDense))]
+    indexed = cn.indexed_layers(model)
     assert indexed and len([l for l in gathered.layers if isinstance(l, cn.ChannelGather)]) == len(indexed)
-    assert not [l for l in gathered.layers if isinstance(l, (cn.IndexedGroupConv, cn.IndexedDense))]
+    assert not cn.indexed_layers(gathered)
     assert_same_outputs(gathered(images), model(images))
     size, gathered_size = kerasnets.profile(model), kerasnets.profile(gathered)
     assert (gathered_size["params"], gathered_size["macs"]) == (size["params"], size["macs"])
@@ -242,7 +242,7 @@ def test_the_gather_form_stores_each_condensed_kernel_once():
     calibrate_batchnorm(model, images)
     folded_bytes = len(convert.to_int8(model, images))
     gathered_bytes = len(convert.to_int8(cn.index_as_gather(model), images))
-    indexed = [l for l in model.layers if isinstance(l, (cn.IndexedGroupConv, cn.IndexedDense))]
+    indexed = cn.indexed_layers(model)
     zeros = sum(l.kernel.shape.num_elements() * (l.groups - 1)
                 for l in indexed if isinstance(l, cn.IndexedGroupConv))  # int8: a byte each
     # what the gather form adds: its int32 indices and ~1.4 KiB of tensors per layer (measured:
